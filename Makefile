@@ -1,0 +1,31 @@
+PY ?= python3
+
+.PHONY: install dev test lint format typecheck bench demo clean
+
+install:            ## install charrnn and its runtime dependencies
+	$(PY) -m pip install -e .
+
+dev:                ## install with test and lint tools
+	$(PY) -m pip install -e '.[dev]'
+
+test:               ## the test suite (what CI runs)
+	$(PY) -m pip install -q -e '.[test]' && $(PY) -m pytest -q
+
+lint:               ## ruff
+	$(PY) -m ruff check charrnn tests bench
+
+format:
+	$(PY) -m ruff format charrnn tests bench
+
+typecheck:
+	$(PY) -m mypy charrnn
+
+demo:               ## train on the bundled dinosaur names, then sample some
+	$(PY) -m pip install -q -e . && charrnn train && charrnn sample -n 10
+
+bench:              ## charrnn against PyTorch CPU (pip install torch==2.13.0 first)
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
