@@ -1,0 +1,88 @@
+"""Domain exceptions, each with the process exit code the CLI maps it to.
+
+The core raises these; only ``cli.py`` turns them into a one-line message and
+an exit status. The codes follow BSD sysexits where one fits.
+"""
+
+from __future__ import annotations
+
+# the exit-code contract (documented in `charrnn --help` and the README)
+EXIT_OK = 0
+EXIT_ERROR = 1  # unexpected internal error
+EXIT_USAGE = 2  # bad option or argument (click's own code)
+EXIT_DIVERGED = 3  # training stopped: loss or gradients kept going non-finite
+EXIT_DATA = 65  # bad corpus, checkpoint or text (EX_DATAERR)
+EXIT_NOINPUT = 66  # input file, run or checkpoint missing (EX_NOINPUT)
+EXIT_IO = 74  # read/write failure, disk full (EX_IOERR)
+EXIT_LOCKED = 75  # the run is locked by another process (EX_TEMPFAIL)
+EXIT_SIGINT = 130  # interrupted by Ctrl-C, after a safe checkpoint
+EXIT_SIGTERM = 143  # terminated, after a safe checkpoint
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "unexpected error",
+    EXIT_USAGE: "usage error (bad option or argument)",
+    EXIT_DIVERGED: "training diverged (non-finite loss or gradients)",
+    EXIT_DATA: "bad input data: corpus, checkpoint or text",
+    EXIT_NOINPUT: "input missing: file, run or checkpoint not found",
+    EXIT_IO: "I/O error (unreadable, unwritable, disk full)",
+    EXIT_LOCKED: "run locked by another charrnn process",
+    EXIT_SIGINT: "interrupted (SIGINT) after saving a checkpoint",
+    EXIT_SIGTERM: "terminated (SIGTERM) after saving a checkpoint",
+}
+
+
+class CharrnnError(Exception):
+    """Base class: a message for the user and the exit code that goes with it."""
+
+    exit_code = EXIT_ERROR
+
+
+class CorpusError(CharrnnError):
+    """The corpus cannot be used: empty, too short, binary, badly encoded."""
+
+    exit_code = EXIT_DATA
+
+
+class VocabError(CharrnnError):
+    """Text holds characters the model's vocabulary does not know."""
+
+    exit_code = EXIT_DATA
+
+    def __init__(self, message: str, unknown: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
+class InputMissingError(CharrnnError):
+    """A file, run or checkpoint that was asked for does not exist."""
+
+    exit_code = EXIT_NOINPUT
+
+
+class CheckpointError(CharrnnError):
+    """A checkpoint is corrupt, truncated, foreign or from a newer format."""
+
+    exit_code = EXIT_DATA
+
+
+class StoreIOError(CharrnnError):
+    """Reading or writing the store failed (permissions, disk full)."""
+
+    exit_code = EXIT_IO
+
+
+class LockedError(CharrnnError):
+    """Another process holds the run's lock."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class DivergedError(CharrnnError):
+    """Training produced non-finite loss or gradients too many steps in a row."""
+
+    exit_code = EXIT_DIVERGED
