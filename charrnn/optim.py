@@ -1,0 +1,149 @@
+"""Gradient clipping and optimizers over one flat parameter buffer.
+
+Every parameter is a view into one contiguous array (see ``model.Params``), so
+an optimizer step or a clipping pass is a handful of NumPy calls, whatever the
+number of parameter arrays. Pure NumPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adam"  # sgd (the assignment), adam, adagrad (min-char-rnn), rmsprop (char-rnn)
+    lr: float = 2e-3  # learning rate
+    lr_decay: float = 1.0  # multiply the learning rate by this ...
+    lr_decay_every: int = 1000  # ... every this many steps (1.0 = constant rate)
+    beta1: float = 0.9  # adam: first-moment decay
+    beta2: float = 0.999  # adam: second-moment decay
+    alpha: float = 0.95  # rmsprop: squared-gradient decay (char-rnn's decay_rate)
+    eps: float = 1e-8  # adam/adagrad/rmsprop: added to the denominator
+    clip_value: float | None = None  # clamp each gradient entry to ±clip_value (assignment: 5)
+    clip_norm: float | None = 5.0  # rescale the gradient when its global L2 norm exceeds this
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.name!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, not {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], not {self.lr_decay}")
+        if self.lr_decay_every < 1:
+            raise ValueError("lr_decay_every must be at least 1")
+        for name in ("clip_value", "clip_norm"):
+            v = getattr(self, name)
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive number, not {v}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for the step numbered ``step`` (0-based): a pure function, so resumable."""
+        return self.lr * self.lr_decay ** (step // self.lr_decay_every)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> OptimConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class ClipResult(NamedTuple):
+    norm: float  # global L2 norm before any clipping
+    param_norms: np.ndarray  # (P,) L2 norm of each parameter array before clipping
+    value_fraction: float  # fraction of entries clamped by value clipping (0 without it)
+    scale: float  # factor norm clipping applied (1.0 when it did not bite)
+    finite: bool  # False if any gradient entry was NaN or inf (nothing was clipped then)
+
+
+def segment_offsets(sizes: list[int]) -> np.ndarray:
+    """Start offset of each parameter in the flat buffer (for np.add.reduceat)."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+
+
+def clip_gradients(g: np.ndarray, offsets: np.ndarray, clip_value: float | None,
+                   clip_norm: float | None, work: np.ndarray | None = None) -> ClipResult:
+    """Measure, then clip, the flat gradient ``g`` in place.
+
+    Value clipping first (each entry to ±clip_value, as in the assignment), then
+    norm clipping of the result (g *= clip_norm / ‖g‖ when ‖g‖ > clip_norm).
+    The reported norms are the raw, pre-clip ones.
+    """
+    sq = np.multiply(g, g, out=work)  # (N,) squared entries
+    param_sq = np.add.reduceat(sq, offsets) if len(offsets) else np.zeros(0, g.dtype)
+    total = float(param_sq.sum(dtype=np.float64))
+    param_norms = np.sqrt(param_sq.astype(np.float64))
+    if not math.isfinite(total):
+        return ClipResult(total, param_norms, 0.0, 1.0, False)
+    norm = math.sqrt(total)
+    value_fraction = 0.0
+    if clip_value is not None:
+        over = np.count_nonzero(np.abs(g, out=sq) > clip_value)
+        value_fraction = over / g.size if g.size else 0.0
+        if over:
+            np.clip(g, -clip_value, clip_value, out=g)
+    scale = 1.0
+    if clip_norm is not None:
+        now = norm if clip_value is None or value_fraction == 0 else float(np.linalg.norm(g))
+        if now > clip_norm:
+            scale = clip_norm / now
+            g *= scale
+    return ClipResult(norm, param_norms, value_fraction, scale, True)
+
+
+class Optimizer:
+    """One of sgd / adam / adagrad / rmsprop, updating a flat parameter buffer in place."""
+
+    def __init__(self, cfg: OptimConfig, size: int, dtype) -> None:
+        self.cfg = cfg
+        self.t = 0  # steps applied
+        self.state: dict[str, np.ndarray] = {}
+        if cfg.name == "adam":
+            self.state = {"m": np.zeros(size, dtype), "v": np.zeros(size, dtype)}
+        elif cfg.name in ("adagrad", "rmsprop"):
+            self.state = {"cache": np.zeros(size, dtype)}
+        self._tmp = np.empty(size, dtype)
+
+    def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
+        """w -= update(g); g is used as scratch and left undefined."""
+        c, tmp = self.cfg, self._tmp
+        self.t += 1
+        if c.name == "sgd":
+            g *= lr
+            w -= g
+        elif c.name == "adam":
+            m, v = self.state["m"], self.state["v"]
+            np.subtract(g, m, out=tmp)
+            tmp *= 1 - c.beta1
+            m += tmp  # m = β1 m + (1-β1) g
+            np.multiply(g, g, out=tmp)
+            tmp -= v
+            tmp *= 1 - c.beta2
+            v += tmp  # v = β2 v + (1-β2) g²
+            lr_t = lr * math.sqrt(1 - c.beta2**self.t) / (1 - c.beta1**self.t)
+            np.sqrt(v, out=tmp)
+            tmp += c.eps * math.sqrt(1 - c.beta2**self.t)  # eps on the bias-corrected scale
+            np.divide(m, tmp, out=tmp)
+            tmp *= lr_t
+            w -= tmp
+        else:
+            cache = self.state["cache"]
+            np.multiply(g, g, out=tmp)
+            if c.name == "rmsprop":
+                tmp -= cache
+                tmp *= 1 - c.alpha
+            cache += tmp  # adagrad: Σ g²; rmsprop: running mean of g²
+            np.sqrt(cache, out=tmp)
+            tmp += c.eps
+            np.divide(g, tmp, out=tmp)
+            tmp *= lr
+            w -= tmp
