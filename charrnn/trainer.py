@@ -1,0 +1,343 @@
+"""The training loop: truncated BPTT over B parallel streams, silent.
+
+The trainer yields statistics; the caller (the CLI) decides what to show and
+when to checkpoint. Everything needed to resume exactly lives in
+:class:`TrainState` and round-trips through :meth:`TrainState.to_checkpoint`
+and :meth:`TrainState.from_checkpoint` (plain arrays plus JSON: no pickle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from charrnn.batches import StreamBatches
+from charrnn.errors import CheckpointError, DivergedError
+from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
+from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # B: parallel streams
+    seq_len: int = 64  # T: steps of truncated backpropagation through time
+    val_fraction: float = 0.1  # tail of the corpus held out for validation
+    eval_every: int = 250  # steps between validation passes (each followed by a checkpoint)
+    eval_max_batches: int = 50  # cap on validation batches per pass (bounded time on big corpora)
+    max_nonfinite: int = 5  # consecutive non-finite steps before training stops
+    seed: int = 0  # initial parameters, dropout masks
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.seq_len < 1:
+            raise ValueError("batch size and sequence length must be positive")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.eval_every < 1 or self.eval_max_batches < 1 or self.max_nonfinite < 1:
+            raise ValueError("eval_every, eval_max_batches and max_nonfinite must be positive")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def norm_groups(cfg: ModelConfig) -> tuple[list[int], list[str], np.ndarray]:
+    """Segments of the flat buffer and the lecture-named groups they add up to.
+
+    Gate blocks of Wax and Waa are contiguous rows, so each is one segment; a
+    gate's Wax and Waa segments form the lecture's W· = [Waa· | Wax·] (e.g.
+    ``l0.Wf``), its bias rows ``l0.bf``. Returns (segment sizes, group names,
+    group index of each segment).
+    """
+    sizes: list[int] = []
+    seg_group: list[int] = []
+    names: list[str] = []
+
+    def group(name: str) -> int:
+        if name not in names:
+            names.append(name)
+        return names.index(name)
+
+    gates = gate_names(cfg.cell)
+    for pname, shape in param_shapes(cfg).items():
+        n = int(np.prod(shape))
+        layer, _, kind = pname.rpartition(".")
+        if kind in ("Wax", "Waa", "b"):
+            per = n // len(gates)
+            for g in gates:
+                sizes.append(per)
+                seg_group.append(group(f"{layer}.{'b' if kind == 'b' else 'W'}{g}"))
+        else:
+            sizes.append(n)
+            seg_group.append(group(pname))
+    return sizes, names, np.array(seg_group, dtype=np.intp)
+
+
+@dataclass
+class History:
+    """Per-step record kept in every checkpoint (what clip-stats reports)."""
+
+    step: list[int] = field(default_factory=list)  # 1-based step number
+    loss: list[float] = field(default_factory=list)  # training loss, nats/char (nan if skipped)
+    grad_norm: list[float] = field(default_factory=list)  # global L2 norm before clipping
+    scale: list[float] = field(default_factory=list)  # norm-clipping factor applied (1 = none)
+    value_frac: list[float] = field(default_factory=list)  # fraction of entries value-clipped
+    lr: list[float] = field(default_factory=list)
+    skipped: list[bool] = field(default_factory=list)  # non-finite: the update was not applied
+    group_norms: list[np.ndarray] = field(default_factory=list)  # (P,) per lecture-named group
+    val_step: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)  # nats/char on the validation split
+
+    SCALARS = ("step", "loss", "grad_norm", "scale", "value_frac", "lr", "skipped")
+
+    def to_arrays(self, n_groups: int) -> dict[str, np.ndarray]:
+        out = {
+            "hist.step": np.asarray(self.step, dtype=np.int64),
+            "hist.loss": np.asarray(self.loss, dtype=np.float64),
+            "hist.grad_norm": np.asarray(self.grad_norm, dtype=np.float64),
+            "hist.scale": np.asarray(self.scale, dtype=np.float64),
+            "hist.value_frac": np.asarray(self.value_frac, dtype=np.float64),
+            "hist.lr": np.asarray(self.lr, dtype=np.float64),
+            "hist.skipped": np.asarray(self.skipped, dtype=bool),
+            "hist.group_norms": (np.stack(self.group_norms) if self.group_norms
+                                 else np.zeros((0, n_groups))).astype(np.float64),
+            "val.step": np.asarray(self.val_step, dtype=np.int64),
+            "val.loss": np.asarray(self.val_loss, dtype=np.float64),
+        }
+        # non-finite steps are recorded as nan by design; the store refuses non-finite
+        # floats, so they travel as a mask and are restored on load
+        for key in ("hist.loss", "hist.grad_norm"):
+            arr = out[key]
+            bad = ~np.isfinite(arr)
+            out[key + ".nonfinite"] = bad
+            out[key] = np.where(bad, 0.0, arr)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
+        h = cls()
+        if "hist.step" not in arrays:
+            return h
+        loss = arrays["hist.loss"].copy()
+        gn = arrays["hist.grad_norm"].copy()
+        loss[arrays["hist.loss.nonfinite"]] = np.nan
+        gn[arrays["hist.grad_norm.nonfinite"]] = np.nan
+        h.step = arrays["hist.step"].tolist()
+        h.loss = loss.tolist()
+        h.grad_norm = gn.tolist()
+        h.scale = arrays["hist.scale"].tolist()
+        h.value_frac = arrays["hist.value_frac"].tolist()
+        h.lr = arrays["hist.lr"].tolist()
+        h.skipped = arrays["hist.skipped"].tolist()
+        h.group_norms = list(arrays["hist.group_norms"])
+        h.val_step = arrays["val.step"].tolist()
+        h.val_loss = arrays["val.loss"].tolist()
+        return h
+
+
+@dataclass
+class StepStats:
+    step: int  # steps done in the run, this one included
+    loss: float  # nats/char on this batch (nan when skipped)
+    grad_norm: float  # pre-clip global norm
+    scale: float  # norm-clipping factor (1 = did not bite)
+    value_frac: float  # fraction of entries value-clipped
+    lr: float
+    skipped: bool  # non-finite: update not applied
+    epoch: float  # fractional epochs done
+    chars_per_sec: float  # over this invocation so far
+
+
+@dataclass
+class EvalStats:
+    step: int
+    val_loss: float  # nats/char
+    improved: bool  # best so far: the caller saves it as the best checkpoint
+
+
+class TrainState:
+    """Everything that makes resuming bit-identical to never having stopped."""
+
+    def __init__(self, model: CharRNN, optimizer: Optimizer, train_cfg: TrainConfig,
+                 rng: np.random.Generator, hidden: np.ndarray, step: int = 0,
+                 history: History | None = None, best_val: float = math.inf,
+                 elapsed: float = 0.0) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.train_cfg = train_cfg
+        self.rng = rng  # dropout masks
+        self.hidden = hidden  # (L, S, H, B) carried from batch to batch
+        self.step = step
+        self.history = history or History()
+        self.best_val = best_val
+        self.elapsed = elapsed  # training seconds over all invocations
+
+    @classmethod
+    def fresh(cls, model_cfg: ModelConfig, optim_cfg: OptimConfig, train_cfg: TrainConfig) -> TrainState:
+        rng = np.random.default_rng(train_cfg.seed)
+        model = CharRNN(model_cfg, rng=rng)
+        opt = Optimizer(optim_cfg, model.params.flat.size, model.dtype)
+        return cls(model, opt, train_cfg, rng, model.initial_state(train_cfg.batch_size))
+
+    def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, meta) for the store: parameters, optimizer, RNG and history."""
+        m, opt = self.model, self.optimizer
+        arrays: dict[str, np.ndarray] = {f"param.{k}": v for k, v in m.params.items()}
+        arrays.update({f"opt.{k}": v for k, v in opt.state.items()})
+        arrays["train.hidden"] = self.hidden
+        _, groups, _ = norm_groups(m.cfg)
+        arrays.update(self.history.to_arrays(len(groups)))
+        meta = {
+            "model": m.cfg.to_json(),
+            "optim": opt.cfg.to_json(),
+            "train": self.train_cfg.to_json(),
+            "optimizer_t": opt.t,
+            "step": self.step,
+            "rng": self.rng.bit_generator.state,
+            "best_val": None if math.isinf(self.best_val) else self.best_val,
+            "elapsed": self.elapsed,
+            "norm_groups": groups,
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_checkpoint(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                        optim_cfg: OptimConfig | None = None) -> TrainState:
+        """Rebuild from a checkpoint; ``optim_cfg`` may change the learning rate or clipping."""
+        try:
+            model_cfg = ModelConfig.from_json(meta["model"])
+            saved_optim = OptimConfig.from_json(meta["optim"])
+            train_cfg = TrainConfig.from_json(meta["train"])
+            shapes = param_shapes(model_cfg)
+            params = Params(shapes, model_cfg.dtype)
+            for name, shape in shapes.items():
+                arr = arrays[f"param.{name}"]
+                if arr.shape != shape:
+                    raise CheckpointError(f"parameter {name} has shape {arr.shape}, expected {shape}")
+                params[name][...] = arr
+            model = CharRNN(model_cfg, params)
+            ocfg = optim_cfg or saved_optim
+            if ocfg.name != saved_optim.name:
+                raise CheckpointError(
+                    f"run was trained with --optimizer {saved_optim.name}; "
+                    "pass --fresh to start over with another optimizer")
+            opt = Optimizer(ocfg, params.flat.size, model.dtype)
+            for k in opt.state:
+                opt.state[k][...] = arrays[f"opt.{k}"]
+            opt.t = int(meta["optimizer_t"])
+            rng = np.random.default_rng()
+            rng.bit_generator.state = meta["rng"]
+            hidden = arrays["train.hidden"].astype(model.dtype)
+            best = meta.get("best_val")
+            return cls(model, opt, train_cfg, rng, hidden, int(meta["step"]),
+                       History.from_arrays(arrays), math.inf if best is None else float(best),
+                       float(meta.get("elapsed", 0.0)))
+        except KeyError as e:
+            raise CheckpointError(f"checkpoint lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint metadata is malformed: {e}") from None
+
+
+def evaluate(model: CharRNN, batches: StreamBatches | None, max_batches: int) -> float:
+    """Mean nats/char over (up to max_batches of) a split, state carried from zero."""
+    if batches is None:
+        return math.nan
+    state = model.initial_state(batches.batch_size)
+    total, count = 0.0, 0
+    for k in range(min(batches.n_batches, max_batches)):
+        x, y = batches.batch(k)
+        nll, state = model.nll(x, y, state)
+        total += float(nll.sum(dtype=np.float64))
+        count += nll.size
+    return total / count if count else math.nan
+
+
+def train(ts: TrainState, batches: StreamBatches, val: StreamBatches | None, *,
+          total_steps: int, time_budget: float | None = None,
+          stop_flag: list[bool] | None = None) -> Iterator[StepStats | EvalStats]:
+    """Train until ``total_steps`` steps are done in the run, the time budget runs
+    out, or ``stop_flag[0]`` becomes true (set by a signal handler).
+
+    Yields StepStats after every step and EvalStats after every validation pass
+    (every ``eval_every`` steps, and at the end). The data position is a function
+    of the step number, so a resumed run reads exactly the batches it would have.
+    """
+    cfg = ts.train_cfg
+    model, opt = ts.model, ts.optimizer
+    sizes, groups, seg_group = norm_groups(model.cfg)
+    offsets = segment_offsets(sizes)
+    work = np.empty_like(model.params.flat)
+    nb = batches.n_batches
+    bad_in_a_row = 0
+    t_start = time.perf_counter()
+    t_last = t_start
+    chars = 0
+    last_eval = ts.step if ts.history.val_step and ts.history.val_step[-1] == ts.step else None
+    while ts.step < total_steps:
+        if stop_flag and stop_flag[0]:
+            break
+        if time_budget is not None and time.perf_counter() - t_start >= time_budget:
+            break
+        k = ts.step % nb
+        if k == 0:
+            ts.hidden[...] = 0.0  # a new epoch: every stream starts over
+        x, y = batches.batch(k)
+        lr = opt.cfg.lr_at(ts.step)
+        loss, grads, hidden, _ = model.loss_and_grads(x, y, ts.hidden, rng=ts.rng)
+        clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm, work)
+        group_norms = np.sqrt(np.bincount(seg_group, weights=clip.param_norms**2,
+                                          minlength=len(groups)))
+        skipped = not (math.isfinite(loss) and clip.finite)
+        if skipped:
+            bad_in_a_row += 1
+            ts.hidden[...] = 0.0  # a non-finite state must not poison the next batch
+        else:
+            bad_in_a_row = 0
+            opt.step(model.params.flat, grads.flat, lr)
+            ts.hidden[...] = hidden
+        ts.step += 1
+        now = time.perf_counter()
+        ts.elapsed += now - t_last
+        t_last = now
+        chars += x.size
+        h = ts.history
+        h.step.append(ts.step)
+        h.loss.append(loss if not skipped else math.nan)
+        h.grad_norm.append(clip.norm if clip.finite else math.nan)
+        h.scale.append(clip.scale)
+        h.value_frac.append(clip.value_fraction)
+        h.lr.append(lr)
+        h.skipped.append(skipped)
+        h.group_norms.append(np.where(np.isfinite(group_norms), group_norms, 0.0))
+        yield StepStats(ts.step, h.loss[-1], h.grad_norm[-1], clip.scale, clip.value_fraction, lr,
+                        skipped, ts.step / nb, chars / max(now - t_start, 1e-9))
+        if bad_in_a_row >= cfg.max_nonfinite:
+            raise DivergedError(
+                f"training diverged: loss or gradients were non-finite {bad_in_a_row} steps in a "
+                f"row (step {ts.step}); lower the learning rate or clip gradients (--clip-norm 5)")
+        if ts.step % cfg.eval_every == 0 or ts.step == total_steps:
+            yield _evaluate(ts, val)
+            last_eval = ts.step
+    stopped = bool(stop_flag and stop_flag[0])
+    if last_eval != ts.step and ts.step > 0 and not stopped:
+        yield _evaluate(ts, val)
+
+
+def _evaluate(ts: TrainState, val: StreamBatches | None) -> EvalStats:
+    loss = evaluate(ts.model, val, ts.train_cfg.eval_max_batches)
+    improved = math.isfinite(loss) and loss < ts.best_val
+    if improved:
+        ts.best_val = loss
+    if math.isfinite(loss):  # no validation split: nothing to record
+        ts.history.val_step.append(ts.step)
+        ts.history.val_loss.append(loss)
+    return EvalStats(ts.step, loss, improved)
