@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from charrnn.batches import (
+    StreamBatches,
+    eval_batches,
+    make_batches,
+    min_train_chars,
+    split_train_val,
+)
+from charrnn.errors import CorpusError
+
+
+def test_split_train_val_takes_the_tail():
+    assert split_train_val(1000, 0.1) == (900, 100)
+    assert split_train_val(1000, 0.0) == (1000, 0)
+    assert split_train_val(19909, 0.05) == (19909 - 995, 995)
+    assert split_train_val(0, 0.5) == (0, 0)
+
+
+@given(st.integers(0, 10**9), st.floats(0.0, 0.999))
+def test_split_train_val_adds_up(n, frac):
+    n_train, n_val = split_train_val(n, frac)
+    assert n_train + n_val == n
+    assert n_val == int(round(n * frac))
+    assert n_train >= 0
+
+
+@pytest.mark.parametrize("frac", [-0.1, 1.0, 1.5])
+def test_split_train_val_rejects_bad_fraction(frac):
+    with pytest.raises(ValueError):
+        split_train_val(100, frac)
+
+
+def test_min_train_chars():
+    assert min_train_chars(32, 64) == 2080
+    assert min_train_chars(1, 1) == 2
+
+
+def _check_tiling(sb: StreamBatches, ids: np.ndarray) -> None:
+    """Every batch against a naive per-stream reference."""
+    B, T, L, nb = sb.batch_size, sb.seq_len, sb.stream_len, sb.n_batches
+    assert (sb.stop - sb.start) // B == L
+    assert nb == (L - 1) // T
+    assert nb >= 1
+    batches = [sb.batch(k) for k in range(nb)]
+    for x, y in batches:
+        for a in (x, y):
+            assert a.shape == (B, T)
+            assert a.dtype == np.int32
+            assert a.flags.c_contiguous
+            assert type(a) is np.ndarray  # not a memmap view
+    xs = np.concatenate([x for x, _ in batches], axis=1)  # (B, nb*T)
+    ys = np.concatenate([y for _, y in batches], axis=1)  # (B, nb*T)
+    for b in range(B):
+        stream = ids[sb.start + b * L : sb.start + (b + 1) * L].astype(np.int32)
+        # inputs tile the stream's first nb*T characters exactly once, in order
+        np.testing.assert_array_equal(xs[b], stream[: nb * T])
+        # targets are the same stream shifted by one
+        np.testing.assert_array_equal(ys[b], stream[1 : nb * T + 1])
+    # within a batch y is x shifted, and the last target is the next batch's first input
+    for k, (x, y) in enumerate(batches):
+        np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
+        if k + 1 < nb:
+            np.testing.assert_array_equal(y[:, -1], batches[k + 1][0][:, 0])
+
+
+@given(
+    n=st.integers(2, 400),
+    B=st.integers(1, 8),
+    T=st.integers(1, 20),
+    pad=st.integers(0, 5),
+    data=st.data(),
+)
+def test_batches_tile_streams_with_targets_shifted(n, B, T, pad, data):
+    start = data.draw(st.integers(0, pad))
+    # distinct values so a wrong offset cannot match by accident
+    ids = np.arange(n + pad, dtype=np.uint16)
+    stop = start + n
+    if n < min_train_chars(B, T):
+        with pytest.raises(CorpusError):
+            make_batches(ids, start, stop, B, T)
+        return
+    _check_tiling(make_batches(ids, start, stop, B, T), ids)
+
+
+def test_batches_on_a_memmap(tmp_path):
+    path = tmp_path / "tokens.u8"
+    rng = np.random.default_rng(0)
+    rng.integers(0, 256, size=5000, dtype=np.uint8).tofile(path)
+    ids = np.memmap(path, dtype=np.uint8, mode="r", shape=(5000,))
+    sb = StreamBatches(ids, 100, 4900, batch_size=7, seq_len=13)
+    _check_tiling(sb, np.fromfile(path, dtype=np.uint8))
+    assert len(sb) == sb.n_batches
+
+
+def test_exactly_the_minimum_gives_one_batch():
+    ids = np.arange(2080, dtype=np.uint16)
+    sb = make_batches(ids, 0, 2080, 32, 64)
+    assert sb.n_batches == 1
+    with pytest.raises(IndexError):
+        sb.batch(1)
+    with pytest.raises(IndexError):
+        sb.batch(-1)
+
+
+def test_too_short_says_how_many_are_needed():
+    ids = np.zeros(500, dtype=np.uint8)
+    with pytest.raises(CorpusError) as info:
+        make_batches(ids, 0, 120, 32, 64)
+    assert str(info.value) == (
+        "the training split has 120 characters; --batch-size 32 --seq-len 64 needs at least "
+        "2080; use a smaller --batch-size or --seq-len"
+    )
+
+
+def test_bad_arguments_are_programming_errors():
+    ids = np.zeros(100, dtype=np.uint8)
+    with pytest.raises(ValueError):
+        make_batches(ids, 0, 101, 1, 1)
+    with pytest.raises(ValueError):
+        make_batches(ids, 0, 100, 0, 1)
+    with pytest.raises(ValueError):
+        make_batches(ids, 50, 40, 1, 1)
+
+
+def test_eval_batches_keeps_full_size_when_it_fits():
+    ids = np.arange(10_000, dtype=np.uint16)
+    sb = eval_batches(ids, 1000, 10_000, 32, 64)
+    assert (sb.batch_size, sb.seq_len) == (32, 64)
+
+
+def test_eval_batches_shrinks_streams_then_steps():
+    ids = np.arange(1000, dtype=np.uint16)
+    # 200 characters: 3 streams of 65 fit, not 32
+    sb = eval_batches(ids, 800, 1000, 32, 64)
+    assert (sb.batch_size, sb.seq_len) == (3, 64)
+    _check_tiling(sb, ids)
+    # 40 characters: not even one stream of 65, so one stream of 40 with T = 39
+    sb = eval_batches(ids, 960, 1000, 32, 64)
+    assert (sb.batch_size, sb.seq_len) == (1, 39)
+    assert sb.n_batches == 1
+    _check_tiling(sb, ids)
+
+
+def test_eval_batches_none_below_two_characters():
+    ids = np.arange(10, dtype=np.uint8)
+    assert eval_batches(ids, 10, 10, 4, 4) is None
+    assert eval_batches(ids, 9, 10, 4, 4) is None
+    sb = eval_batches(ids, 8, 10, 4, 4)
+    assert (sb.batch_size, sb.seq_len, sb.n_batches) == (1, 1, 1)
+    x, y = sb.batch(0)
+    assert x.tolist() == [[8]] and y.tolist() == [[9]]
+
+
+@given(n=st.integers(0, 300), B=st.integers(1, 64), T=st.integers(1, 100))
+def test_eval_batches_always_yields_a_batch_from_two_characters(n, B, T):
+    ids = np.arange(n, dtype=np.uint16)
+    sb = eval_batches(ids, 0, n, B, T)
+    if n < 2:
+        assert sb is None
+        return
+    assert sb.n_batches >= 1
+    assert sb.batch_size <= B and sb.seq_len <= T
+    _check_tiling(sb, ids)
