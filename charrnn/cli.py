@@ -53,7 +53,7 @@ def store_option(f):
 
 
 def json_option(f):
-    return click.option("--json", "as_json", is_flag=True,
+    return click.option("--json", "json", is_flag=True,
                         help="Write one JSON document (or JSON lines) to stdout.")(f)
 
 
@@ -171,7 +171,7 @@ DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
 
 @cli.command(epilog=_epilog())
 @click.argument("corpus", nargs=-1, type=str)
-@click.option("--run", "run_name", type=str, default=None,
+@click.option("--run", "run_name", type=str, default=None, envvar="CHARRNN_TRAIN_RUN",
               help="Run name in the store. [default: the first corpus file's stem]")
 @store_option
 @click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True,
@@ -210,7 +210,7 @@ DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
                    "[default: 2000 unless --epochs or --time is given]")
 @click.option("--epochs", type=FiniteFloat(0.0, min_open=True), default=None,
               help="Total epochs for the run, instead of --steps.")
-@click.option("--time", "time_budget", type=Duration(), default=None,
+@click.option("--time", "time_budget", type=Duration(), default=None, envvar="CHARRNN_TRAIN_TIME",
               help="Time budget for this invocation (90s, 10m, 1h); saves and exits 0 when spent.")
 @click.option("--eval-every", type=click.IntRange(1), default=250, show_default=True,
               help="Steps between validation passes; each is followed by a checkpoint.")
@@ -288,9 +288,9 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
                 log.info(f"--fresh: removed {removed} checkpoint(s) of run '{run_name}'")
         elif st.checkpoints(run_name):
             ck = st.latest(run_name, on_warning=log.warn)
-            meta = ck.meta
-            _check_resume(ctx, meta, cp, opts)
-            ts = TrainState.from_checkpoint(ck.arrays, meta, optim_cfg)
+            _check_resume(ctx, ck.meta, cp, opts)
+            ts = TrainState.from_checkpoint(ck.arrays, ck.meta,
+                                            _resumed_optim(ctx, ck.meta, optim_cfg))
             log.info(f"resuming run '{run_name}' from step {ts.step} ({ck.path.name})")
         if ts is None:
             model_cfg = ModelConfig(vocab_size=cp.vocab.size, cell=opts["cell"],
@@ -301,11 +301,11 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
                                     val_fraction=opts["val_fraction"],
                                     eval_every=opts["eval_every"], seed=opts["seed"])
             ts = TrainState.fresh(model_cfg, optim_cfg, train_cfg)
-        tc = ts.train_cfg
-        if tc.eval_every != opts["eval_every"]:
+        elif _explicit(ctx, "eval_every"):
             import dataclasses
 
-            ts.train_cfg = tc = dataclasses.replace(tc, eval_every=opts["eval_every"])
+            ts.train_cfg = dataclasses.replace(ts.train_cfg, eval_every=opts["eval_every"])
+        tc = ts.train_cfg
 
         n_train, n_val = split_train_val(cp.n_chars, tc.val_fraction)
         batches = make_batches(cp.ids, 0, n_train, tc.batch_size, tc.seq_len)
@@ -433,10 +433,36 @@ def _corpus_arrays(cp) -> dict[str, Any]:
     return {"corpus.line_hashes": line_hashes(cp.lines())}
 
 
-def _check_resume(ctx: click.Context, meta: dict, cp, opts: dict) -> None:
-    """Refuse to resume with a changed corpus or with explicitly different model options."""
+def _explicit(ctx: click.Context, name: str) -> bool:
+    """Whether the user set this option (command line or environment), not its default."""
     from click.core import ParameterSource
 
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT)
+
+
+OPTIM_OPTIONS = {"lr": "lr", "lr_decay": "lr_decay", "lr_decay_every": "lr_decay_every",
+                 "clip_norm": "clip_norm", "clip_value": "clip_value"}
+
+
+def _resumed_optim(ctx: click.Context, meta: dict, given):
+    """The saved optimizer settings, with the ones given explicitly now taking over."""
+    import dataclasses
+
+    from charrnn.optim import OptimConfig
+
+    saved = OptimConfig.from_json(meta.get("optim", {}))
+    if _explicit(ctx, "optimizer") and given.name != saved.name:
+        raise click.UsageError(
+            f"run '{meta.get('run')}' was trained with --optimizer {saved.name}; pass --fresh "
+            "to start over with another optimizer, or --run NAME for a new run")
+    changes = {field: getattr(given, field) for opt, field in OPTIM_OPTIONS.items()
+               if _explicit(ctx, opt)}
+    return dataclasses.replace(saved, **changes)
+
+
+def _check_resume(ctx: click.Context, meta: dict, cp, opts: dict) -> None:
+    """Refuse to resume with a changed corpus or with explicitly different model options."""
     old = meta.get("corpus", {})
     if old.get("sha256") != cp.sha256 and not opts["allow_changed_corpus"]:
         raise CorpusError(
@@ -448,8 +474,7 @@ def _check_resume(ctx: click.Context, meta: dict, cp, opts: dict) -> None:
                           "pass --fresh to start over or --run NAME for a new run")
     saved = {**meta.get("model", {}), **meta.get("train", {})}
     for name in (*MODEL_OPTIONS, *DATA_OPTIONS):
-        src = ctx.get_parameter_source(name)
-        if src in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        if _explicit(ctx, name):
             if name in saved and saved[name] != opts[name]:
                 flag = "--" + name.replace("_", "-")
                 raise click.UsageError(
@@ -458,7 +483,7 @@ def _check_resume(ctx: click.Context, meta: dict, cp, opts: dict) -> None:
 
 
 def _train_summary(opts, run, ts, path, batches, elapsed, status, cp) -> None:
-    if not opts["as_json"]:
+    if not opts["json"]:
         return
     h = ts.history
     train_loss = next((x for x in reversed(h.loss) if math.isfinite(x)), math.nan)
@@ -548,7 +573,7 @@ def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
 @cli.command(epilog=_epilog())
 @click.argument("checkpoint", required=False, metavar="[RUN|CHECKPOINT]")
 @store_option
-@click.option("-n", "--num", "n", type=click.IntRange(1), default=None,
+@click.option("-n", "--num", "n", type=click.IntRange(1), default=None, envvar="CHARRNN_SAMPLE_NUM",
               help="Number of samples. [default: 10 names, or 1 text]")
 @click.option("--length", type=click.IntRange(1), default=500, show_default=True,
               help="Prose mode: characters to generate per sample.")
@@ -575,7 +600,7 @@ def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
 @quiet_option
 def sample(checkpoint: str | None, store: Path | None, n: int | None, length: int,
            max_length: int, temperature: float, top_k: int | None, top_p: float | None,
-           prime: str, mode: str, novel: bool, best: bool, seed: int | None, as_json: bool,
+           prime: str, mode: str, novel: bool, best: bool, seed: int | None, json: bool,
            quiet: bool) -> None:
     """Generate text from a trained model.
 
@@ -605,7 +630,7 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
         count = n or 1
         if novel:
             raise click.UsageError("--novel applies to names mode only")
-        if count == 1 and not as_json:
+        if count == 1 and not json:
             out.write(prime)
             for chunk in smp.stream(length, opts, rng, prime=prime, n=1):
                 out.write(chunk[0])
@@ -617,7 +642,7 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
         for chunk in smp.stream(length, opts, rng, prime=prime, n=count):
             texts = [t + c for t, c in zip(texts, chunk)]
         for t in texts:
-            if as_json:
+            if json:
                 _emit_json({"text": t, "n_chars": len(t) - len(prime)})
             else:
                 out.write(t + "\n\n")
@@ -636,7 +661,7 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
             if novel and is_known(s.text, hashes):
                 rejected += 1
                 continue
-            if as_json:
+            if json:
                 _emit_json({"text": s.text, "logprob": s.logprob, "n_chars": s.n_chars,
                             "finished": s.finished})
             else:
@@ -659,6 +684,7 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
 @cli.command(epilog=_epilog())
 @click.argument("file", type=str)
 @click.option("--model", "checkpoint", type=str, default=None, metavar="RUN|CHECKPOINT",
+              envvar="CHARRNN_SCORE_MODEL",
               help="Model to score with. [default: the latest checkpoint of the latest run]")
 @store_option
 @click.option("--per-line", is_flag=True,
@@ -669,7 +695,7 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
 @json_option
 @quiet_option
 def score(file: str, checkpoint: str | None, store: Path | None, per_line: bool,
-          skip_unknown: bool, best: bool, as_json: bool, quiet: bool) -> None:
+          skip_unknown: bool, best: bool, json: bool, quiet: bool) -> None:
     """How likely FILE (or - for stdin) is under a model.
 
     Prints the log-probability, nats and bits per character and perplexity.
@@ -711,7 +737,7 @@ def score(file: str, checkpoint: str | None, store: Path | None, per_line: bool,
         if lines and lines[-1] == "":
             lines.pop()
         rows = score_lines(model, vocab, lines)
-        if as_json:
+        if json:
             for line, (lp, n) in zip(lines, rows):
                 _emit_json({"line": line, "logprob": lp, "n_chars": n,
                             "nats_per_char": lp and -lp / n, "bits_per_char": -lp / n / math.log(2)})
@@ -726,7 +752,7 @@ def score(file: str, checkpoint: str | None, store: Path | None, per_line: bool,
     doc = {"file": file, "checkpoint": str(ck.path), "n_chars": n, "logprob": lp,
            "nats_per_char": nats, "bits_per_char": nats / math.log(2),
            "perplexity": float(np.exp(nats)), "skipped_chars": skipped}
-    if as_json:
+    if json:
         _emit_json(doc)
         return
     click.echo(f"characters      {n:,}")
@@ -756,11 +782,11 @@ def _read_input(name: str) -> bytes:
 @cli.command(epilog=_epilog())
 @store_option
 @json_option
-def runs(store: Path | None, as_json: bool) -> None:
+def runs(store: Path | None, json: bool) -> None:
     """List the runs in the store, most recently trained last."""
     st = _store(store)
     infos = st.runs()
-    if as_json:
+    if json:
         _emit_json([{"run": r.name, "latest_step": r.latest_step, "checkpoints": r.n_checkpoints,
                      "updated": r.updated, "has_best": r.has_best} for r in infos])
         return

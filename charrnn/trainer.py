@@ -292,8 +292,10 @@ def train(ts: TrainState, batches: StreamBatches, val: StreamBatches | None, *,
             ts.hidden[...] = 0.0  # a new epoch: every stream starts over
         x, y = batches.batch(k)
         lr = opt.cfg.lr_at(ts.step)
-        loss, grads, hidden, _ = model.loss_and_grads(x, y, ts.hidden, rng=ts.rng)
-        clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm, work)
+        with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
+            loss, grads, hidden, _ = model.loss_and_grads(x, y, ts.hidden, rng=ts.rng)
+            clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm,
+                                  work)
         group_norms = np.sqrt(np.bincount(seg_group, weights=clip.param_norms**2,
                                           minlength=len(groups)))
         skipped = not (math.isfinite(loss) and clip.finite)
@@ -302,7 +304,8 @@ def train(ts: TrainState, batches: StreamBatches, val: StreamBatches | None, *,
             ts.hidden[...] = 0.0  # a non-finite state must not poison the next batch
         else:
             bad_in_a_row = 0
-            opt.step(model.params.flat, grads.flat, lr)
+            with np.errstate(all="ignore"):
+                opt.step(model.params.flat, grads.flat, lr)
             ts.hidden[...] = hidden
         ts.step += 1
         now = time.perf_counter()

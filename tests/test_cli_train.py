@@ -1,0 +1,279 @@
+"""`charrnn train` as a user and a cron job use it: exit codes, stdout/stderr, resume, lock, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+DINOS = str(ROOT / "data" / "dinos.txt")
+SMALL = ["--hidden", "16", "--batch-size", "8", "--seq-len", "16"]
+
+
+def invoke(args: list[str], env: dict | None = None):
+    """Run the real entry point (error mapping included) in-process, capturing both streams."""
+    return CliRunner().invoke(_Main(), args, env=env)
+
+
+class _Main:
+    """Adapter so CliRunner drives charrnn.cli.main (which maps errors to exit codes)."""
+
+    name = "charrnn"
+
+    def main(self, args=None, prog_name=None, **extra):
+        from charrnn.cli import main
+
+        main(list(args or []))
+
+
+def params_of(store: Path, run: str) -> dict[str, np.ndarray]:
+    ck = Store(store).latest(run)
+    return {k: v for k, v in ck.arrays.items() if k.startswith(("param.", "opt.", "train."))}
+
+
+def test_train_writes_nothing_on_stdout_and_logs_on_stderr(tmp_path):
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "12", "--eval-every", "6",
+                *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == ""
+    assert "step 12" in r.stderr and "val" in r.stderr
+    assert [p.name for p in Store(tmp_path).checkpoints("dinos")] == [
+        "ckpt-000000006.npz", "ckpt-000000012.npz"]
+
+
+def test_train_json_summary(tmp_path):
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "10", "--eval-every", "5",
+                "--json", "-q", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["run"] == "dinos" and doc["step"] == 10 and doc["status"] == "done"
+    assert doc["val_loss"] > 0 and doc["train_loss"] > 0
+    assert doc["corpus"]["n_chars"] == 19909 and doc["corpus"]["is_lines"] is True
+    assert r.stderr == ""
+
+
+def test_env_vars_set_options(tmp_path):
+    env = {"CHARRNN_STORE": str(tmp_path), "CHARRNN_TRAIN_STEPS": "7",
+           "CHARRNN_TRAIN_HIDDEN": "8", "CHARRNN_TRAIN_RUN": "envrun"}
+    r = invoke(["train", DINOS, "-q", "--batch-size", "8", "--seq-len", "16"], env=env)
+    assert r.exit_code == 0, r.stderr
+    ck = Store(tmp_path).latest("envrun")
+    assert ck.step == 7 and ck.meta["model"]["hidden"] == 8
+
+
+@pytest.mark.parametrize(
+    "content, code, needle",
+    [
+        (None, 66, "not found"),
+        ("DIR", 66, "directory"),
+        (b"", 65, "empty"),
+        (b"ab\xff\xfecd\n", 65, "invalid UTF-8 at byte 2"),
+        ("\ufeffhello".encode("utf-16"), 65, "UTF-16"),
+        (b"abc\x00def" * 100, 65, "NUL"),
+        (b"abcdefgh\n" * 3, 65, "at least"),
+    ],
+    ids=["missing", "directory", "empty", "bad-utf8", "utf16", "nul", "too-short"],
+)
+def test_bad_corpus_gets_one_line_error_and_exit_code(tmp_path, content, code, needle):
+    path = tmp_path / "corpus.txt"
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    r = invoke(["train", str(path), "--store", str(tmp_path / "store"), "--steps", "2"])
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("charrnn: error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1], r.stderr
+    assert needle in errors[0]
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--lr", "nan"], "--lr"),
+    (["--dropout", "1.0"], "--dropout"),
+    (["--time", "soon"], "duration"),
+    (["--cell", "transformer"], "--cell"),
+    (["--clip-norm", "-1"], "--clip-norm"),
+    (["--peephole", "--cell", "gru"], "--peephole"),
+])
+def test_bad_options_are_usage_errors(tmp_path, args, needle):
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "2", *args])
+    assert r.exit_code == 2
+    assert needle in r.stderr
+    assert not Store(tmp_path).runs()
+
+
+def test_resume_is_bit_identical_to_training_straight(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = [DINOS, "-q", "--eval-every", "5", "--dropout", "0.1", *SMALL]
+    assert invoke(["train", *common, "--store", str(a), "--steps", "13"]).exit_code == 0
+    r = invoke(["train", *common, "--store", str(a), "--steps", "26"])
+    assert r.exit_code == 0, r.stderr
+    assert invoke(["train", *common, "--store", str(b), "--steps", "26"]).exit_code == 0
+    pa, pb = params_of(a, "dinos"), params_of(b, "dinos")
+    assert pa.keys() == pb.keys() and len(pa) > 3
+    for k in pa:
+        assert np.array_equal(pa[k], pb[k]), k
+    ha = Store(a).latest("dinos").arrays["hist.loss"]
+    hb = Store(b).latest("dinos").arrays["hist.loss"]
+    assert np.array_equal(ha, hb)
+
+
+def test_epochs_are_a_total_and_rerun_is_a_noop(tmp_path):
+    args = ["train", DINOS, "--store", str(tmp_path), "--epochs", "1", *SMALL]
+    r = invoke(args)
+    assert r.exit_code == 0, r.stderr
+    step = Store(tmp_path).latest("dinos").step
+    r = invoke(args)
+    assert r.exit_code == 0 and "nothing to do" in r.stderr
+    assert Store(tmp_path).latest("dinos").step == step
+
+
+def test_changed_corpus_is_refused_unless_asked(tmp_path):
+    corpus = tmp_path / "names.txt"
+    corpus.write_text(Path(DINOS).read_text())
+    store = str(tmp_path / "s")
+    assert invoke(["train", str(corpus), "--store", store, "--steps", "3", *SMALL]).exit_code == 0
+    corpus.write_text(Path(DINOS).read_text().replace("saurus", "suarus"))
+    r = invoke(["train", str(corpus), "--store", store, "--steps", "6", *SMALL])
+    assert r.exit_code == 65 and "changed" in r.stderr
+    r = invoke(["train", str(corpus), "--store", store, "--steps", "6", "--allow-changed-corpus",
+                *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert Store(store).latest("names").step == 6
+
+
+def test_changed_model_options_are_refused_on_resume(tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL]
+    assert invoke([*base, "--steps", "3"]).exit_code == 0
+    r = invoke([*base, "--steps", "6", "--cell", "gru"])
+    assert r.exit_code == 2 and "--cell lstm" in r.stderr
+    r = invoke([*base, "--steps", "6", "--cell", "gru", "--fresh"])
+    assert r.exit_code == 0, r.stderr
+    ck = Store(tmp_path).latest("dinos")
+    assert ck.meta["model"]["cell"] == "gru" and ck.step == 6
+
+
+def test_resume_keeps_saved_settings_unless_given(tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), "-q", *SMALL]
+    assert invoke([*base, "--steps", "3", "--lr", "0.01", "--clip-value", "5"]).exit_code == 0
+    assert invoke([*base, "--steps", "6"]).exit_code == 0
+    optim = Store(tmp_path).latest("dinos").meta["optim"]
+    assert optim["lr"] == 0.01 and optim["clip_value"] == 5.0
+    assert invoke([*base, "--steps", "9", "--lr", "0.001"]).exit_code == 0
+    assert Store(tmp_path).latest("dinos").meta["optim"]["lr"] == 0.001
+    r = invoke([*base, "--steps", "12", "--optimizer", "sgd"])
+    assert r.exit_code == 2 and "--optimizer adam" in r.stderr
+
+
+def test_lock_refuses_a_second_trainer_quickly(tmp_path):
+    st = Store(tmp_path)
+    with st.lock("dinos"):
+        t0 = time.monotonic()
+        r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "2", *SMALL])
+        assert time.monotonic() - t0 < 5
+    assert r.exit_code == 75
+    assert f"locked by pid {os.getpid()}" in r.stderr
+
+
+def test_divergence_stops_with_exit_3_and_no_nan_checkpoint(tmp_path):
+    args = ["train", DINOS, "--store", str(tmp_path), "-q", *SMALL, "--eval-every", "3",
+            "--clip-norm", "none"]
+    assert invoke([*args, "--steps", "3"]).exit_code == 0
+    r = invoke([*args, "--steps", "200", "--lr", "1e30"])
+    assert r.exit_code == 3, r.stderr
+    assert "diverged" in r.stderr and "learning rate" in r.stderr
+    ck = Store(tmp_path).latest("dinos")
+    assert all(np.isfinite(v).all() for k, v in ck.arrays.items() if v.dtype.kind == "f")
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def _spawn(args: list[str], store: Path) -> subprocess.Popen:
+    env = {**os.environ, "CHARRNN_STORE": str(store), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+
+
+def _wait_for_checkpoint(store: Path, run: str, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if (store / run).is_dir() and Store(store).checkpoints(run):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_then_exits_with_its_code(tmp_path, sig, code):
+    p = _spawn([DINOS, "--steps", "100000", "--eval-every", "50", *SMALL], tmp_path)
+    _wait_for_checkpoint(tmp_path, "dinos")
+    time.sleep(0.3)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == code, err.decode()
+    assert out == b""
+    ck = Store(tmp_path).latest("dinos")
+    assert "interrupted" in err.decode() and str(ck.path.name) in err.decode()
+    assert ck.step % 50 != 0 or ck.step >= 50
+
+
+def test_second_process_is_refused_while_first_trains(tmp_path):
+    p = _spawn([DINOS, "--steps", "100000", "--eval-every", "50", *SMALL], tmp_path)
+    try:
+        _wait_for_checkpoint(tmp_path, "dinos")
+        t0 = time.monotonic()
+        q = _spawn([DINOS, "--steps", "10", *SMALL], tmp_path)
+        out, err = q.communicate(timeout=30)
+        assert q.returncode == 75
+        assert f"locked by pid {p.pid}" in err.decode()
+        assert time.monotonic() - t0 < 10  # includes interpreter start-up
+    finally:
+        p.kill()
+        p.wait()
+    # the killed holder leaves no stale lock: training resumes at once
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", *SMALL,
+                "--steps", str(Store(tmp_path).latest("dinos").step + 2)])
+    assert r.exit_code == 0, r.stderr
+
+
+def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path):
+    rnd = random.Random(1234)
+    args = [DINOS, "--steps", "100000", "--eval-every", "2", "--keep", "2", *SMALL]
+    kills = 0
+    for _ in range(12):
+        p = _spawn(args, tmp_path)
+        time.sleep(rnd.uniform(0.6, 2.0))
+        p.kill()
+        p.wait()
+        kills += 1
+        st = Store(tmp_path)
+        for path in st.checkpoints("dinos"):
+            st.load(path)  # every committed checkpoint loads
+        if st.checkpoints("dinos"):
+            st.latest("dinos")
+    assert kills == 12
+    st = Store(tmp_path)
+    before = st.latest("dinos").step
+    assert before > 0
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--keep", "2", "--eval-every", "2",
+                *SMALL, "--steps", str(before + 4)])
+    assert r.exit_code == 0, r.stderr
+    assert st.latest("dinos").step == before + 4
+    leftovers = [p for p in (tmp_path / "dinos").iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
