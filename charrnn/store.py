@@ -1,0 +1,813 @@
+"""Checkpoint store: atomic save, validated load, latest/best, retention, lock.
+
+Layout of a store (``$CHARRNN_STORE``, default ``./checkpoints``)::
+
+    checkpoints/
+      dinos/                         one directory per run
+        ckpt-000000100.npz           committed checkpoints, zero-padded step so names sort
+        ckpt-000000200.npz
+        best.npz                     hard link to (or copy of) the best checkpoint
+        lock                         flock target; holds the pid of the last holder
+        .ckpt-000000300.npz.tmp-4242-9f1c0a2b   a writer's temp file (ignored, cleaned)
+
+A checkpoint is one uncompressed ``.npz`` (a zip of ``.npy`` members) holding the
+caller's arrays plus a reserved ``__meta__`` member: a UTF-8 JSON header stored as
+a uint8 array::
+
+    {"format": "charrnn-checkpoint", "format_version": 1, "run": "dinos",
+     "step": 200, "saved_at": "2025-01-01T03:00:00+00:00", "meta": {...caller's meta...}}
+
+The caller's meta sits under its own key so it round-trips exactly and can never
+collide with the store's fields. Nothing is ever pickled, on write or on read.
+
+Crash safety: a checkpoint is written under a temp name, fsynced, renamed over its
+final name with ``os.replace`` (atomic on POSIX) and the directory is fsynced. A
+process killed at any instant leaves either the old set of checkpoints or the new
+one, never a torn file under a committed name; temp files of dead writers are
+ignored by readers and removed by :meth:`Store.clean_leftovers`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charrnn.errors import CheckpointError, InputMissingError, LockedError, StoreIOError
+
+__all__ = [
+    "ENV_VAR",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_KEY",
+    "Checkpoint",
+    "RunInfo",
+    "Store",
+    "default_root",
+    "validate_arrays",
+]
+
+FORMAT = "charrnn-checkpoint"
+FORMAT_VERSION = 1
+ENV_VAR = "CHARRNN_STORE"  # the one shared variable that moves the store
+DEFAULT_ROOT = "checkpoints"
+META_KEY = "__meta__"  # reserved member holding the JSON header
+
+BEST_NAME = "best.npz"
+LOCK_NAME = "lock"
+TRAIN_HINT = "train one with: charrnn train CORPUS"
+
+_RUN_RE = re.compile(r"[A-Za-z0-9._-]+")
+_CKPT_RE = re.compile(r"ckpt-(\d+)\.npz")
+# temp files: a dot so listings and globs skip them, the writer's pid so the
+# cleaner can tell a dead writer from a live one
+_TMP_RE = re.compile(r"\.(?:ckpt-\d+|best)\.npz\.tmp-(\d+)-[0-9a-f]+")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+# what a damaged or foreign byte string can make zipfile / np.lib.format raise;
+# the bytes are already in memory, so none of these is an i/o error
+_PARSE_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError and json.JSONDecodeError
+    KeyError,
+    OverflowError,
+    MemoryError,
+    NotImplementedError,  # unsupported zip compression
+    RuntimeError,  # encrypted zip member
+)
+
+Warn = Callable[[str], None]
+
+
+def default_root() -> Path:
+    """The store directory: ``$CHARRNN_STORE`` if set and non-empty, else ``./checkpoints``."""
+    value = os.environ.get(ENV_VAR, "")
+    return Path(value).expanduser() if value else Path(DEFAULT_ROOT)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing dicts of arrays has no single truth
+class Checkpoint:
+    """One loaded, validated checkpoint."""
+
+    path: Path  # the file it was read from
+    run: str  # run name recorded at save time
+    step: int  # training step recorded at save time
+    arrays: dict[str, np.ndarray]  # the caller's arrays, in saved order
+    meta: dict  # the caller's meta, exactly as saved
+    saved_at: str = ""  # iso 8601 utc time of the save
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run directory that holds at least one committed checkpoint."""
+
+    name: str  # run name (the directory name)
+    latest_step: int  # highest committed step
+    n_checkpoints: int  # committed ckpt-*.npz files
+    updated: float  # newest checkpoint mtime, epoch seconds
+    has_best: bool = False  # whether best.npz exists
+
+
+class _Corrupt(Exception):
+    """Internal: why a file is not a usable checkpoint (no path; callers add it)."""
+
+
+def _show(path: Path) -> str:
+    # "./checkpoints" reads as a place on disk; a bare "checkpoints" reads as a word
+    s = str(path)
+    return s if path.is_absolute() or s.startswith(".") else f"./{s}"
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in ``path`` durable (some filesystems refuse; that is fine)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(path: Path) -> None:
+    with suppress(OSError):
+        os.unlink(path)
+
+
+def _nonfinite(a: np.ndarray) -> bool:
+    return a.dtype.kind in "fc" and not bool(np.isfinite(a).all())
+
+
+def _json_default(o: Any) -> Any:
+    # numpy scalars (a np.float32 loss, an np.int64 step) are common in meta
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _strerror(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _parse(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Parse and validate checkpoint bytes into (header, arrays); raise _Corrupt."""
+    if not data:
+        raise _Corrupt("empty file")
+    if not data.startswith(_ZIP_MAGIC):
+        raise _Corrupt("not a checkpoint (not an .npz file)")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except _PARSE_ERRORS as e:
+        raise _Corrupt(f"truncated or damaged file ({e})") from None
+
+    header_bytes: bytes | None = None
+    arrays: dict[str, np.ndarray] = {}
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise _Corrupt(f"unexpected member {name!r}")
+            key = name[: -len(".npy")]
+            if key in arrays or (key == META_KEY and header_bytes is not None):
+                raise _Corrupt(f"duplicate array {key!r}")
+            try:
+                # read every member in full: zipfile checks its crc at the end,
+                # so a torn or bit-flipped file cannot pass
+                raw = zf.read(info)
+            except _PARSE_ERRORS as e:
+                raise _Corrupt(f"damaged data in {key!r} ({e})") from None
+            arr = _parse_npy(key, raw)
+            if key == META_KEY:
+                if arr.dtype != np.uint8 or arr.ndim != 1:
+                    raise _Corrupt(f"metadata {META_KEY!r} is not a uint8 vector")
+                header_bytes = arr.tobytes()
+            else:
+                arrays[key] = arr
+
+    if header_bytes is None:
+        raise _Corrupt("not a charrnn checkpoint (an .npz without charrnn metadata)")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except ValueError:
+        raise _Corrupt("metadata is not valid JSON") from None
+    _check_header(header)
+    for key, arr in arrays.items():
+        if _nonfinite(arr):
+            raise _Corrupt(f"contains NaN/inf in {key!r}")
+    return header, arrays
+
+
+def _parse_npy(key: str, raw: bytes) -> np.ndarray:
+    """One .npy member: check the header against the byte count before allocating."""
+    buf = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+        else:
+            raise _Corrupt(f"array {key!r} uses unsupported .npy version {version}")
+    except _PARSE_ERRORS as e:
+        raise _Corrupt(f"bad array header for {key!r} ({e})") from None
+    if dtype.hasobject:
+        # an object array can only be read by unpickling: never
+        raise _Corrupt(f"array {key!r} has object dtype (pickled data is never loaded)")
+    # a damaged header could claim a huge shape; refuse before allocating it
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - buf.tell() != expected:
+        raise _Corrupt(f"array {key!r} is truncated or has a damaged header")
+    buf.seek(0)
+    try:
+        return np.lib.format.read_array(buf, allow_pickle=False)
+    except _PARSE_ERRORS as e:
+        raise _Corrupt(f"cannot read array {key!r} ({e})") from None
+
+
+def _check_header(header: Any) -> None:
+    if not isinstance(header, dict):
+        raise _Corrupt("not a charrnn checkpoint (metadata is not a JSON object)")
+    fmt = header.get("format")
+    if fmt != FORMAT:
+        raise _Corrupt(f"not a charrnn checkpoint (format {fmt!r})")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _Corrupt(f"bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise _Corrupt(f"written by a newer charrnn (format {version}); upgrade charrnn")
+    step = header.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise _Corrupt(f"bad step {step!r} in metadata")
+    if not isinstance(header.get("run"), str):
+        raise _Corrupt("bad run name in metadata")
+    if not isinstance(header.get("meta"), dict):
+        raise _Corrupt("bad meta in metadata (not a JSON object)")
+
+
+def _read(path: Path) -> Checkpoint:
+    """Read and validate one file. FileNotFoundError passes through (a reader racing
+    retention needs to tell "gone" from "bad"); other i/o errors become StoreIOError."""
+    try:
+        with open(path, "rb") as f:
+            # read it all first: checkpoints are small, and every later failure
+            # is then about the bytes, not the disk
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except OSError as e:
+        raise StoreIOError(f"cannot read checkpoint {path}: {_strerror(e)}") from None
+    header, arrays = _parse(data)
+    return Checkpoint(
+        path=path,
+        run=header["run"],
+        step=header["step"],
+        arrays=arrays,
+        meta=header["meta"],
+        saved_at=str(header.get("saved_at", "")),
+    )
+
+
+def validate_arrays(
+    path: Path | str,
+    arrays: Mapping[str, np.ndarray],
+    expected: Mapping[str, tuple[tuple[int, ...], str]],
+) -> None:
+    """Check that ``arrays`` has every expected name with its (shape, dtype).
+
+    For the model loader: ``validate_arrays(ckpt.path, ckpt.arrays, {"Wya": ((V, H),
+    "float64"), ...})``. Extra arrays are allowed (optimizer state, history). Raises one
+    CheckpointError naming the file and every mismatch, e.g.
+    ``"ckpt.npz: 'Wya' has shape (65, 128), expected (27, 128)"``.
+    """
+    problems = []
+    for key, (shape, dtype) in expected.items():
+        arr = arrays.get(key)
+        if arr is None:
+            problems.append(f"missing array {key!r}")
+            continue
+        want_shape = tuple(int(n) for n in shape)
+        if arr.shape != want_shape:
+            problems.append(f"{key!r} has shape {arr.shape}, expected {want_shape}")
+        if arr.dtype != np.dtype(dtype):
+            problems.append(f"{key!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """A directory of runs, each a directory of checkpoints. Safe against SIGKILL at
+    any point, concurrent readers, and (with :meth:`lock`) a second writer."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ----------------------------------------------------------------- naming
+
+    def run_dir(self, run: str) -> Path:
+        """The run's directory; the name must be ``[A-Za-z0-9._-]+`` without a leading dot
+        (so it can never escape the store or hide as a dotfile)."""
+        if not isinstance(run, str) or not _RUN_RE.fullmatch(run) or run.startswith("."):
+            raise CheckpointError(
+                f"invalid run name {run!r}: use letters, digits, '.', '_' and '-', "
+                "not starting with '.'"
+            )
+        return self.root / run
+
+    @staticmethod
+    def checkpoint_name(step: int) -> str:
+        return f"ckpt-{step:09d}.npz"
+
+    # ----------------------------------------------------------------- listing
+
+    def checkpoints(self, run: str) -> list[Path]:
+        """Committed checkpoint files of ``run``, oldest step first (temp files skipped)."""
+        d = self.run_dir(run)
+        return [p for _, p in self._steps(d)]
+
+    @staticmethod
+    def _steps(d: Path) -> list[tuple[int, Path]]:
+        try:
+            entries = list(os.scandir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        for entry in entries:
+            m = _CKPT_RE.fullmatch(entry.name)
+            if m is not None and entry.is_file():
+                found.append((int(m.group(1)), Path(entry.path)))
+        found.sort()
+        return found
+
+    def runs(self) -> list[RunInfo]:
+        """Runs holding at least one committed checkpoint, least recently updated first.
+        Stray files and directories without checkpoints are ignored."""
+        try:
+            entries = list(os.scandir(self.root))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        infos = []
+        for entry in entries:
+            name = entry.name
+            if not _RUN_RE.fullmatch(name) or name.startswith("."):
+                continue
+            if not entry.is_dir():
+                continue
+            steps, mtimes = [], []
+            for step, path in self._steps(Path(entry.path)):
+                try:
+                    mtimes.append(path.stat().st_mtime)
+                except FileNotFoundError:  # pruned while we looked
+                    continue
+                steps.append(step)
+            if not steps:
+                continue
+            infos.append(
+                RunInfo(
+                    name=name,
+                    latest_step=max(steps),
+                    n_checkpoints=len(steps),
+                    updated=max(mtimes),
+                    has_best=(Path(entry.path) / BEST_NAME).is_file(),
+                )
+            )
+        infos.sort(key=lambda r: (r.updated, r.name))
+        return infos
+
+    def latest_run(self) -> str | None:
+        """The most recently trained run (newest checkpoint mtime), or None."""
+        runs = self.runs()
+        return runs[-1].name if runs else None
+
+    # ----------------------------------------------------------------- saving
+
+    def save(
+        self,
+        run: str,
+        step: int,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        *,
+        best: bool = False,
+        keep: int | None = 3,
+        on_warning: Warn | None = None,
+    ) -> Path:
+        """Atomically write checkpoint ``step`` of ``run`` and return its path.
+
+        Everything is validated before the disk is touched: non-finite float arrays,
+        object arrays and meta that is not strict JSON raise CheckpointError and write
+        nothing. ``best=True`` also points ``best.npz`` at it. Afterwards only the newest
+        ``keep`` checkpoints (by step) are kept (``None`` keeps all); the one just written
+        and best.npz always survive. A failed prune is reported through ``on_warning``,
+        since the checkpoint itself is safe. Disk full or permission errors raise
+        StoreIOError with the temp file removed and earlier checkpoints untouched.
+        """
+        d = self.run_dir(run)
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        step = int(step)
+        if keep is not None and (isinstance(keep, bool) or keep < 1):
+            raise ValueError(f"keep must be at least 1 (or None to keep all), got {keep!r}")
+        final = d / self.checkpoint_name(step)
+        members = self._members(run, step, arrays, meta)
+
+        self._mkdir(d)
+        tmp = _tmp_name(final)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                _write_npz(f, members)
+                f.flush()
+                os.fsync(f.fileno())  # data on disk before the name points at it
+            os.replace(tmp, final)  # atomic: readers see the old file or the new one
+            _fsync_dir(d)  # the rename itself survives a power cut
+        except OSError as e:
+            _unlink_quiet(tmp)
+            raise StoreIOError(f"cannot write checkpoint to {final}: {_strerror(e)}") from None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
+        if best:
+            self._point_best(d, final)
+        if keep is not None:
+            self._prune(d, keep, final, on_warning)
+        return final
+
+    @staticmethod
+    def _members(
+        run: str, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    ) -> list[tuple[str, np.ndarray]]:
+        """Validate the payload and turn it into (member name, array) pairs, header first."""
+        where = f"checkpoint step {step} of run {run!r}"
+        if not isinstance(meta, Mapping):
+            raise CheckpointError(f"cannot save {where}: meta must be a dict")
+        out: list[tuple[str, np.ndarray]] = []
+        for key, value in arrays.items():
+            if not isinstance(key, str) or not key or "\x00" in key:
+                raise ValueError(f"array names must be non-empty strings, got {key!r}")
+            if key == META_KEY:
+                raise ValueError(f"array name {META_KEY!r} is reserved for the store")
+            arr = np.asarray(value)
+            if arr.dtype.hasobject:
+                raise CheckpointError(
+                    f"cannot save {where}: array {key!r} has object dtype (it would need pickle)"
+                )
+            if _nonfinite(arr):
+                raise CheckpointError(f"refusing to save {where}: NaN/inf in {key!r}")
+            out.append((key, arr))
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "run": run,
+            "step": step,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "meta": dict(meta),
+        }
+        try:
+            # strict JSON: no NaN/Infinity tokens that other JSON readers reject
+            text = json.dumps(header, ensure_ascii=False, allow_nan=False, default=_json_default)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"cannot save {where}: meta is not strict JSON ({e}); use None for missing numbers"
+            ) from None
+        encoded = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return [(META_KEY, encoded), *out]
+
+    def _mkdir(self, d: Path) -> None:
+        try:
+            existed = d.is_dir()
+            d.mkdir(parents=True, exist_ok=True)
+            if not existed:
+                _fsync_dir(d.parent)  # a new run directory survives a power cut too
+        except OSError as e:
+            raise StoreIOError(f"cannot create run directory {d}: {_strerror(e)}") from None
+
+    def _point_best(self, d: Path, final: Path) -> None:
+        best = d / BEST_NAME
+        tmp = _tmp_name(best)
+        try:
+            try:
+                os.link(final, tmp)  # free and atomic: best shares the checkpoint's inode
+            except OSError:
+                # filesystems without hard links: a durable copy instead
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as dst, open(final, "rb") as src:
+                    shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            os.replace(tmp, best)
+            _fsync_dir(d)
+        except OSError as e:
+            _unlink_quiet(tmp)
+            raise StoreIOError(f"saved {final} but cannot update {best}: {_strerror(e)}") from None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
+    def _prune(self, d: Path, keep: int, final: Path, on_warning: Warn | None) -> None:
+        steps = self._steps(d)
+        for _, path in steps[: max(len(steps) - keep, 0)]:
+            if path == final:  # a save of an older step never deletes itself
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if on_warning is not None:
+                    on_warning(f"cannot remove old checkpoint {path}: {_strerror(e)}")
+
+    # ----------------------------------------------------------------- loading
+
+    def load(self, path: Path | str) -> Checkpoint:
+        """Read and fully validate one checkpoint file.
+
+        Raises CheckpointError naming the file when it is truncated, not an .npz, has
+        a bad crc, lacks or has unreadable metadata, is not ours, is from a newer
+        format, holds object arrays or NaN/inf; InputMissingError when it does not
+        exist; StoreIOError when it cannot be read.
+        """
+        path = Path(path)
+        try:
+            return _read(path)
+        except FileNotFoundError:
+            raise InputMissingError(f"no checkpoint file at {path}") from None
+        except IsADirectoryError:
+            raise InputMissingError(f"{path} is a directory, not a checkpoint file") from None
+        except _Corrupt as e:
+            raise CheckpointError(f"{path}: {e}") from None
+
+    def latest(self, run: str, on_warning: Warn | None = None) -> Checkpoint:
+        """The newest valid checkpoint of ``run``.
+
+        Corrupt checkpoints are skipped, each reported through ``on_warning`` as
+        "skipping corrupt checkpoint X: reason; using Y". A file that vanishes between
+        listing and reading (pruned by a concurrent writer) is skipped silently. If
+        every ckpt-*.npz is corrupt, a valid best.npz is used. Raises InputMissingError
+        when the run has no checkpoint, CheckpointError when all are corrupt.
+        """
+        d = self.run_dir(run)
+        skipped: list[tuple[Path, str]] = []
+        found: Checkpoint | None = None
+        for _attempt in range(3):  # a writer can prune a whole listing; look again
+            paths = [p for _, p in self._steps(d)]
+            vanished = 0
+            for path in reversed(paths):
+                if any(path == s for s, _ in skipped):
+                    continue
+                try:
+                    found = _read(path)
+                    break
+                except FileNotFoundError:
+                    vanished += 1
+                except _Corrupt as e:
+                    skipped.append((path, str(e)))
+            if found is not None or not vanished:
+                break
+        if found is None and skipped:
+            # last resort: best.npz may hold a separate, intact copy
+            with suppress(FileNotFoundError, _Corrupt):
+                found = _read(d / BEST_NAME)
+        if found is None:
+            if skipped:
+                newest, reason = skipped[0]
+                raise CheckpointError(
+                    f"all {len(skipped)} checkpoint(s) of run {run!r} are corrupt "
+                    f"(newest {newest}: {reason})"
+                )
+            raise InputMissingError(f"no checkpoints in run {run!r} ({_show(d)}); {TRAIN_HINT}")
+        if on_warning is not None:
+            for path, reason in skipped:
+                on_warning(f"skipping corrupt checkpoint {path}: {reason}; using {found.path}")
+        return found
+
+    def best(self, run: str) -> Checkpoint | None:
+        """The run's best checkpoint, or None if it never saved one with ``best=True``."""
+        path = self.run_dir(run) / BEST_NAME
+        try:
+            return _read(path)
+        except FileNotFoundError:
+            return None
+        except _Corrupt as e:
+            raise CheckpointError(f"{path}: {e}") from None
+
+    def resolve(self, spec: str | None, on_warning: Warn | None = None) -> Checkpoint:
+        """Turn what the user typed into a checkpoint.
+
+        ``None`` → latest checkpoint of the latest run; ``RUN`` → its latest;
+        ``RUN:best``, ``RUN:latest``, ``RUN:STEP``; a path to an existing file → that
+        file (an existing file wins over a run of the same name). Anything missing
+        raises InputMissingError with a one-line hint.
+        """
+        if spec is None:
+            run = self.latest_run()
+            if run is None:
+                raise InputMissingError(f"no checkpoints in {_show(self.root)}; {TRAIN_HINT}")
+            return self.latest(run, on_warning)
+
+        path = Path(spec).expanduser()
+        if path.is_file():
+            return self.load(path)
+        if spec.endswith(".npz") or "/" in spec or os.sep in spec:
+            raise InputMissingError(f"no checkpoint file at {spec}")
+
+        run, _, selector = spec.partition(":")
+        if not _RUN_RE.fullmatch(run) or run.startswith("."):
+            raise InputMissingError(
+                f"no run or checkpoint file named {spec!r} in {_show(self.root)}; "
+                f"{self._runs_hint()}"
+            )
+        steps = self._steps(self.run_dir(run))
+        if not steps:
+            raise InputMissingError(
+                f"no run named {run!r} in {_show(self.root)}; {self._runs_hint()}"
+            )
+        if selector in ("", "latest"):
+            return self.latest(run, on_warning)
+        if selector == "best":
+            found = self.best(run)
+            if found is None:
+                raise InputMissingError(
+                    f"run {run!r} has no best checkpoint; use {run!r} for its latest"
+                )
+            return found
+        if selector.isdigit():
+            for step, p in steps:
+                if step == int(selector):
+                    return self.load(p)
+            listed = ", ".join(str(s) for s, _ in steps)
+            raise InputMissingError(
+                f"run {run!r} has no checkpoint at step {int(selector)}; steps: {listed}"
+            )
+        raise InputMissingError(
+            f"unknown checkpoint selector {selector!r} in {spec!r}; "
+            "use RUN, RUN:best, RUN:latest, RUN:STEP or a path to a .npz file"
+        )
+
+    def _runs_hint(self) -> str:
+        names = [r.name for r in self.runs()]
+        if not names:
+            return f"no runs yet; {TRAIN_HINT}"
+        return "runs: " + ", ".join(sorted(names))
+
+    # ----------------------------------------------------------------- locking
+
+    @contextmanager
+    def lock(self, run: str, wait: float | bool = False) -> Iterator[None]:
+        """Hold the run's exclusive writer lock for the ``with`` block.
+
+        ``wait=False`` raises LockedError at once if another process holds it;
+        ``wait=True`` blocks until it is free; ``wait=<seconds>`` polls, then raises.
+
+        The lock is ``flock`` on ``<run>/lock``. The kernel drops it when the holder's
+        file is closed, including when the holder is SIGKILLed, so a dead holder never
+        leaves a stale lock. The pid written into the file only names the holder in
+        messages; it is not the lock. The file is never deleted on release: a waiter
+        may already have it open, and if we unlinked it a third process would create a
+        fresh file and lock that, leaving two "holders" on two different inodes.
+
+        flock locks belong to an open file, so a second ``lock()`` of the same run in
+        the same process also fails, as it should.
+        """
+        if isinstance(wait, bool):
+            timeout: float | None = None if wait else 0.0
+        else:
+            if wait < 0:
+                raise ValueError(f"wait must be True, False or seconds >= 0, got {wait!r}")
+            timeout = float(wait)
+        d = self.run_dir(run)
+        self._mkdir(d)
+        path = d / LOCK_NAME
+        try:
+            # os.open files are not inherited by children (pep 446), so a subprocess
+            # of the holder cannot keep the lock alive after the holder dies
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreIOError(f"cannot open lock file {path}: {_strerror(e)}") from None
+        try:
+            self._acquire(fd, run, timeout)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @staticmethod
+    def _acquire(fd: int, run: str, timeout: float | None) -> None:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+        pid = _holder_pid(fd)
+        who = f"pid {pid}" if pid is not None else "another process"
+        if timeout == 0:
+            msg = (
+                f"run {run!r} is locked by {who} (another charrnn train); "
+                "wait for it or pass --wait"
+            )
+        else:
+            msg = (
+                f"run {run!r} is still locked by {who} (another charrnn train) "
+                f"after waiting {timeout:g}s"
+            )
+        raise LockedError(msg, pid=pid)
+
+    # ----------------------------------------------------------------- cleanup
+
+    def clean_leftovers(self, run: str) -> list[Path]:
+        """Remove temp files left by killed writers; return what was removed.
+
+        Call it while holding :meth:`lock`. As a second guard, a temp file whose writer
+        pid is still alive (and is not this process) is left alone.
+        """
+        d = self.run_dir(run)
+        try:
+            entries = list(os.scandir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        removed = []
+        for entry in entries:
+            m = _TMP_RE.fullmatch(entry.name)
+            if m is None:
+                continue
+            pid = int(m.group(1))
+            if pid != os.getpid() and _pid_alive(pid):
+                continue
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreIOError(f"cannot remove leftover {entry.path}: {_strerror(e)}") from None
+            removed.append(Path(entry.path))
+        return sorted(removed)
+
+
+def _write_npz(f: Any, members: list[tuple[str, np.ndarray]]) -> None:
+    """What np.savez does, minus its traps: an array named "file" or "allow_pickle"
+    would collide with savez's own parameters, and allow_pickle is never on here."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in members:
+            with zf.open(key + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arr, allow_pickle=False)
+
+
+def _holder_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
