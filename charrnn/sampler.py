@@ -96,12 +96,160 @@ def is_known(line: str, hashes: np.ndarray) -> bool:
     return bool(i < len(hashes) and hashes[i] == h)
 
 
+class Kernel:
+    """A lean one-step generator: the model's step with no allocation per character.
+
+    Built once from the parameters: the input projection of every character
+    (Wax x + b for one-hot x, or through the embedding) becomes a lookup table,
+    sigmoid rows are pre-halved so one tanh activates every gate, and all work
+    buffers are preallocated for a batch of B streams. It computes exactly
+    :meth:`CharRNN.step` (checked in the tests) at a fraction of the calls.
+    """
+
+    def __init__(self, model: CharRNN) -> None:
+        cfg, p = model.cfg, model.params
+        self.cfg, self.B = cfg, 0
+        self.dtype = dt = model.dtype
+        H, G = cfg.hidden, {"rnn": 1, "gru": 3, "lstm": 4}[cfg.cell]
+        S = {"rnn": 0, "gru": 2 * H, "lstm": 3 * H}[cfg.cell]  # sigmoid rows
+        self.H, self.S = H, S
+        half = np.ones((G * H, 1), dtype=dt)
+        half[:S] = 0.5  # σ(z) = 0.5·tanh(z/2) + 0.5
+        # layer 0: one row per character, (V+1, GH), pre-halved, bias included; the
+        # extra last row is the zero input x<1> = 0 (the bias alone), id ZERO = V
+        W0 = p["l0.Wax"] if not cfg.embedding else p["l0.Wax"] @ p["embed"].T  # (GH, V)
+        W0 = np.hstack([W0, np.zeros((W0.shape[0], 1), dtype=dt)])
+        self.table0 = np.ascontiguousarray(((W0 + p["l0.b"][:, None]) * half).T)  # (V+1, GH)
+        self.zero_id = cfg.vocab_size
+        self.Wx, self.bx, self.Wh, self.peep = [], [], [], []
+        for layer in range(cfg.layers):
+            Waa = p[f"l{layer}.Waa"]
+            if cfg.cell == "gru":  # the candidate's recurrent product waits for Γr
+                self.Wh.append((np.ascontiguousarray(Waa[:S] * half[:S]),
+                                np.ascontiguousarray(Waa[S:])))
+            else:
+                self.Wh.append(np.ascontiguousarray(Waa * half))
+            if layer > 0:
+                self.Wx.append(np.ascontiguousarray(p[f"l{layer}.Wax"] * half))
+                self.bx.append((p[f"l{layer}.b"][:, None] * half).astype(dt))
+            else:
+                self.Wx.append(None)
+                self.bx.append(None)
+            self.peep.append((0.5 * p[f"l{layer}.p"])[:, :, None].astype(dt)
+                             if cfg.peephole else None)
+        self.Wy = np.ascontiguousarray(p["Wya"])  # (V, H)
+        self.by = p["by"][:, None].copy()  # (V, 1)
+        self.G = G
+
+    def _buffers(self, batch: int) -> None:
+        """Work buffers for ``batch`` streams (reallocated only when the batch changes)."""
+        if batch == self.B:
+            return
+        dt, H, G = self.dtype, self.H, self.G
+        self.B = batch
+        self.z = np.empty((G * H, batch), dtype=dt)
+        self.rec = np.empty((G * H, batch), dtype=dt)
+        self.tmp = np.empty((H, batch), dtype=dt)
+        self.ptmp = np.empty((3, H, batch), dtype=dt) if self.cfg.peephole else None
+        self.logits = np.empty((self.cfg.vocab_size, batch), dtype=dt)
+
+    def initial_state(self, batch: int) -> np.ndarray:
+        c = self.cfg
+        return np.zeros((c.layers, c.state_size, c.hidden, batch), dtype=self.dtype)
+
+    def step(self, ids: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Advance ``state`` (L, S, H, B) in place by one character per stream; return the
+        logits (V, B) (a buffer reused by the next call)."""
+        self._buffers(state.shape[-1])
+        H, S, z, rec, tmp = self.H, self.S, self.z, self.rec, self.tmp
+        cell = self.cfg.cell
+        x = None
+        for layer in range(self.cfg.layers):
+            if layer == 0:
+                z[...] = self.table0[ids].T  # (GH, B) gathered input projections
+            else:
+                np.matmul(self.Wx[layer], x, out=z)
+                z += self.bx[layer]
+            a = state[layer, 0]
+            if cell == "lstm":
+                c = state[layer, 1]
+                np.matmul(self.Wh[layer], a, out=rec)
+                z += rec
+                if self.peep[layer] is not None:
+                    np.multiply(self.peep[layer], c, out=self.ptmp)
+                    z[:S] += self.ptmp.reshape(S, -1)
+                np.tanh(z, out=z)
+                sg = z[:S]
+                sg *= 0.5
+                sg += 0.5
+                np.multiply(z[2 * H : S], c, out=tmp)  # Γf * c<t-1>
+                np.multiply(z[H : 2 * H], z[S:], out=c)  # Γu * c~
+                c += tmp
+                np.tanh(c, out=a)
+                a *= z[:H]  # a = Γo * tanh(c)
+            elif cell == "gru":
+                Ws, Wc = self.Wh[layer]
+                np.matmul(Ws, a, out=rec[:S])
+                zs = z[:S]
+                zs += rec[:S]
+                np.tanh(zs, out=zs)
+                zs *= 0.5
+                zs += 0.5  # Γr, Γu
+                np.multiply(z[:H], a, out=tmp)  # Γr * c<t-1>
+                np.matmul(Wc, tmp, out=rec[S:])
+                zc = z[S:]
+                zc += rec[S:]
+                np.tanh(zc, out=zc)  # c~
+                zc -= a
+                zc *= z[H:S]
+                a += zc  # c = c<t-1> + Γu (c~ - c<t-1>)
+            else:
+                np.matmul(self.Wh[layer], a, out=rec)
+                z += rec
+                if self.cfg.activation == "tanh":
+                    np.tanh(z, out=a)
+                else:
+                    np.maximum(z, 0, out=a)
+            x = a
+        np.matmul(self.Wy, x, out=self.logits)
+        self.logits += self.by
+        return self.logits
+
+
 @dataclass
 class Sample:
     text: str  # the prime (echoed) followed by the generated characters, without the newline
     logprob: float  # log-probability of the generated characters under the model (nats)
     n_chars: int  # characters generated (the prime and final newline excluded)
     finished: bool  # ended at the newline (names mode) rather than at the length cap
+
+
+def draw(logits: np.ndarray, opts: SampleOptions, rng: np.random.Generator,
+         want_logprob: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """One id per column of ``logits`` (V, B), and optionally its log-probability under
+    the model (temperature 1, no filtering). Greedy at temperature 0."""
+    lp = None
+    if want_logprob:
+        z = logits - logits.max(axis=0)
+        lse = np.log(np.exp(z).sum(axis=0))
+    if opts.temperature == 0:
+        ids = logits.argmax(axis=0)
+    elif opts.top_k is None and opts.top_p is None:
+        e = logits / opts.temperature if opts.temperature != 1 else logits.copy()
+        e -= e.max(axis=0)
+        np.exp(e, out=e)
+        cdf = np.cumsum(e, axis=0, dtype=np.float64)  # (V, B)
+        u = rng.random(cdf.shape[1]) * cdf[-1]
+        if cdf.shape[1] == 1:
+            ids = np.array([min(np.searchsorted(cdf[:, 0], u[0], side="right"),
+                                len(cdf) - 1)])
+        else:
+            ids = np.minimum((cdf <= u).sum(axis=0), len(cdf) - 1)
+    else:
+        ids = choose(logits.T, opts, rng)
+    if want_logprob:
+        lp = z[ids, np.arange(len(ids))] - lse
+    return ids, lp
 
 
 class Sampler:
@@ -111,6 +259,7 @@ class Sampler:
         self.model = model
         self.vocab = vocab
         self.eos = vocab.eos_id
+        self.kernel = Kernel(model)
 
     def encode_prime(self, prime: str) -> np.ndarray:
         unknown = self.vocab.unknown(prime)
@@ -121,72 +270,62 @@ class Sampler:
         return self.vocab.encode(prime)
 
     def start(self, n: int, prime: str = "") -> tuple[np.ndarray, np.ndarray]:
-        """State and logits after the start of a line and the prime, for n streams.
+        """State (L, S, H, n) and logits (V, n) after the start of a line and the prime.
 
         The start is the newline (as after the previous line of the corpus); a
         vocabulary without one starts from the zero input, x<1> = 0, as in the
-        assignment (the logits of the bias alone).
+        assignment (the bias alone).
         """
-        model = self.model
-        state = model.initial_state(n)
-        ids = self.encode_prime(prime)
-        if self.eos is not None:
-            ids = np.concatenate([[self.eos], ids]).astype(np.int64)
-        if len(ids) == 0:
-            return self._zero_input_step(n)
-        for i in ids:
-            logits, state = model.step(np.full(n, i, dtype=np.int64), state)
-        return state, logits
-
-    def _zero_input_step(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """One step with x<1> = 0 (only possible for one-hot input): the assignment's start."""
-        model, p = self.model, self.model.params
-        saved = p["l0.Wax"].copy() if not model.cfg.embedding else p["embed"].copy()
-        try:
-            (p["embed"] if model.cfg.embedding else p["l0.Wax"])[...] = 0.0
-            logits, state = model.step(np.zeros(n, dtype=np.int64), model.initial_state(n))
-        finally:
-            (p["embed"] if model.cfg.embedding else p["l0.Wax"])[...] = saved
+        k = self.kernel
+        state = k.initial_state(n)
+        first = self.eos if self.eos is not None else k.zero_id
+        logits = k.step(np.full(n, first), state)
+        for i in self.encode_prime(prime):
+            logits = k.step(np.full(n, i), state)
         return state, logits
 
     def lines(self, n: int, max_length: int, opts: SampleOptions, rng: np.random.Generator,
               prime: str = "") -> list[Sample]:
         """n samples that each end at the newline (or at max_length characters)."""
         state, logits = self.start(n, prime)
-        out: list[list[int]] = [[] for _ in range(n)]
+        out = np.zeros((n, max_length), dtype=np.int64)
+        length = np.full(n, max_length)
         logprob = np.zeros(n)
         finished = np.zeros(n, dtype=bool)
         active = np.arange(n)  # streams still generating; the state holds only these
-        for _ in range(max_length):
-            ids = choose(logits, opts, rng)
-            lp = log_softmax(logits)[np.arange(len(ids)), ids]
-            done = ids == self.eos if self.eos is not None else np.zeros(len(ids), dtype=bool)
+        eos = -1 if self.eos is None else self.eos
+        for t in range(max_length):
+            ids, lp = draw(logits, opts, rng, want_logprob=True)
+            out[active, t] = ids
             logprob[active] += lp
-            for j in np.flatnonzero(~done):
-                out[active[j]].append(int(ids[j]))
-            finished[active[done]] = True
+            done = ids == eos
             if done.any():
+                length[active[done]] = t
+                finished[active[done]] = True
                 keep = ~done
                 active = active[keep]
                 if len(active) == 0:
                     break
                 ids = ids[keep]
                 state = np.ascontiguousarray(state[..., keep])
-            logits, state = self.model.step(ids, state)
-        return [Sample(prime + self.vocab.decode(np.array(o, dtype=np.int64)), float(logprob[i]),
-                       len(out[i]), bool(finished[i])) for i, o in enumerate(out)]
+            if t < max_length - 1:
+                logits = self.kernel.step(ids, state)
+        decode = self.vocab.decode
+        return [Sample(prime + decode(out[i, : length[i]]), float(logprob[i]), int(length[i]),
+                       bool(finished[i])) for i in range(n)]
 
     def stream(self, length: int, opts: SampleOptions, rng: np.random.Generator,
                prime: str = "", n: int = 1, chunk: int = 64) -> Iterator[list[str]]:
         """Prose: ``length`` characters for each of n streams, yielded in chunks as generated."""
         state, logits = self.start(n, prime)
-        buf: list[np.ndarray] = []
+        buf = np.empty((n, min(chunk, length)), dtype=np.int64)
+        j = 0
         for i in range(length):
-            ids = choose(logits, opts, rng)
-            buf.append(ids)
-            if len(buf) == chunk or i == length - 1:
-                block = np.stack(buf, axis=1)  # (n, chunk)
-                yield [self.vocab.decode(row) for row in block]
-                buf = []
+            ids, _ = draw(logits, opts, rng)
+            buf[:, j] = ids
+            j += 1
+            if j == buf.shape[1] or i == length - 1:
+                yield [self.vocab.decode(row[:j]) for row in buf]
+                j = 0
             if i < length - 1:
-                logits, state = self.model.step(ids, state)
+                logits = self.kernel.step(ids, state)

@@ -236,3 +236,29 @@ def test_broken_pipe_is_not_an_error(store):
                        cwd=ROOT)
     assert len(p.stdout.splitlines()) == 3
     assert "Traceback" not in p.stderr and "Error" not in p.stderr
+
+
+@pytest.mark.parametrize("kw", [dict(cell="rnn"), dict(cell="rnn", activation="relu"),
+                                dict(cell="gru", layers=2), dict(cell="lstm", layers=2),
+                                dict(cell="lstm", peephole=True, embedding=5)],
+                         ids=["rnn", "rnn-relu", "gru-2", "lstm-2", "lstm-peep-emb"])
+def test_generation_kernel_equals_model_step(kw):
+    """The sampler's lean kernel computes exactly CharRNN.step (float64, 1e-12)."""
+    from charrnn.model import CharRNN, ModelConfig, init_params
+    from charrnn.sampler import Kernel
+
+    cfg = ModelConfig(vocab_size=11, hidden=6, dtype="float64", **kw)
+    rng = np.random.default_rng(0)
+    params = init_params(cfg, rng)
+    params.flat[...] = rng.uniform(-0.9, 0.9, params.flat.shape)
+    model = CharRNN(cfg, params)
+    kernel = Kernel(model)
+    B = 3
+    ref_state = model.initial_state(B)
+    state = kernel.initial_state(B)
+    for _ in range(6):
+        ids = rng.integers(0, 11, B)
+        ref_logits, ref_state = model.step(ids, ref_state)
+        logits = kernel.step(ids, state)
+        np.testing.assert_allclose(logits.T, ref_logits, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(state, ref_state, rtol=0, atol=1e-12)
