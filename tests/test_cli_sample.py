@@ -262,3 +262,18 @@ def test_generation_kernel_equals_model_step(kw):
         logits = kernel.step(ids, state)
         np.testing.assert_allclose(logits.T, ref_logits, rtol=0, atol=1e-12)
         np.testing.assert_allclose(state, ref_state, rtol=0, atol=1e-12)
+
+
+def test_sample_never_imports_rich_tqdm_or_torch(store):
+    """Cold start: the sampling path imports nothing that draws (checked with -X importtime)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "charrnn", "sample",
+                        "--store", str(store), "dinos", "-n", "3", "--seed", "1"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 3
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert "numpy" in imported and "click" in imported  # the check sees real imports
+    assert not imported & {"rich", "tqdm", "torch"}

@@ -65,6 +65,7 @@ def _gradcheck(model: CharRNN, dropout_seed: int | None = None) -> dict[str, flo
         return None if dropout_seed is None else np.random.default_rng(dropout_seed)
 
     _, grads, _, dstate = model.loss_and_grads(x, y, state, rng=rng())
+    grads = grads.copy()  # loss_and_grads reuses its gradient buffer on the next call
     eps = 1e-5
 
     def f() -> float:
