@@ -277,3 +277,31 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path):
     assert st.latest("dinos").step == before + 4
     leftovers = [p for p in (tmp_path / "dinos").iterdir() if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_corrupt_latest_falls_back_with_a_warning(tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), "-q", "--eval-every", "3", *SMALL]
+    assert invoke([*base, "--steps", "6"]).exit_code == 0
+    newest = Store(tmp_path).checkpoints("dinos")[-1]
+    newest.write_bytes(newest.read_bytes()[:5000])  # truncated, as by a failing disk
+    r = invoke(["sample", "--store", str(tmp_path), "-n", "2", "--seed", "1"])
+    assert r.exit_code == 0
+    assert len(r.stdout.splitlines()) == 2
+    assert "warning:" in r.stderr and newest.name in r.stderr
+    r = invoke(["sample", "--store", str(tmp_path), str(newest)])
+    assert r.exit_code == 65
+    assert r.stderr.count("\n") == 1 and newest.name in r.stderr
+    # training resumes from the newest valid checkpoint
+    r = invoke([*base, "--steps", "9"])
+    assert r.exit_code == 0 and Store(tmp_path).latest("dinos").step == 9
+
+
+def test_write_failure_is_exit_74(tmp_path, monkeypatch):
+    from charrnn.errors import StoreIOError
+
+    def full(*args, **kwargs):
+        raise StoreIOError(f"cannot write checkpoint to {tmp_path}: No space left on device")
+
+    monkeypatch.setattr(Store, "save", full)
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--steps", "3", *SMALL])
+    assert r.exit_code == 74 and "No space left" in r.stderr
