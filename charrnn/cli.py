@@ -30,8 +30,16 @@ from charrnn.errors import (
     InputMissingError,
 )
 
-BUNDLED = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_CORPUS = BUNDLED / "dinos.txt"
+BUNDLED = Path(__file__).resolve().parent.parent / "data"  # the repository's data/ (editable install)
+
+
+def _default_corpus() -> str:
+    """The bundled dinosaur names: beside the package, or in ./data of the current directory."""
+    for p in (BUNDLED / "dinos.txt", Path("data") / "dinos.txt"):
+        if p.is_file():
+            return str(p)
+    raise InputMissingError("no CORPUS given and the bundled data/dinos.txt is not here "
+                            "(run from the charrnn repository, or pass a text file)")
 
 ENV_HELP = ("Every option can also be set in the environment as CHARRNN_<COMMAND>_<OPTION> "
             "(e.g. CHARRNN_TRAIN_STEPS=500); the store is CHARRNN_STORE for every command.")
@@ -249,7 +257,7 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
     from charrnn.trainer import EvalStats, TrainConfig, TrainState, train as train_loop
 
     log = Log(opts["quiet"])
-    paths = list(corpus) or [str(DEFAULT_CORPUS)]
+    paths = list(corpus) or [_default_corpus()]
     if paths.count("-") > 1:
         raise click.UsageError("stdin ('-') can be read only once")
     if run_name is None:
@@ -362,17 +370,15 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
                            f"({ev.val_loss / math.log(2):.3f} bits)"
                            f"{' best' if ev.improved else ''}  {cps / 1e3:.1f}k chars/s  "
                            f"saved {last_path.name}")
-                    if bar.bar is not None:
-                        bar.bar.set_postfix(loss=f"{ts.history.loss[-1]:.3f}",
-                                            val=f"{ev.val_loss:.3f}", refresh=False)
-                    if bar.bar is None or not math.isfinite(ev.val_loss):
-                        log.info(msg)
+                    log.info(msg)
                     continue
                 cps = ev.chars_per_sec
                 if ev.skipped:
                     log.warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
-                bar.update(1, loss=f"{ev.loss:.3f}", val=f"{last_val:.3f}",
-                           cps=f"{cps / 1e3:.1f}k")
+                post = {"loss": f"{ev.loss:.3f}", "cps": f"{cps / 1e3:.1f}k"}
+                if math.isfinite(last_val):
+                    post["val"] = f"{last_val:.3f}"
+                bar.update(1, **post)
                 if (bar.bar is not None and opts["sample_every"]
                         and ev.step % opts["sample_every"] == 0):
                     import numpy as np
