@@ -21,8 +21,15 @@ Layout, chosen for the lecture's orientation and for speed on a CPU:
 
 ``*_forward`` overwrites ``xw`` with the activated gates and returns
 ``(A, cache)``; ``*_backward(dA, cache)`` returns ``(dZ, d_state0, grads)``,
-where ``dZ`` is the gradient with respect to the pre-activations (T, G*H, B),
-which the caller turns into ``dWax``, ``db`` and the gradient of the input.
+where ``dZ`` is the gradient with respect to the pre-activations, feature-major
+(G*H, T*B) (column t*B + b), which the caller turns into ``dWax``, ``db`` and
+the gradient of the input with single large matrix products. The cache also
+holds ``hsf``, the layer's activations a<0-1>..a<T> feature-major (H, (T+1)*B),
+for the same reason.
+
+Every function takes an optional :class:`Workspace`: with the model's
+long-lived one the hot path allocates nothing, and the returned arrays (A, dZ,
+the caches) are overwritten by the next call with the same workspace.
 
 Pure NumPy: no I/O, no global randomness.
 """
@@ -36,17 +43,52 @@ import numpy as np
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks per cell: rows of Wax/Waa are GATES*H
 
 
+class Workspace:
+    """Scratch arrays by name, reused by every later call with the same shapes.
+
+    The model keeps one per (B, T) so that training allocates nothing in its hot
+    path (fresh large arrays cost page faults on every call). A throwaway
+    ``Workspace()`` gives ordinary allocate-per-call behaviour.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray] = {}
+        self._children: dict[str, Workspace] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised array called ``name``: the same one as last time if the shape fits."""
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._bufs[name] = np.empty(shape, dtype=dtype)
+        return buf
+
+    def child(self, name: str) -> Workspace:
+        """A separate namespace (one per layer)."""
+        ws = self._children.get(name)
+        if ws is None:
+            ws = self._children[name] = Workspace()
+        return ws
+
+
+def feature_major(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(T, K, B) -> (K, T*B) copy, column t*B + b = X[t, :, b].
+
+    Sums over time and batch then become one large matrix product, which runs
+    near the machine's peak where T small ones do not.
+    """
+    T, K, B = X.shape
+    if out is None:
+        out = np.empty((K, T * B), dtype=X.dtype)
+    np.copyto(out.reshape(K, T, B), X.transpose(1, 0, 2))
+    return out
+
+
 def outer_sum(dZ: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Σ_t dZ[t] @ X[t].T as one matrix product over all T·B columns.
 
-    dZ: (T, G, B), X: (T, K, B) -> (G, K). Both are copied to feature-major
-    (G, T·B) first: one large product runs near the machine's peak, T small ones
-    do not.
+    dZ: (T, G, B), X: (T, K, B) -> (G, K).
     """
-    T, G, B = dZ.shape
-    dZf = dZ.transpose(1, 0, 2).reshape(G, T * B)  # (G, T*B) copy
-    Xf = X.transpose(1, 0, 2).reshape(X.shape[1], T * B)  # (K, T*B) copy
-    return dZf @ Xf.T  # (G, K)
+    return feature_major(dZ) @ feature_major(X).T  # (G, T*B) @ (T*B, K)
 
 
 # --------------------------------------------------------------------------- vanilla RNN
@@ -54,19 +96,23 @@ def outer_sum(dZ: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 class RNNCache(NamedTuple):
     hs: np.ndarray  # (T+1, H, B) a<0-1>..a<T-1>: hs[0] is the initial state
+    hsf: np.ndarray  # (H, (T+1)*B) the same, feature-major
     Waa: np.ndarray  # (H, H)
     activation: str
 
 
 def rnn_forward(
-    xw: np.ndarray, a0: np.ndarray, Waa: np.ndarray, activation: str = "tanh"
+    xw: np.ndarray, a0: np.ndarray, Waa: np.ndarray, activation: str = "tanh",
+    ws: Workspace | None = None,
 ) -> tuple[np.ndarray, RNNCache]:
     """a<t> = g(Waa a<t-1> + Wax x<t> + ba), g = tanh or relu.
 
     xw: (T, H, B) input projections with bias; a0: (H, B). Returns A (T, H, B).
     """
+    ws = Workspace() if ws is None else ws
     T, H, B = xw.shape
-    hs = np.empty((T + 1, H, B), dtype=xw.dtype)
+    dt = xw.dtype
+    hs = ws("hs", (T + 1, H, B), dt)
     hs[0] = a0
     for t in range(T):
         a = hs[t + 1]
@@ -76,27 +122,40 @@ def rnn_forward(
             np.tanh(a, out=a)
         else:
             np.maximum(a, 0, out=a)
-    return hs[1:], RNNCache(hs, Waa, activation)
+    hsf = feature_major(hs, ws("hsf", (H, (T + 1) * B), dt))
+    return hs[1:], RNNCache(hs, hsf, Waa, activation)
 
 
-def rnn_backward(dA: np.ndarray, cache: RNNCache):
-    """dA: (T, H, B) loss gradient w.r.t. each a<t> from above. Returns (dZ, da0, {"Waa"})."""
-    hs, Waa, activation = cache
+def rnn_backward(dA: np.ndarray, cache: RNNCache, ws: Workspace | None = None,
+                 dWaa: np.ndarray | None = None):
+    """dA: (T, H, B) loss gradient w.r.t. each a<t> from above.
+
+    Returns (dZ (H, T*B), da0, {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given.
+    """
+    ws = Workspace() if ws is None else ws
+    hs, hsf, Waa, activation = cache
     T, H, B = dA.shape
+    dt = dA.dtype
     A = hs[1:]
+    D = ws("D", (T, H, B), dt)
     if activation == "tanh":
-        D = 1 - A * A  # (T, H, B) tanh'(z) = 1 - a²
+        np.multiply(A, A, out=D)
+        np.subtract(1, D, out=D)  # tanh'(z) = 1 - a²
     else:
-        D = (A > 0).astype(A.dtype)  # relu'(z)
-    WaaT = np.ascontiguousarray(Waa.T)  # a contiguous copy beats a transposed view in matmul
-    dZ = np.empty_like(dA)
-    dnext = np.zeros((H, B), dtype=dA.dtype)  # gradient flowing into a<t> from step t+1
+        np.sign(A, out=D)  # relu'(z): a >= 0, so sign(a) is 0 or 1
+    WaaT = ws("WaaT", (H, H), dt)
+    np.copyto(WaaT, Waa.T)  # a contiguous copy beats a transposed view in matmul
+    dZ = ws("dZ", (T, H, B), dt)
+    dnext = ws("dnext", (H, B), dt)  # gradient flowing into a<t> from step t+1
+    dnext.fill(0)
     for t in range(T - 1, -1, -1):
         dz = dZ[t]
         np.add(dA[t], dnext, out=dz)
         dz *= D[t]
         np.matmul(WaaT, dz, out=dnext)
-    return dZ, dnext, {"Waa": outer_sum(dZ, hs[:-1])}
+    dZf = feature_major(dZ, ws("dZf", (H, T * B), dt))
+    dWaa = np.matmul(dZf, hsf[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
+    return dZf, dnext, {"Waa": dWaa}
 
 
 def rnn_step(xw: np.ndarray, a: np.ndarray, Waa: np.ndarray, activation: str = "tanh"):
@@ -111,6 +170,7 @@ def rnn_step(xw: np.ndarray, a: np.ndarray, Waa: np.ndarray, activation: str = "
 class LSTMCache(NamedTuple):
     G: np.ndarray  # (T, 4H, B) activated gates, rows [Γo, Γu, Γf, c~]
     hs: np.ndarray  # (T+1, H, B) a<t-1>, hs[0] = a0
+    hsf: np.ndarray  # (H, (T+1)*B) the same, feature-major
     cs: np.ndarray  # (T+1, H, B) c<t-1>, cs[0] = c0
     tcs: np.ndarray  # (T, H, B) tanh(c<t>)
     Waa: np.ndarray  # (4H, H)
@@ -118,7 +178,8 @@ class LSTMCache(NamedTuple):
 
 
 def lstm_forward(
-    xw: np.ndarray, a0: np.ndarray, c0: np.ndarray, Waa: np.ndarray, p: np.ndarray | None = None
+    xw: np.ndarray, a0: np.ndarray, c0: np.ndarray, Waa: np.ndarray, p: np.ndarray | None = None,
+    ws: Workspace | None = None, halved: bool = False,
 ) -> tuple[np.ndarray, LSTMCache]:
     """The lecture's LSTM over T steps (xw is overwritten with the gate activations).
 
@@ -128,23 +189,27 @@ def lstm_forward(
     a<t> = Γo * tanh(c<t>)
 
     xw: (T, 4H, B); a0, c0: (H, B); Waa: (4H, H); p: (3, H) or None.
+    halved: the caller already halved xw's sigmoid rows (σ(z) = 0.5·tanh(z/2) + 0.5).
     """
+    ws = Workspace() if ws is None else ws
     T, G4, B = xw.shape
     H = G4 // 4
     S = 3 * H  # sigmoid rows
     dt = xw.dtype
-    Wh = Waa.copy()
-    Wh[:S] *= 0.5  # σ(z) = 0.5·tanh(z/2) + 0.5: halve sigmoid rows once per sequence
-    xw[:, :S] *= 0.5
+    Wh = ws("Wh", Waa.shape, dt)
+    np.multiply(Waa[:S], 0.5, out=Wh[:S])  # σ(z) = 0.5·tanh(z/2) + 0.5: halve sigmoid rows
+    Wh[S:] = Waa[S:]
+    if not halved:
+        xw[:, :S] *= 0.5
     ph = None if p is None else (0.5 * p)[:, :, None]  # (3, H, 1)
-    hs = np.empty((T + 1, H, B), dtype=dt)
-    cs = np.empty((T + 1, H, B), dtype=dt)
-    tcs = np.empty((T, H, B), dtype=dt)
+    hs = ws("hs", (T + 1, H, B), dt)
+    cs = ws("cs", (T + 1, H, B), dt)
+    tcs = ws("tcs", (T, H, B), dt)
     hs[0] = a0
     cs[0] = c0
-    rec = np.empty((G4, B), dtype=dt)  # recurrent product of one step
-    tmp = np.empty((H, B), dtype=dt)
-    ptmp = None if p is None else np.empty((3, H, B), dtype=dt)
+    rec = ws("rec", (G4, B), dt)  # recurrent product of one step
+    tmp = ws("tmp", (H, B), dt)
+    ptmp = None if p is None else ws("ptmp", (3, H, B), dt)
     for t in range(T):
         g = xw[t]  # (4H, B) pre-activations, then gates
         np.matmul(Wh, hs[t], out=rec)
@@ -163,35 +228,53 @@ def lstm_forward(
         c += tmp
         np.tanh(c, out=tcs[t])
         np.multiply(go, tcs[t], out=hs[t + 1])  # a<t> = Γo * tanh(c<t>)
-    return hs[1:], LSTMCache(xw, hs, cs, tcs, Waa, p)
+    hsf = feature_major(hs, ws("hsf", (H, (T + 1) * B), dt))
+    return hs[1:], LSTMCache(xw, hs, hsf, cs, tcs, Waa, p)
 
 
-def lstm_backward(dA: np.ndarray, cache: LSTMCache):
-    """dA: (T, H, B). Returns (dZ (T, 4H, B), (da0, dc0), {"Waa", and "p" with peepholes})."""
-    G, hs, cs, tcs, Waa, p = cache
+def lstm_backward(dA: np.ndarray, cache: LSTMCache, ws: Workspace | None = None,
+                  dWaa: np.ndarray | None = None):
+    """dA: (T, H, B). Returns (dZ (4H, T*B), (da0, dc0), {"Waa", and "p" with peepholes}).
+
+    ∂L/∂Waa goes into ``dWaa`` if given.
+    """
+    ws = Workspace() if ws is None else ws
+    G, hs, hsf, cs, tcs, Waa, p = cache
     T, H, B = dA.shape
     S = 3 * H
     dt = dA.dtype
     # every factor that does not depend on the recurrence, for all T at once
     sig = G[:, :S]  # (T, 3H, B) Γo, Γu, Γf
-    dsig = sig * (1 - sig)  # σ'(z) = σ(1-σ)
+    dsig = ws("dsig", (T, S, B), dt)
+    np.subtract(1, sig, out=dsig)
+    dsig *= sig  # σ'(z) = σ(1-σ)
     go, gu, gf, gc = G[:, :H], G[:, H : 2 * H], G[:, 2 * H : S], G[:, S:]
     cprev = cs[:-1]  # (T, H, B) c<t-1>
-    Fo = tcs * dsig[:, :H]  # dz_o = da * tanh(c) * σ'
-    K1 = go * (1 - tcs * tcs)  # dc += da * Γo * tanh'(c)
-    Fufc = np.empty((T, 3, H, B), dtype=dt)  # dz_{u,f,c~} = dc * F
+    Fo = ws("Fo", (T, H, B), dt)
+    np.multiply(tcs, dsig[:, :H], out=Fo)  # dz_o = da * tanh(c) * σ'
+    K1 = ws("K1", (T, H, B), dt)
+    np.multiply(tcs, tcs, out=K1)
+    np.subtract(1, K1, out=K1)
+    K1 *= go  # dc += da * Γo * tanh'(c)
+    Fufc = ws("Fufc", (T, 3, H, B), dt)  # dz_{u,f,c~} = dc * F
     np.multiply(gc, dsig[:, H : 2 * H], out=Fufc[:, 0])  # ∂c/∂Γu · σ'
     np.multiply(cprev, dsig[:, 2 * H : S], out=Fufc[:, 1])  # ∂c/∂Γf · σ'
-    np.multiply(gu, 1 - gc * gc, out=Fufc[:, 2])  # ∂c/∂c~ · tanh'
-    WaaT = np.ascontiguousarray(Waa.T)  # (H, 4H)
+    tc = Fufc[:, 2]
+    np.multiply(gc, gc, out=tc)
+    np.subtract(1, tc, out=tc)
+    tc *= gu  # ∂c/∂c~ · tanh'
+    WaaT = ws("WaaT", (H, 4 * H), dt)
+    np.copyto(WaaT, Waa.T)  # a contiguous copy beats a transposed view in matmul
     p3 = None if p is None else p[:, :, None]  # (3, H, 1)
 
-    dZ = np.empty((T, 4 * H, B), dtype=dt)
-    da_next = np.zeros((H, B), dtype=dt)  # ∂L/∂a<t> through step t+1
-    dc_next = np.zeros((H, B), dtype=dt)  # ∂L/∂c<t> through step t+1
-    da = np.empty((H, B), dtype=dt)
-    dc = np.empty((H, B), dtype=dt)
-    ptmp = None if p is None else np.empty((3, H, B), dtype=dt)
+    dZ = ws("dZ", (T, 4 * H, B), dt)
+    da_next = ws("da_next", (H, B), dt)  # ∂L/∂a<t> through step t+1
+    dc_next = ws("dc_next", (H, B), dt)  # ∂L/∂c<t> through step t+1
+    da_next.fill(0)
+    dc_next.fill(0)
+    da = ws("da", (H, B), dt)
+    dc = ws("dc", (H, B), dt)
+    ptmp = None if p is None else ws("ptmp", (3, H, B), dt)
     for t in range(T - 1, -1, -1):
         dz = dZ[t]
         np.add(dA[t], da_next, out=da)
@@ -206,11 +289,13 @@ def lstm_backward(dA: np.ndarray, cache: LSTMCache):
             dc_next += ptmp[1]
             dc_next += ptmp[2]
         np.matmul(WaaT, dz, out=da_next)  # into a<t-1>
-    grads = {"Waa": outer_sum(dZ, hs[:-1])}
+    grads = {}
     if p is not None:
         # dp_k = Σ_t,b dz_k * c<t-1>
         grads["p"] = np.einsum("tkhb,thb->kh", dZ[:, :S].reshape(T, 3, H, B), cprev)
-    return dZ, (da_next, dc_next), grads
+    dZf = feature_major(dZ, ws("dZf", (4 * H, T * B), dt))
+    grads["Waa"] = np.matmul(dZf, hsf[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
+    return dZf, (da_next, dc_next), grads
 
 
 def lstm_step(xw: np.ndarray, a: np.ndarray, c: np.ndarray, Waa: np.ndarray, p=None):
@@ -231,11 +316,13 @@ def lstm_step(xw: np.ndarray, a: np.ndarray, c: np.ndarray, Waa: np.ndarray, p=N
 class GRUCache(NamedTuple):
     G: np.ndarray  # (T, 3H, B) activated gates, rows [Γr, Γu, c~]
     cs: np.ndarray  # (T+1, H, B) c<t-1>, cs[0] = c0
+    hsf: np.ndarray  # (H, (T+1)*B) the same, feature-major
     rcs: np.ndarray  # (T, H, B) Γr * c<t-1>
     Waa: np.ndarray  # (3H, H)
 
 
-def gru_forward(xw: np.ndarray, c0: np.ndarray, Waa: np.ndarray) -> tuple[np.ndarray, GRUCache]:
+def gru_forward(xw: np.ndarray, c0: np.ndarray, Waa: np.ndarray, ws: Workspace | None = None,
+                halved: bool = False) -> tuple[np.ndarray, GRUCache]:
     """The lecture's full GRU over T steps (xw is overwritten with the gate activations).
 
     Γr = σ(Wr [c<t-1>, x<t>] + br)       relevance
@@ -244,19 +331,24 @@ def gru_forward(xw: np.ndarray, c0: np.ndarray, Waa: np.ndarray) -> tuple[np.nda
     c<t> = Γu * c~<t> + (1 - Γu) * c<t-1>,   a<t> = c<t>
 
     xw: (T, 3H, B); c0: (H, B); Waa: (3H, H).
+    halved: the caller already halved xw's sigmoid rows (σ(z) = 0.5·tanh(z/2) + 0.5).
     """
+    ws = Workspace() if ws is None else ws
     T, G3, B = xw.shape
     H = G3 // 3
     S = 2 * H
     dt = xw.dtype
-    Wrs = 0.5 * Waa[:S]  # (2H, H) halved sigmoid rows
-    Wc = np.ascontiguousarray(Waa[S:])  # (H, H)
-    xw[:, :S] *= 0.5
-    cs = np.empty((T + 1, H, B), dtype=dt)
-    rcs = np.empty((T, H, B), dtype=dt)
+    Wrs = ws("Wrs", (S, H), dt)
+    np.multiply(Waa[:S], 0.5, out=Wrs)  # (2H, H) halved sigmoid rows
+    Wc = ws("Wc", (H, H), dt)
+    np.copyto(Wc, Waa[S:])
+    if not halved:
+        xw[:, :S] *= 0.5
+    cs = ws("hs", (T + 1, H, B), dt)
+    rcs = ws("rcs", (T, H, B), dt)
     cs[0] = c0
-    rec = np.empty((S, B), dtype=dt)
-    tmp = np.empty((H, B), dtype=dt)
+    rec = ws("rec", (S, B), dt)
+    tmp = ws("tmp", (H, B), dt)
     for t in range(T):
         g = xw[t]
         gs, gc = g[:S], g[S:]
@@ -274,30 +366,47 @@ def gru_forward(xw: np.ndarray, c0: np.ndarray, Waa: np.ndarray) -> tuple[np.nda
         np.subtract(gc, cs[t], out=c)
         c *= gu
         c += cs[t]  # c<t-1> + Γu (c~ - c<t-1>)
-    return cs[1:], GRUCache(xw, cs, rcs, Waa)
+    hsf = feature_major(cs, ws("hsf", (H, (T + 1) * B), dt))
+    return cs[1:], GRUCache(xw, cs, hsf, rcs, Waa)
 
 
-def gru_backward(dA: np.ndarray, cache: GRUCache):
-    """dA: (T, H, B). Returns (dZ (T, 3H, B), dc0, {"Waa"})."""
-    G, cs, rcs, Waa = cache
+def gru_backward(dA: np.ndarray, cache: GRUCache, ws: Workspace | None = None,
+                 dWaa: np.ndarray | None = None):
+    """dA: (T, H, B). Returns (dZ (3H, T*B), dc0, {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given."""
+    ws = Workspace() if ws is None else ws
+    G, cs, hsf, rcs, Waa = cache
     T, H, B = dA.shape
     S = 2 * H
     dt = dA.dtype
     gr, gu, gc = G[:, :H], G[:, H:S], G[:, S:]
     cprev = cs[:-1]
-    Fuc = np.empty((T, 2, H, B), dtype=dt)  # dz_{u,c~} = dc * F
-    np.multiply(gc - cprev, gu * (1 - gu), out=Fuc[:, 0])  # ∂c/∂Γu · σ'
-    np.multiply(gu, 1 - gc * gc, out=Fuc[:, 1])  # ∂c/∂c~ · tanh'
-    Fr = cprev * gr * (1 - gr)  # dz_r = d(Γr c) * c<t-1> σ'
-    one_minus_u = 1 - gu
-    WsT = np.ascontiguousarray(Waa[:S].T)  # (H, 2H)
-    WcT = np.ascontiguousarray(Waa[S:].T)  # (H, H)
+    Fuc = ws("Fuc", (T, 2, H, B), dt)  # dz_{u,c~} = dc * F
+    fu, fc = Fuc[:, 0], Fuc[:, 1]
+    K = ws("K", (T, 2, H, B), dt)  # [1 - Γu, Γr]: what dc and d(Γr c) pass straight to c<t-1>
+    one_minus_u = K[:, 0]
+    np.subtract(1, gu, out=one_minus_u)
+    K[:, 1] = gr
+    np.subtract(gc, cprev, out=fu)
+    fu *= gu
+    fu *= one_minus_u  # ∂c/∂Γu · σ' = (c~ - c<t-1>) Γu (1 - Γu)
+    np.multiply(gc, gc, out=fc)
+    np.subtract(1, fc, out=fc)
+    fc *= gu  # ∂c/∂c~ · tanh'
+    Fr = ws("Fr", (T, H, B), dt)  # dz_r = d(Γr c) * c<t-1> σ'
+    np.subtract(1, gr, out=Fr)
+    Fr *= gr
+    Fr *= cprev
+    WsT = ws("WsT", (H, S), dt)
+    np.copyto(WsT, Waa[:S].T)  # (H, 2H)
+    WcT = ws("WcT", (H, H), dt)
+    np.copyto(WcT, Waa[S:].T)  # (H, H)
 
-    dZ = np.empty((T, 3 * H, B), dtype=dt)
-    dnext = np.zeros((H, B), dtype=dt)
-    dc = np.empty((H, B), dtype=dt)
-    drc = np.empty((H, B), dtype=dt)
-    tmp = np.empty((H, B), dtype=dt)
+    dZ = ws("dZ", (T, 3 * H, B), dt)
+    dnext = ws("dnext", (H, B), dt)
+    dnext.fill(0)
+    dcr = ws("dcr", (2, H, B), dt)  # [∂L/∂c<t>, ∂L/∂(Γr * c<t-1>)]
+    dc, drc = dcr[0], dcr[1]
+    tmp = ws("tmp2", (2, H, B), dt)
     for t in range(T - 1, -1, -1):
         dz = dZ[t]
         np.add(dA[t], dnext, out=dc)  # ∂L/∂c<t>
@@ -305,14 +414,16 @@ def gru_backward(dA: np.ndarray, cache: GRUCache):
         np.matmul(WcT, dz[S:], out=drc)  # ∂L/∂(Γr * c<t-1>)
         np.multiply(drc, Fr[t], out=dz[:H])
         np.matmul(WsT, dz[:S], out=dnext)  # through the gates' recurrent product
-        np.multiply(dc, one_minus_u[t], out=tmp)
-        dnext += tmp  # through (1 - Γu) * c<t-1>
-        np.multiply(drc, gr[t], out=tmp)
-        dnext += tmp  # through Γr * c<t-1>
-    dWaa = np.empty_like(Waa)
-    dWaa[:S] = outer_sum(dZ[:, :S], cprev)
-    dWaa[S:] = outer_sum(dZ[:, S:], rcs)
-    return dZ, dnext, {"Waa": dWaa}
+        np.multiply(dcr, K[t], out=tmp)
+        dnext += tmp[0]  # through (1 - Γu) * c<t-1>
+        dnext += tmp[1]  # through Γr * c<t-1>
+    dZf = feature_major(dZ, ws("dZf", (3 * H, T * B), dt))
+    rcsf = feature_major(rcs, ws("rcsf", (H, T * B), dt))
+    if dWaa is None:
+        dWaa = np.empty_like(Waa)
+    np.matmul(dZf[:S], hsf[:, : T * B].T, out=dWaa[:S])  # Σ_t dz_{r,u}<t> c<t-1>ᵀ
+    np.matmul(dZf[S:], rcsf.T, out=dWaa[S:])  # Σ_t dz_c~<t> (Γr * c<t-1>)ᵀ
+    return dZf, dnext, {"Waa": dWaa}
 
 
 def gru_step(xw: np.ndarray, c: np.ndarray, Waa: np.ndarray) -> np.ndarray:

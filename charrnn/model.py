@@ -153,9 +153,14 @@ class Cache:
         self.ids: np.ndarray | None = None  # (T, B) inputs
         self.layers: list[Any] = []  # per-layer cell caches
         self.inputs: list[np.ndarray | None] = []  # per-layer input X (T, D, B); None = one-hot
+        self.inputs_f: list[np.ndarray | None] = []  # the same feature-major (D, T*B), or None
         self.masks: list[np.ndarray | None] = []  # per-layer dropout mask on its output
-        self.top: np.ndarray | None = None  # (T*B, H) top activations, batch-major rows
+        self.top: np.ndarray | None = None  # (H, T*B) top activations, feature-major
         self.probs: np.ndarray | None = None  # (T*B, V) softmax
+
+
+_SIGMOID_ROWS = {"rnn": 0, "gru": 2, "lstm": 3}  # leading gate blocks that are sigmoids
+_MAX_WORKSPACES = 4  # (B, T) shapes whose scratch memory a model keeps
 
 
 class CharRNN:
@@ -168,6 +173,17 @@ class CharRNN:
             params = init_params(cfg, rng if rng is not None else np.random.default_rng(0))
         self.params = params
         self.dtype = np.dtype(cfg.dtype)
+        self._workspaces: dict[tuple[int, int], cells.Workspace] = {}  # scratch, by (B, T)
+        self._grads: Params | None = None  # loss_and_grads' output buffer
+
+    def _workspace(self, B: int, T: int) -> cells.Workspace:
+        """Scratch arrays for (B, T), kept so that training allocates nothing per step."""
+        ws = self._workspaces.get((B, T))
+        if ws is None:
+            if len(self._workspaces) >= _MAX_WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[(B, T)] = cells.Workspace()
+        return ws
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> np.ndarray:
@@ -176,16 +192,30 @@ class CharRNN:
         return np.zeros((c.layers, c.state_size, c.hidden, batch), dtype=self.dtype)
 
     # ------------------------------------------------------------------ forward
-    def _layer_input(self, layer: int, ids: np.ndarray, X: np.ndarray | None) -> np.ndarray:
-        """xw = Wax x<t> + b for all T steps: (T, G*H, B)."""
-        p = self.params
+    def _layer_input(self, layer: int, ids: np.ndarray, X: np.ndarray | None,
+                     ws: cells.Workspace) -> np.ndarray:
+        """xw = Wax x<t> + b for all T steps, (T, G*H, B), sigmoid rows halved for the cells."""
+        p, dt = self.params, self.dtype
         Wax, b = p[f"l{layer}.Wax"], p[f"l{layer}.b"]
-        if X is None:  # one-hot input: a column gather of Wax, done as a row gather of Waxᵀ
-            xw = Wax.T[ids]  # (T, B, GH)
-            xw = np.ascontiguousarray(xw.transpose(0, 2, 1))  # (T, GH, B)
+        GH, D = Wax.shape
+        S = _SIGMOID_ROWS[self.cfg.cell] * self.cfg.hidden
+        T, B = ids.shape
+        xw = ws("xw", (T, GH, B), dt)
+        if X is None:  # one-hot input: Wax x<t> is column ids[t, b] of Wax: a gather
+            table = ws("xtable", (GH, D), dt)  # Wax with b added to every column
+            np.add(Wax, b[:, None], out=table)
+            table[:S] *= 0.5
+            for t in range(T):
+                np.take(table, ids[t], axis=1, out=xw[t])  # (GH, B)
         else:
-            xw = np.matmul(Wax, X)  # (T, GH, B)
-        xw += b[:, None]
+            Wh = ws("Wxh", (GH, D), dt)
+            np.copyto(Wh, Wax)
+            Wh[:S] *= 0.5
+            bh = ws("bh", (GH, 1), dt)
+            np.copyto(bh[:, 0], b)
+            bh[:S] *= 0.5
+            np.matmul(Wh, X, out=xw)  # (T, GH, B): T products, each like a recurrent one
+            xw += bh
         return xw
 
     def forward(self, x: np.ndarray, state: np.ndarray | None = None, *,
@@ -196,44 +226,58 @@ class CharRNN:
         (training) if given and cfg.dropout > 0. Returns (logits (T*B, V) in
         time-major row order, final state (L, S, H, B), cache).
         """
-        cfg, p = self.cfg, self.params
+        return self._forward(x, state, rng, cells.Workspace())
+
+    def _forward(self, x: np.ndarray, state: np.ndarray | None, rng: np.random.Generator | None,
+                 ws: cells.Workspace) -> tuple[np.ndarray, np.ndarray, Cache]:
+        """forward, with scratch arrays (and the returned logits and cache) from ``ws``."""
+        cfg, p, dt = self.cfg, self.params, self.dtype
         B, T = x.shape
-        ids = np.ascontiguousarray(x.T)  # (T, B) time-major
+        H = cfg.hidden
+        ids = ws("ids", (T, B), np.intp)
+        np.copyto(ids, x.T)  # (T, B) time-major
         if state is None:
             state = self.initial_state(B)
         cache = Cache()
         cache.ids = ids
-        final = np.empty_like(state)
+        final = np.empty_like(state)  # fresh: callers keep it across calls
         X: np.ndarray | None = None
+        Xf: np.ndarray | None = None
         if cfg.embedding:
-            X = np.ascontiguousarray(p["embed"][ids].transpose(0, 2, 1))  # (T, E, B)
+            X = ws("embedded", (T, cfg.embedding, B), dt)
+            np.copyto(X, p["embed"][ids].transpose(0, 2, 1))  # (T, E, B)
         drop = rng is not None and cfg.dropout > 0
         for layer in range(cfg.layers):
-            xw = self._layer_input(layer, ids, X)
+            lw = ws.child(f"l{layer}")
+            xw = self._layer_input(layer, ids, X, lw)
             Waa = p[f"l{layer}.Waa"]
             if cfg.cell == "lstm":
                 peep = p[f"l{layer}.p"] if cfg.peephole else None
-                A, lc = cells.lstm_forward(xw, state[layer, 0], state[layer, 1], Waa, peep)
+                A, lc = cells.lstm_forward(xw, state[layer, 0], state[layer, 1], Waa, peep,
+                                           ws=lw, halved=True)
                 final[layer, 0], final[layer, 1] = A[-1], lc.cs[-1]
             elif cfg.cell == "gru":
-                A, lc = cells.gru_forward(xw, state[layer, 0], Waa)
+                A, lc = cells.gru_forward(xw, state[layer, 0], Waa, ws=lw, halved=True)
                 final[layer, 0] = A[-1]
             else:
-                A, lc = cells.rnn_forward(xw, state[layer, 0], Waa, cfg.activation)
+                A, lc = cells.rnn_forward(xw, state[layer, 0], Waa, cfg.activation, ws=lw)
                 final[layer, 0] = A[-1]
             cache.layers.append(lc)
             cache.inputs.append(X)
+            cache.inputs_f.append(Xf)
             mask = None
+            Af = lc.hsf[:, B:]  # (H, T*B) a<1>..a<T>, feature-major
             if drop:  # inverted dropout: scale at train time, nothing to do at test time
                 keep = 1.0 - cfg.dropout
-                mask = (rng.random(A.shape, dtype=self.dtype) < keep).astype(self.dtype)
+                mask = (rng.random(A.shape, dtype=dt) < keep).astype(dt)
                 mask /= keep
-                A = A * mask
+                A = np.multiply(A, mask, out=lw("dropped", A.shape, dt))
+                Af = cells.feature_major(A, lw("droppedf", (H, T * B), dt))
             cache.masks.append(mask)
-            X = A
-        top = np.ascontiguousarray(X.transpose(0, 2, 1)).reshape(T * B, cfg.hidden)  # (T*B, H)
-        cache.top = top
-        logits = top @ p["Wya"].T  # (T*B, V)
+            X, Xf = A, Af
+        cache.top = Xf  # (H, T*B)
+        logits = ws("logits", (T * B, cfg.vocab_size), dt)
+        np.matmul(Xf.T, p["Wya"].T, out=logits)  # (T*B, H) @ (H, V)
         logits += p["by"]
         return logits, final, cache
 
@@ -242,10 +286,11 @@ class CharRNN:
     def _log_softmax_nll(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-position -log p(y) and the softmax, stable (log-sum-exp); logits is overwritten."""
         logits -= logits.max(axis=1, keepdims=True)
+        rows = np.arange(len(y))
+        zy = logits[rows, y]  # taken before exp: exp(zy) may underflow to 0
         np.exp(logits, out=logits)  # logits now holds e = exp(z - max)
         s = logits.sum(axis=1)  # (N,)
-        rows = np.arange(len(y))
-        nll = np.log(s) - np.log(logits[rows, y])
+        nll = np.log(s) - zy
         logits /= s[:, None]
         return nll, logits
 
@@ -259,8 +304,8 @@ class CharRNN:
 
     def nll(self, x: np.ndarray, y: np.ndarray, state: np.ndarray | None = None):
         """-log p(y<t> | x<≤t>) for every position, (B, T), and the final state."""
-        logits, final, _ = self.forward(x, state)
         B, T = x.shape
+        logits, final, _ = self._forward(x, state, None, self._workspace(B, T))
         yt = np.ascontiguousarray(y.T).reshape(-1)
         z = logits - logits.max(axis=1, keepdims=True)
         lse = np.log(np.exp(z).sum(axis=1))
@@ -275,71 +320,112 @@ class CharRNN:
         all B·T positions of -log ŷ<t>[y<t>] (the lectures' sum over time, divided
         by the number of characters). Returns (loss, grads: Params, final_state,
         d_state0) where d_state0 is ∂loss/∂state, shaped like state.
+
+        For speed, ``grads`` is the same Params object on every call, overwritten
+        by the next call of loss_and_grads: use it (clip, step) before calling
+        again, or keep ``grads.copy()``. final_state and d_state0 are fresh.
         """
-        logits, final, cache = self.forward(x, state, rng=rng)
-        yt = np.ascontiguousarray(y.T).reshape(-1)  # (T*B,) time-major like the logits
-        nll, probs = self._log_softmax_nll(logits, yt)
-        loss = float(nll.mean())
-        dlogits = probs  # ∂loss/∂logits = (ŷ - onehot(y)) / N, in place
-        dlogits[np.arange(len(yt)), yt] -= 1.0
-        dlogits /= len(yt)
-        grads, dstate = self.backward(dlogits, cache)
-        return loss, grads, final, dstate
+        B, T = x.shape
+        ws = self._workspace(B, T)
+        logits, final, cache = self._forward(x, state, rng, ws)
+        N = T * B
+        yt = ws("targets", (N,), np.intp)
+        np.copyto(yt.reshape(T, B), y.T)  # time-major like the logits
+        rows = ws("rows", (N,), np.intp)
+        rows[...] = np.arange(N)
+        # softmax in place: logits becomes exp(z - max), then ŷ
+        mx = ws("rowmax", (N, 1), self.dtype)
+        np.max(logits, axis=1, keepdims=True, out=mx)
+        logits -= mx
+        zy = logits[rows, yt]  # taken before exp: exp(zy) may underflow to 0
+        np.exp(logits, out=logits)
+        s = ws("rowsum", (N,), self.dtype)
+        np.sum(logits, axis=1, out=s)
+        loss = float(np.mean(np.log(s) - zy, dtype=np.float64))
+        # ∂loss/∂logits = (ŷ - onehot(y)) / N, in place
+        np.reciprocal(s, out=s)
+        s *= 1.0 / N
+        logits *= s[:, None]
+        dlogits = logits
+        dlogits[rows, yt] -= 1.0 / N
+        if self._grads is None:
+            self._grads = self.params.zeros_like()
+        dstate = self._backward(dlogits, cache, self._grads, ws)
+        return loss, self._grads, final, dstate
 
     # ------------------------------------------------------------------ backward
     def backward(self, dlogits: np.ndarray, cache: Cache) -> tuple[Params, np.ndarray]:
         """Gradients of every parameter and of the initial state, given ∂loss/∂logits."""
-        cfg, p = self.cfg, self.params
-        grads = p.zeros_like()
+        grads = self.params.zeros_like()
+        dstate = self._backward(dlogits, cache, grads, cells.Workspace())
+        return grads, dstate
+
+    def _backward(self, dlogits: np.ndarray, cache: Cache, grads: Params,
+                  ws: cells.Workspace) -> np.ndarray:
+        """backward into ``grads`` (every entry overwritten), scratch from ``ws``; returns dstate."""
+        cfg, p, dt = self.cfg, self.params, self.dtype
         ids = cache.ids
         T, B = ids.shape
-        H = cfg.hidden
-        grads["Wya"][...] = dlogits.T @ cache.top  # (V, H)
-        grads["by"][...] = dlogits.sum(axis=0)
-        dtop = dlogits @ p["Wya"]  # (T*B, H)
-        dA = np.ascontiguousarray(dtop.reshape(T, B, H).transpose(0, 2, 1))  # (T, H, B)
-        dstate = np.zeros((cfg.layers, cfg.state_size, H, B), dtype=self.dtype)
+        H, V = cfg.hidden, cfg.vocab_size
+        N = T * B
+        np.matmul(dlogits.T, cache.top.T, out=grads["Wya"])  # (V, N) @ (N, H)
+        np.sum(dlogits, axis=0, out=grads["by"])
+        top = cfg.layers - 1
+        dA = ws.child(f"l{top}")("dA", (T, H, B), dt)
+        Wya = p["Wya"]
+        # (T, H, B): T products (H, V) @ (V, B), straight into the cells' layout
+        np.matmul(Wya.T, dlogits.reshape(T, B, V).transpose(0, 2, 1), out=dA)
+        dstate = np.zeros((cfg.layers, cfg.state_size, H, B), dtype=dt)
         onehot = None
-        for layer in range(cfg.layers - 1, -1, -1):
+        for layer in range(top, -1, -1):
+            lw = ws.child(f"l{layer}")
             mask = cache.masks[layer]
             if mask is not None:
                 dA *= mask
             lc = cache.layers[layer]
+            dWaa = grads[f"l{layer}.Waa"]
             if cfg.cell == "lstm":
-                dZ, (da0, dc0), g = cells.lstm_backward(dA, lc)
+                dZf, (da0, dc0), g = cells.lstm_backward(dA, lc, lw, dWaa)
                 dstate[layer, 0], dstate[layer, 1] = da0, dc0
                 if cfg.peephole:
                     grads[f"l{layer}.p"][...] = g["p"]
             elif cfg.cell == "gru":
-                dZ, dc0, g = cells.gru_backward(dA, lc)
+                dZf, dc0, g = cells.gru_backward(dA, lc, lw, dWaa)
                 dstate[layer, 0] = dc0
             else:
-                dZ, da0, g = cells.rnn_backward(dA, lc)
+                dZf, da0, g = cells.rnn_backward(dA, lc, lw, dWaa)
                 dstate[layer, 0] = da0
-            grads[f"l{layer}.Waa"][...] = g["Waa"]
-            grads[f"l{layer}.b"][...] = dZ.sum(axis=(0, 2))
+            GH = dZf.shape[0]
+            np.sum(dZf, axis=1, out=grads[f"l{layer}.b"])
             X = cache.inputs[layer]
             Wax = p[f"l{layer}.Wax"]
             if X is None:  # one-hot input: Σ over positions of dz into column ids[t, b]
-                onehot = self._onehot(ids)
-                GH = dZ.shape[1]
-                dZf = dZ.transpose(1, 0, 2).reshape(GH, T * B)  # (GH, T*B)
-                grads[f"l{layer}.Wax"][...] = dZf @ onehot  # (GH, V)
-            else:
-                grads[f"l{layer}.Wax"][...] = cells.outer_sum(dZ, X)
-                dX = np.matmul(np.ascontiguousarray(Wax.T), dZ)  # (T, D, B)
-                if layer > 0:
-                    dA = dX
-                else:  # learned embedding: scatter dX into the rows of the ids
-                    onehot = self._onehot(ids)
-                    dXb = dX.transpose(0, 2, 1).reshape(T * B, cfg.embedding)  # (T*B, E)
-                    grads["embed"][...] = onehot.T @ dXb
-        return grads, dstate
+                onehot = self._onehot(ids, ws)
+                np.matmul(dZf, onehot, out=grads[f"l{layer}.Wax"])  # (GH, N) @ (N, V)
+                continue
+            D = X.shape[1]
+            Xf = cache.inputs_f[layer]
+            if Xf is None:
+                Xf = cells.feature_major(X, lw("Xf", (D, N), dt))
+            np.matmul(dZf, Xf.T, out=grads[f"l{layer}.Wax"])  # (GH, N) @ (N, D)
+            if layer > 0:
+                WaxT = lw("WaxT", (D, GH), dt)
+                np.copyto(WaxT, Wax.T)
+                dA = ws.child(f"l{layer - 1}")("dA", (T, D, B), dt)
+                # (T, D, B): T products (D, GH) @ (GH, B)
+                np.matmul(WaxT, dZf.reshape(GH, T, B).transpose(1, 0, 2), out=dA)
+            else:  # learned embedding: scatter dX into the rows of the ids
+                onehot = self._onehot(ids, ws)
+                dXf = np.matmul(Wax.T, dZf, out=lw("dXf", (D, N), dt))  # (E, N)
+                np.matmul(onehot.T, dXf.T, out=grads["embed"])  # (V, N) @ (N, E)
+        return dstate
 
-    def _onehot(self, ids: np.ndarray) -> np.ndarray:
+    def _onehot(self, ids: np.ndarray, ws: cells.Workspace | None = None) -> np.ndarray:
         """(T*B, V) one-hot rows in time-major order: a product with it is a scatter-add."""
         flat = ids.reshape(-1)
-        oh = np.zeros((flat.size, self.cfg.vocab_size), dtype=self.dtype)
+        shape = (flat.size, self.cfg.vocab_size)
+        oh = np.empty(shape, self.dtype) if ws is None else ws("onehot", shape, self.dtype)
+        oh.fill(0)
         oh[np.arange(flat.size), flat] = 1.0
         return oh
 
