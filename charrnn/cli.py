@@ -27,6 +27,7 @@ from charrnn.errors import (
     EXIT_SIGTERM,
     CharrnnError,
     CorpusError,
+    DivergedError,
     InputMissingError,
 )
 
@@ -215,7 +216,7 @@ DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
               help="Clamp every gradient entry to ±this (the assignment uses 5). [default: none]")
 @click.option("--steps", type=click.IntRange(1), default=None,
               help="Total steps for the run (re-running after a kill finishes the same job). "
-                   "[default: 2000 unless --epochs or --time is given]")
+                   "[default: 1000 unless --epochs or --time is given]")
 @click.option("--epochs", type=FiniteFloat(0.0, min_open=True), default=None,
               help="Total epochs for the run, instead of --steps.")
 @click.option("--time", "time_budget", type=Duration(), default=None, envvar="CHARRNN_TRAIN_TIME",
@@ -326,7 +327,7 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
         elif opts["time_budget"] is not None:
             total = 2**62  # the time budget decides
         else:
-            total = 2000
+            total = 1000
         extra = _corpus_arrays(cp)
         corpus_meta = _corpus_meta(cp)
 
@@ -396,6 +397,18 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
         except KeyboardInterrupt:  # a second Ctrl-C: leave now; the last checkpoint stands
             bar.close()
             log.close_progress()
+            raise
+        except DivergedError:
+            # skipped steps never touched the parameters: save them (finite, or the store
+            # refuses) so that clip-stats can show what happened, then exit 3
+            bar.close()
+            log.close_progress()
+            if ts.step != saved_step:
+                try:
+                    path = save(False)
+                    log.info(f"saved {path} for `charrnn clip-stats {run_name}`")
+                except CharrnnError as e:
+                    log.warn(f"not saved: {e}")
             raise
         finally:
             _restore_handlers(handlers)
@@ -780,6 +793,136 @@ def _read_input(name: str) -> bytes:
         raise InputMissingError(f"file not found: {name}") from None
     except OSError as e:
         raise InputMissingError(f"cannot read {name}: {e.strerror}") from None
+
+
+# --------------------------------------------------------------------------- clip-stats
+
+
+@cli.command("clip-stats", epilog=_epilog())
+@click.argument("run", required=False, metavar="[RUN|CHECKPOINT]")
+@store_option
+@click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
+@click.option("--probe", "probe_paths", multiple=True, metavar="CORPUS",
+              help="Measure fresh gradients of the checkpoint on CORPUS instead of reading the "
+                   "recorded history; nothing is updated. Repeat for several files; - is stdin.")
+@click.option("--batches", type=click.IntRange(1), default=20, show_default=True,
+              help="With --probe: consecutive batches to measure, the state carried across.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="With --probe: streams per batch. [default: the run's]")
+@click.option("--seq-len", type=click.IntRange(1), default=None,
+              help="With --probe: characters per stream per batch. [default: the run's]")
+@click.option("--spike-factor", type=FiniteFloat(1.0, min_open=True), default=10.0,
+              show_default=True,
+              help="A spike (exploding gradient) is a step whose norm exceeds this many times "
+                   "the median of the previous --window steps.")
+@click.option("--window", type=click.IntRange(1), default=50, show_default=True,
+              help="How many previous steps the running median of a spike looks at.")
+@json_option
+@quiet_option
+@click.pass_context
+def clip_stats(ctx: click.Context, run: str | None, store: Path | None, best: bool,
+               probe_paths: tuple[str, ...], batches: int, batch_size: int | None,
+               seq_len: int | None, spike_factor: float, window: int, json: bool,
+               quiet: bool) -> None:
+    """What gradient clipping did during a run, or would do now.
+
+    Reads the pre-clip gradient norms recorded at every training step of RUN
+    (a run name, RUN:STEP or a checkpoint file; default: the latest run) and
+    shows their percentiles and a chart against the clipping threshold, how
+    often norm and value clipping bit and by how much, per-parameter-group
+    norms, exploding-gradient spikes and non-finite steps, and a suggested
+    --clip-norm with its reason. --probe CORPUS computes fresh gradients of
+    the checkpoint on a few batches instead and adds what clipping at other
+    thresholds would do, including how far value clipping turns the gradient.
+    """
+    from click.core import ParameterSource
+
+    from charrnn import clipstats
+    from charrnn.console import Log, rich_console
+    from charrnn.errors import CheckpointError
+    from charrnn.trainer import norm_groups
+
+    log = Log(quiet)
+    if not probe_paths:
+        for name in ("batches", "batch_size", "seq_len"):
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name.replace('_', '-')} applies only with --probe")
+    ck, model, vocab = _load_for_inference(store, run, best, log)
+    meta = ck.meta
+    optim = meta.get("optim") or {}
+    train_meta = meta.get("train") or {}
+    clip_norm, clip_value = optim.get("clip_norm"), optim.get("clip_value")
+    _, groups, _ = norm_groups(model.cfg)
+    if probe_paths:
+        sb = _clip_probe_batches(probe_paths, meta, vocab, batch_size or
+                                 int(train_meta.get("batch_size", 32)),
+                                 seq_len or int(train_meta.get("seq_len", 64)), log)
+        n = min(batches, sb.n_batches)
+        if n < batches:
+            log.info(f"the corpus holds only {n} batch(es) of {sb.batch_size}x{sb.seq_len}; "
+                     "probing those (smaller --batch-size or --seq-len give more)")
+        log.info(f"probing {', '.join(p if p != '-' else 'stdin' for p in probe_paths)}: "
+                 f"{n} batch(es) of "
+                 f"{sb.batch_size}x{sb.seq_len}, gradients only")
+        pr = clipstats.probe(model, sb, n, clip_norm, clip_value)
+        series = pr.series
+        stats = clipstats.summarize_probe(pr, clip_norm, clip_value, factor=spike_factor,
+                                          window=window)
+        stats["probe"] = {"corpus": list(probe_paths), "batch_size": sb.batch_size,
+                          "seq_len": sb.seq_len, **stats["probe"]}
+    else:
+        try:
+            series = clipstats.Series.from_arrays(ck.arrays, groups)
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{ck.path}: training history is malformed ({e})") from None
+        if series.step.shape[0] == 0:
+            raise CheckpointError(f"{ck.path} holds no training history; "
+                                  "measure fresh gradients with --probe CORPUS")
+        stats = clipstats.summarize(series, clip_norm, clip_value, factor=spike_factor,
+                                    window=window)
+        stats["probe"] = None
+    cfg = model.cfg
+    doc = {"schema": clipstats.SCHEMA, "mode": "probe" if probe_paths else "history",
+           "run": meta.get("run", ck.run), "checkpoint": str(ck.path), "step": ck.step,
+           "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
+                      "optimizer": optim.get("name"), "lr": optim.get("lr"),
+                      "clip_norm": clip_norm, "clip_value": clip_value,
+                      "batch_size": train_meta.get("batch_size"),
+                      "seq_len": train_meta.get("seq_len")},
+           **stats}
+    if json:
+        _emit_json(doc)
+        return
+    from charrnn.clipreport import render
+
+    render(doc, series, rich_console())
+
+
+def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: int, log):
+    """Batches of the probe corpus in the model's ids; smaller ones if the corpus is short."""
+    from charrnn.batches import make_batches, min_train_chars
+    from charrnn.corpus import CorpusOptions, load_corpus
+    from charrnn.errors import VocabError
+    from charrnn.tokenizer import unknown_message
+
+    if list(paths).count("-") > 1:
+        raise click.UsageError("stdin ('-') can be read only once")
+    cp = load_corpus(list(paths), CorpusOptions.from_json(meta.get("corpus", {}).get("options",
+                                                                                      {})))
+    unknown = tuple(c for c in cp.vocab.chars if c not in vocab.index)
+    if unknown:
+        raise VocabError(unknown_message(unknown, ", ".join(paths)) +
+                         "; probe with text like the training corpus", unknown=unknown)
+    lut = vocab.encode_codepoints(cp.vocab.codepoints)  # (V',) model id of each corpus id
+    ids = lut[cp.ids]  # (N,) the corpus in the model's ids
+    n = ids.shape[0]
+    if n < min_train_chars(B, T):
+        B2 = min(B, n // (T + 1))
+        B2, T2 = (B2, T) if B2 >= 1 else (1, n - 1)
+        log.info(f"the corpus has {n:,} characters, too few for batches of {B}x{T}; "
+                 f"probing with {B2}x{T2}")
+        B, T = B2, T2
+    return make_batches(ids, 0, n, B, T)
 
 
 # --------------------------------------------------------------------------- runs

@@ -78,5 +78,8 @@ def rich_console(file: TextIO | None = None, width: int | None = None):
     from rich.console import Console
 
     f = file or sys.stdout
-    return Console(file=f, no_color=not color_allowed(), highlight=False, soft_wrap=False,
+    plain = not color_allowed()
+    # no_color alone keeps bold and dim escapes: NO_COLOR / TERM=dumb get no styling at all
+    return Console(file=f, no_color=plain, color_system=None if plain else "auto",
+                   highlight=False, soft_wrap=False,
                    width=width or (None if f.isatty() else 100))

@@ -1,0 +1,598 @@
+"""What gradient clipping did: statistics of pre-clip gradient norms (numbers only).
+
+Two sources feed the same statistics:
+
+* a run's recorded history (:meth:`Series.from_checkpoint`): the trainer keeps, for
+  every step, the pre-clip global L2 norm, the norm-clipping factor it applied, the
+  fraction of entries value clipping clamped, and the norm of every lecture-named
+  parameter group (``l0.Wf``, ``l0.bf``, ``Wya``, ...);
+* a probe (:func:`probe`): gradients of a checkpoint on N consecutive batches of a
+  corpus, computed without updating anything. Because the raw gradient is at hand,
+  a probe also measures value clipping exactly, per group and at any threshold,
+  including how far it turns the gradient (cosine between clipped and raw).
+
+:func:`summarize` turns a :class:`Series` into the plain dict that ``charrnn
+clip-stats --json`` prints; ``charrnn/clipreport.py`` draws the same dict for a
+person. Pure NumPy: nothing here prints, reads files or owns randomness.
+
+JSON schema (``charrnn clip-stats --json``), one document, snake_case keys; every
+key is always present (``null`` where it does not apply):
+
+``schema``
+    ``"charrnn.clip-stats/1"``.
+``mode``
+    ``"history"`` (the run's recorded steps) or ``"probe"`` (fresh gradients).
+``run``, ``checkpoint``, ``step``
+    run name, checkpoint path and the training step it was saved at.
+``config``
+    ``{cell, layers, hidden, optimizer, lr, clip_norm, clip_value, batch_size,
+    seq_len}``: how the run was trained (``clip_*`` null when off).
+``steps``
+    ``{count, first, last, finite, nonfinite}``: the steps measured (in probe mode
+    the "steps" are batches numbered 1..N); ``finite`` counts steps with a finite
+    gradient, ``nonfinite`` steps whose loss or gradient was not (update skipped).
+``grad_norm``
+    percentiles of the pre-clip global L2 norm over finite steps:
+    ``{min, p50, p90, p95, p99, max, mean, max_step}`` (null without finite steps).
+``clipping``
+    ``{norm: {threshold, clipped_steps, fraction_clipped, mean_scale,
+    mean_scale_when_clipped, min_scale}, value: {threshold, fraction_entries,
+    steps_with_clamping, fraction_steps, max_fraction_entries}}`` over finite steps.
+    ``scale`` is the factor norm clipping multiplied the gradient by (1 = did not
+    bite); ``fraction_entries`` is the mean fraction of entries clamped per step.
+``groups``
+    one row per lecture-named parameter group, in buffer order: ``{name, p50, p90,
+    p99, max, max_step, share_p50, fraction_over_threshold, fraction_entries}``.
+    ``share_p50`` is the median share of the squared global norm in that group;
+    ``fraction_over_threshold`` the fraction of steps where that group's norm *alone*
+    exceeded ``group_threshold``; ``fraction_entries`` (probe mode only, else null)
+    the exact fraction of the group's entries above each threshold of
+    ``probe.value_thresholds``, in the same order.
+``group_threshold``
+    ``{value, source}``: the norm threshold the groups are compared with, the run's
+    ``clip_norm`` (source ``"clip_norm"``) or else the suggestion (``"suggested"``).
+``events``
+    ``{factor, window, exploding, spike_count, spikes: [{step, grad_norm,
+    running_median, ratio, top_group, scale}], nonfinite_steps: [int]}``. A spike is a
+    step whose norm exceeds ``factor`` times the median of the finite norms of the
+    previous ``window`` steps (``top_group``: the group with the largest norm at that
+    step; ``scale``: the factor norm clipping applied to it, 1 = none);
+    ``nonfinite_steps`` are the steps whose loss or gradient was nan/inf (the trainer
+    skipped their update); ``exploding`` is true when either list is non-empty. Lists
+    are complete (the terminal view shortens them).
+``suggestion``
+    ``{verdict, clip_norm, percentile, fraction_clipped, reason}``. ``verdict`` is
+    ``"clip"``, ``"exploding"`` (clip, and there were spikes or non-finite steps),
+    ``"not_needed"`` (tight norms; ``clip_norm`` is then a safety net that would
+    never bite) or ``"no_data"``.
+``probe``
+    null in history mode; in probe mode ``{corpus, batches, batch_size, seq_len,
+    loss_mean, parameters, norm_thresholds: [{threshold, labels, fraction_clipped,
+    mean_scale, cosine}], value_thresholds: [{threshold, labels, fraction_entries,
+    fraction_batches, cosine_mean, cosine_min}]}``. Norm clipping multiplies the
+    gradient by a positive number, so its cosine with the raw gradient is exactly 1;
+    value clipping clamps entries one by one and turns it (cosine below 1).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "charrnn.clip-stats/1"
+ASSIGNMENT_CLIP = 5.0  # the assignment clips every gradient entry to ±5
+SPIKE_FACTOR = 10.0  # a spike: norm above this many times its running median ...
+SPIKE_WINDOW = 50  # ... the median of the previous this many finite norms
+SUGGEST_PERCENTILE = 90.0  # suggested clip_norm: this percentile of non-spike norms
+TIGHT_RATIO = 2.0  # p99 within this factor of the median: norms are tight
+TOP_LEVEL_KEYS = ("schema", "mode", "run", "checkpoint", "step", "config", "steps",
+                  "grad_norm", "clipping", "groups", "group_threshold", "events",
+                  "suggestion", "probe")
+
+
+# --------------------------------------------------------------------------- the series
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """Per-step gradient measurements, from a run's history or from a probe."""
+
+    step: np.ndarray  # (S,) int64, 1-based step (probe: batch number)
+    grad_norm: np.ndarray  # (S,) pre-clip global L2 norm; nan where non-finite
+    scale: np.ndarray  # (S,) norm-clipping factor applied (1 = did not bite)
+    value_frac: np.ndarray  # (S,) fraction of entries clamped by value clipping
+    skipped: np.ndarray  # (S,) bool, non-finite: the update was not applied
+    group_norms: np.ndarray  # (S, G) pre-clip L2 norm per group; nan where non-finite
+    groups: tuple[str, ...]  # (G,) lecture names: l0.Wf, l0.bf, ..., Wya, by
+    loss: np.ndarray  # (S,) nats/char, nan where non-finite
+
+    def __post_init__(self) -> None:
+        S = self.step.shape[0]
+        for name in ("grad_norm", "scale", "value_frac", "skipped", "loss"):
+            if getattr(self, name).shape != (S,):
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected ({S},)")
+        if self.group_norms.shape != (S, len(self.groups)):
+            raise ValueError(f"group_norms has shape {self.group_norms.shape}, "
+                             f"expected ({S}, {len(self.groups)})")
+
+    @property
+    def finite(self) -> np.ndarray:
+        """(S,) bool: steps whose gradient was finite (clipping applied to them)."""
+        return np.isfinite(self.grad_norm)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], groups: Sequence[str]) -> Series:
+        """The recorded history of a checkpoint's arrays (``hist.*``); empty if there is none."""
+        from charrnn.trainer import History
+
+        h = History.from_arrays(arrays)
+        S, G = len(h.step), len(groups)
+        gn = np.asarray(h.grad_norm, dtype=np.float64).reshape(S)
+        group_norms = (np.stack(h.group_norms).astype(np.float64) if h.group_norms
+                       else np.zeros((0, G)))
+        if group_norms.shape != (S, G):
+            raise ValueError(f"hist.group_norms has shape {group_norms.shape}, expected {(S, G)}")
+        group_norms[~np.isfinite(gn)] = np.nan  # stored as 0 on non-finite steps
+        return cls(step=np.asarray(h.step, dtype=np.int64).reshape(S), grad_norm=gn,
+                   scale=np.asarray(h.scale, dtype=np.float64).reshape(S),
+                   value_frac=np.asarray(h.value_frac, dtype=np.float64).reshape(S),
+                   skipped=np.asarray(h.skipped, dtype=bool).reshape(S),
+                   group_norms=group_norms, groups=tuple(groups),
+                   loss=np.asarray(h.loss, dtype=np.float64).reshape(S))
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def _f(x: Any) -> float | None:
+    """A JSON-safe float: None for nan/inf/None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def percentiles(x: np.ndarray) -> dict[str, float | None]:
+    """min, p50, p90, p95, p99, max and mean of the finite values of ``x`` (numpy's
+    default linear interpolation); all None when there is none."""
+    v = np.asarray(x, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    keys = ("min", "p50", "p90", "p95", "p99", "max", "mean")
+    if v.size == 0:
+        return dict.fromkeys(keys)
+    q = np.percentile(v, [50, 90, 95, 99])
+    return {"min": float(v.min()), "p50": float(q[0]), "p90": float(q[1]), "p95": float(q[2]),
+            "p99": float(q[3]), "max": float(v.max()), "mean": float(v.mean())}
+
+
+def _units(word: str) -> str:
+    return word + ("es" if word.endswith("ch") else "s")
+
+
+def round_sig(x: float, digits: int = 2) -> float:
+    """``x`` to ``digits`` significant figures (a threshold a person can type)."""
+    return float(f"{x:.{digits}g}")
+
+
+def running_median(x: np.ndarray, window: int, min_history: int = 1) -> np.ndarray:
+    """(S,) median of the finite values among the previous ``window`` entries of ``x``
+    (the entry itself excluded); nan where fewer than ``min_history`` are finite."""
+    x = np.asarray(x, dtype=np.float64)
+    S = x.shape[0]
+    out = np.full(S, np.nan)
+    if S == 0:
+        return out
+    padded = np.concatenate([np.full(window, np.nan), x])  # (W+S,)
+    view = np.lib.stride_tricks.sliding_window_view(padded, window)[:S]  # (S, W) previous W
+    for lo in range(0, S, 8192):  # bounded memory on long runs
+        block = view[lo:lo + 8192]
+        enough = np.isfinite(block).sum(axis=1) >= max(min_history, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows: nan, masked below
+            med = np.nanmedian(block, axis=1)
+        out[lo:lo + 8192] = np.where(enough, med, np.nan)
+    return out
+
+
+def find_spikes(step: np.ndarray, norm: np.ndarray, factor: float = SPIKE_FACTOR,
+                window: int = SPIKE_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """Exploding-gradient events: (indices, running medians) of the steps whose finite
+    norm exceeds ``factor`` × the median of the previous ``window`` finite norms."""
+    med = running_median(norm, window)
+    with np.errstate(invalid="ignore"):
+        hit = np.isfinite(norm) & np.isfinite(med) & (norm > factor * med)
+    idx = np.flatnonzero(hit)
+    return idx, med[idx]
+
+
+def bucket_max(step: np.ndarray, norm: np.ndarray, columns: int,
+               bad: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Steps grouped into at most ``columns`` consecutive buckets for a chart.
+
+    Returns ``first``/``last`` step of each bucket, ``max`` (the largest finite norm,
+    nan if none) and ``nonfinite`` (bool: the bucket holds a non-finite norm, or a
+    step flagged in the (S,) mask ``bad``, e.g. skipped steps).
+    """
+    S = norm.shape[0]
+    n = max(0, min(columns, S))
+    edges = np.linspace(0, S, n + 1).round().astype(np.intp)  # (n+1,) bucket bounds
+    starts = edges[:-1]
+    finite = np.isfinite(norm)
+    flagged = ~finite if bad is None else ~finite | bad
+    filled = np.where(finite, norm, -np.inf)
+    mx = np.maximum.reduceat(filled, starts) if n else np.zeros(0)
+    bad = np.add.reduceat(flagged.astype(np.intp), starts) > 0 if n else np.zeros(0, bool)
+    return {"first": step[starts], "last": step[edges[1:] - 1],
+            "max": np.where(np.isfinite(mx), mx, np.nan), "nonfinite": bad}
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def clipping_summary(s: Series, clip_norm: float | None, clip_value: float | None) -> dict:
+    """How often each clipping mode bit, and by how much, over the finite steps."""
+    fin = s.finite
+    n = int(fin.sum())
+    scale = s.scale[fin]
+    clipped = scale < 1.0
+    k = int(clipped.sum())
+    vf = s.value_frac[fin]
+    kv = int((vf > 0).sum())
+    return {
+        "norm": {
+            "threshold": clip_norm,
+            "clipped_steps": k,
+            "fraction_clipped": k / n if n else None,
+            "mean_scale": _f(scale.mean()) if n else None,
+            "mean_scale_when_clipped": _f(scale[clipped].mean()) if k else None,
+            "min_scale": _f(scale.min()) if n else None,
+        },
+        "value": {
+            "threshold": clip_value,
+            "fraction_entries": _f(vf.mean()) if n else None,
+            "steps_with_clamping": kv,
+            "fraction_steps": kv / n if n else None,
+            "max_fraction_entries": _f(vf.max()) if n else None,
+        },
+    }
+
+
+def suggest(norm: np.ndarray, spike: np.ndarray, n_nonfinite: int,
+            percentile: float = SUGGEST_PERCENTILE, tight_ratio: float = TIGHT_RATIO,
+            configured: float | None = None, configured_fraction: float | None = None,
+            unit: str = "step") -> dict:
+    """A clip_norm for this model and learning rate, and the reason for it.
+
+    The ``percentile`` of the finite norms of the steps that were not spikes: clipping
+    there cuts the rare large steps and leaves typical ones untouched. When the norms
+    are tight (p99 within ``tight_ratio`` × the median) and nothing exploded, clipping
+    is not needed: the value offered is then a safety net (twice the largest norm).
+    """
+    fin = np.isfinite(norm)
+    healthy = norm[fin & ~spike]
+    if healthy.size == 0 or float(norm[fin].max()) == 0.0:
+        why = ("no finite gradient norm was recorded" if healthy.size == 0
+               else "every gradient was zero")
+        return {"verdict": "no_data", "clip_norm": None, "percentile": None,
+                "fraction_clipped": None, "reason": why}
+    p50, pq, p99 = np.percentile(healthy, [50, percentile, 99])
+    n_spikes = int(spike.sum())
+    pct = f"{percentile:g}"
+    if n_spikes == 0 and n_nonfinite == 0 and p99 <= tight_ratio * p50:
+        value = round_sig(2 * float(norm[fin].max()))
+        verdict, used = "not_needed", None
+        reason = (f"the pre-clip norms are tightly distributed (p99 is {p99 / p50:.1f}x the "
+                  f"median) and nothing spiked: clipping is not needed at this learning rate; "
+                  f"--clip-norm {value:g} (twice the largest norm seen) is a safety net that "
+                  f"would never bite")
+    else:
+        value = round_sig(float(pq))
+        used = percentile
+        top = f"{100 - percentile:g}%"
+        if n_spikes or n_nonfinite:
+            verdict = "exploding"
+            what = " and ".join(p for p in (
+                f"{n_spikes} spike{'s' if n_spikes != 1 else ''}" if n_spikes else "",
+                f"{n_nonfinite} non-finite {unit if n_nonfinite == 1 else _units(unit)}"
+                if n_nonfinite else "") if p)
+            reason = (f"gradients exploded ({what}); --clip-norm {value:g} is the p{pct} of the "
+                      f"{_units(unit)} that did not spike: it cuts spikes down to the size of an "
+                      f"ordinary large {unit} and leaves the typical {unit} (median {p50:.3g}) "
+                      f"untouched")
+        else:
+            verdict = "clip"
+            reason = (f"--clip-norm {value:g} is the p{pct} of the pre-clip norms: it clips the "
+                      f"top {top} of {_units(unit)}, where spikes live, and leaves typical "
+                      f"{_units(unit)} (median {p50:.3g}) untouched")
+    if configured is not None:
+        mx = float(norm[fin].max())
+        frac = (float(np.mean(norm[fin] > configured)) if configured_fraction is None
+                else configured_fraction)  # recorded: value clipping may have acted first
+        if frac == 0:
+            why = (f"largest norm {mx:.3g}" if mx <= configured
+                   else "value clipping had already shrunk the gradient below it")
+            reason += f"; the run's --clip-norm {configured:g} never bit ({why})"
+        else:
+            reason += f"; the run's --clip-norm {configured:g} clipped {frac:.1%} of {_units(unit)}"
+    return {"verdict": verdict, "clip_norm": value, "percentile": used,
+            "fraction_clipped": float(np.mean(norm[fin] > value)), "reason": reason}
+
+
+def group_table(s: Series, threshold: float | None,
+                fraction_entries: np.ndarray | None = None) -> list[dict]:
+    """Per-group norm percentiles, share of the squared norm, and how often the group's
+    norm alone exceeded ``threshold``. ``fraction_entries``: (G, K) probe-only exact
+    fractions of each group's entries above each value threshold."""
+    fin = s.finite
+    gn = s.group_norms[fin]  # (F, G)
+    total = s.grad_norm[fin]  # (F,)
+    step = s.step[fin]
+    rows = []
+    for j, name in enumerate(s.groups):
+        col = gn[:, j]
+        pc = percentiles(col)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total > 0, col**2 / total**2, np.nan)
+        share = share[np.isfinite(share)]
+        rows.append({
+            "name": name,
+            "p50": pc["p50"], "p90": pc["p90"], "p99": pc["p99"], "max": pc["max"],
+            "max_step": int(step[np.argmax(col)]) if col.size else None,
+            "share_p50": _f(np.median(share)) if share.size else None,
+            "fraction_over_threshold": (float(np.mean(col > threshold))
+                                        if threshold is not None and col.size else None),
+            "fraction_entries": (None if fraction_entries is None
+                                 else [float(x) for x in fraction_entries[j]]),
+        })
+    return rows
+
+
+def events_summary(s: Series, factor: float = SPIKE_FACTOR,
+                   window: int = SPIKE_WINDOW) -> tuple[dict, np.ndarray]:
+    """Spikes and non-finite steps; also returns the (S,) spike mask."""
+    idx, med = find_spikes(s.step, s.grad_norm, factor, window)
+    mask = np.zeros(s.step.shape[0], dtype=bool)
+    mask[idx] = True
+    spikes = []
+    for i, m in zip(idx.tolist(), med.tolist(), strict=True):
+        row = s.group_norms[i]
+        top = s.groups[int(np.nanargmax(row))] if np.isfinite(row).any() else None
+        spikes.append({"step": int(s.step[i]), "grad_norm": float(s.grad_norm[i]),
+                       "running_median": float(m), "ratio": float(s.grad_norm[i] / m),
+                       "top_group": top, "scale": float(s.scale[i])})
+    nonfinite = s.step[~s.finite | s.skipped].tolist()
+    doc = {"factor": float(factor), "window": int(window),
+           "exploding": bool(spikes or nonfinite), "spike_count": len(spikes),
+           "spikes": spikes, "nonfinite_steps": nonfinite}
+    return doc, mask
+
+
+def summarize(s: Series, clip_norm: float | None = None, clip_value: float | None = None, *,
+              factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW,
+              unit: str = "step") -> dict:
+    """The statistics part of the JSON document (see the module docstring).
+
+    ``clip_norm``/``clip_value``: the run's configured thresholds (None when off);
+    ``unit``: what one entry of the series is called in the reasons ("step", "batch").
+    """
+    fin = s.finite
+    events, spike = events_summary(s, factor, window)
+    n_nonfinite = len(events["nonfinite_steps"])
+    clipping = clipping_summary(s, clip_norm, clip_value)
+    sug = suggest(s.grad_norm, spike, n_nonfinite, configured=clip_norm,
+                  configured_fraction=clipping["norm"]["fraction_clipped"], unit=unit)
+    gn = percentiles(s.grad_norm)
+    gn["max_step"] = int(s.step[np.nanargmax(s.grad_norm)]) if fin.any() else None
+    thr: float | None = clip_norm if clip_norm is not None else sug["clip_norm"]
+    source = "clip_norm" if clip_norm is not None else ("suggested" if thr is not None else None)
+    gthr = {"value": thr, "source": source}
+    S = s.step.shape[0]
+    return {
+        "steps": {"count": S, "first": int(s.step[0]) if S else None,
+                  "last": int(s.step[-1]) if S else None, "finite": int(fin.sum()),
+                  "nonfinite": n_nonfinite},
+        "grad_norm": gn,
+        "clipping": clipping,
+        "groups": group_table(s, thr),
+        "group_threshold": gthr,
+        "events": events,
+        "suggestion": sug,
+    }
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def value_edges(extra: Iterable[float | None] = ()) -> np.ndarray:
+    """Value thresholds measured exactly by a probe: 1, 2, 5 × 10^k for k in -15..6,
+    plus ``extra`` (the run's --clip-value). Sorted, unique, float64."""
+    nice = [float(f"{m}e{k}") for k in range(-15, 7) for m in (1, 2, 5)]  # 2e-3, not 0.0020000001
+    more = [float(x) for x in extra if x is not None]
+    return np.unique(np.array(nice + more, dtype=np.float64))
+
+
+def entry_histogram(g: np.ndarray, entry_group: np.ndarray, n_groups: int,
+                    edges: np.ndarray) -> np.ndarray:
+    """(3, G, K+1) count, Σ|g| and Σg² of the entries of each group in each bin of |g|.
+
+    Bin 0 holds |g| ≤ edges[0], bin k holds edges[k-1] < |g| ≤ edges[k], bin K holds
+    |g| > edges[-1]; so the entries that value clipping at ``edges[j]`` clamps are
+    exactly bins j+1..K, and every quantity below is exact at an edge.
+    """
+    a = np.abs(g).astype(np.float64)  # (N,)
+    b = np.searchsorted(edges, a, side="left")  # (N,) bin of each entry
+    K1 = edges.shape[0] + 1
+    idx = entry_group * K1 + b  # (N,) flat (group, bin)
+    n = n_groups * K1
+    out = np.empty((3, n_groups, K1))
+    out[0] = np.bincount(idx, minlength=n).reshape(n_groups, K1)
+    out[1] = np.bincount(idx, weights=a, minlength=n).reshape(n_groups, K1)
+    out[2] = np.bincount(idx, weights=a * a, minlength=n).reshape(n_groups, K1)
+    return out
+
+
+def value_clip_effect(hist: np.ndarray, edges: np.ndarray, j: int) -> tuple[float, float, float]:
+    """Value clipping at ``edges[j]`` of the gradient summarized by ``hist`` (3, G, K+1):
+    (fraction of entries clamped, cosine(clipped, raw), L2 norm after clamping)."""
+    v = float(edges[j])
+    count, s_abs, s_sq = hist.sum(axis=1)  # (K+1,) each, over groups
+    n = count.sum()
+    over = count[j + 1:].sum()
+    sq_under = s_sq[:j + 1].sum()
+    raw_sq = s_sq.sum()
+    dot = sq_under + v * s_abs[j + 1:].sum()  # g · clip(g): clamped entries give v|g|
+    clipped_sq = sq_under + v * v * over  # ‖clip(g)‖²
+    cos = dot / math.sqrt(raw_sq * clipped_sq) if raw_sq > 0 else 1.0
+    return (float(over / n) if n else 0.0, min(float(cos), 1.0), math.sqrt(clipped_sq))
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """What a probe measured: a Series plus the per-batch entry histograms."""
+
+    series: Series  # the same per-step statistics as a run's history
+    hist: np.ndarray  # (N, 3, G, K+1) entry histograms of the finite batches (zeros otherwise)
+    edges: np.ndarray  # (K,) value thresholds the histograms measure exactly
+    n_params: int  # entries in the gradient
+
+
+def probe(model, batches, n_batches: int, clip_norm: float | None,
+          clip_value: float | None) -> Probe:
+    """Gradients of ``model`` on the first ``n_batches`` of ``batches`` (state carried,
+    no dropout, nothing updated), with what the run's clipping would have done."""
+    from charrnn.trainer import norm_groups
+
+    sizes, groups, seg_group = norm_groups(model.cfg)
+    entry_group = np.repeat(seg_group, sizes)  # (N,) group of each entry of the flat buffer
+    G = len(groups)
+    edges = value_edges([clip_value])
+    jv = int(np.searchsorted(edges, clip_value)) if clip_value is not None else None
+    n = min(n_batches, batches.n_batches)
+    state = model.initial_state(batches.batch_size)
+    hist = np.zeros((n, 3, G, edges.shape[0] + 1))
+    norms = np.full(n, np.nan)
+    gnorms = np.full((n, G), np.nan)
+    scale = np.ones(n)
+    vfrac = np.zeros(n)
+    loss = np.full(n, np.nan)
+    for k in range(n):
+        x, y = batches.batch(k)
+        lk, grads, state, _ = model.loss_and_grads(x, y, state)
+        g = np.array(grads.flat, dtype=np.float64)  # (N,) copy: the buffer may be reused
+        finite_g = bool(np.isfinite(g).all())
+        if not (math.isfinite(lk) and finite_g):
+            state = model.initial_state(batches.batch_size)  # as the trainer does after a skip
+        if not finite_g:
+            continue
+        loss[k] = lk
+        h = entry_histogram(g, entry_group, G, edges)
+        hist[k] = h
+        gnorms[k] = np.sqrt(h[2].sum(axis=1))
+        norms[k] = math.sqrt(h[2].sum())
+        now = norms[k]
+        if jv is not None:
+            vfrac[k], _, now = value_clip_effect(h, edges, jv)
+        if clip_norm is not None and now > clip_norm:
+            scale[k] = clip_norm / now
+    s = Series(step=np.arange(1, n + 1, dtype=np.int64), grad_norm=norms, scale=scale,
+               value_frac=vfrac, skipped=~np.isfinite(norms) | ~np.isfinite(loss),
+               group_norms=gnorms, groups=tuple(groups), loss=loss)
+    return Probe(s, hist, edges, int(entry_group.shape[0]))
+
+
+def _merge(rows: list[tuple[float, str]]) -> list[tuple[float, list[str]]]:
+    """Thresholds sorted ascending, duplicates merged with all their labels."""
+    out: dict[float, list[str]] = {}
+    for v, label in rows:
+        out.setdefault(float(v), [])
+        if label not in out[float(v)]:
+            out[float(v)].append(label)
+    return sorted(out.items())
+
+
+def probe_tables(p: Probe, clip_norm: float | None, clip_value: float | None,
+                 suggested: float | None) -> tuple[dict, np.ndarray]:
+    """The probe's threshold tables and the (G, K) per-group clamped fractions.
+
+    Norm thresholds: 0.5x, 1x and 2x the median batch norm, the run's --clip-norm,
+    the assignment's 5 and the suggestion. Value thresholds: the run's --clip-value,
+    the assignment's 5, and the smallest measured values that clamp at most 10%, 1%
+    and 0.1% of entries (pooled over batches).
+    """
+    s = p.series
+    fin = s.finite
+    norms = s.grad_norm[fin]
+    norm_rows: list[tuple[float, str]] = []
+    if norms.size:
+        med = float(np.median(norms))
+        norm_rows += [(0.5 * med, "0.5x median"), (med, "median"), (2 * med, "2x median")]
+    if clip_norm is not None:
+        norm_rows.append((clip_norm, "run --clip-norm"))
+    norm_rows.append((ASSIGNMENT_CLIP, "assignment"))
+    if suggested is not None:
+        norm_rows.append((suggested, "suggested"))
+    norm_table = []
+    for c, labels in _merge(norm_rows):
+        sc = np.minimum(1.0, c / np.where(norms > 0, norms, np.inf)) if norms.size else norms
+        norm_table.append({"threshold": c, "labels": labels,
+                           "fraction_clipped": float(np.mean(norms > c)) if norms.size else None,
+                           "mean_scale": _f(sc.mean()) if norms.size else None,
+                           "cosine": 1.0})
+
+    hist = p.hist[fin]  # (F, 3, G, K+1)
+    pooled = hist.sum(axis=0)  # (3, G, K+1)
+    counts = pooled[0].sum(axis=0)  # (K+1,)
+    total = counts.sum()
+    over = total - np.cumsum(counts)[:-1]  # (K,) entries above each edge
+    value_rows: list[tuple[float, str]] = []
+    if clip_value is not None:
+        value_rows.append((clip_value, "run --clip-value"))
+    value_rows.append((ASSIGNMENT_CLIP, "assignment"))
+    if total:
+        for q, label in ((0.1, "clamps <=10%"), (0.01, "clamps <=1%"), (0.001, "clamps <=0.1%")):
+            ok = over <= q * total
+            j = int(np.argmax(ok))  # smallest edge clamping at most q
+            if ok[j] and over[j] > 0:  # an edge that clamps nothing teaches nothing
+                value_rows.append((float(p.edges[j]), label))
+    value_table = []
+    per_group = np.zeros((len(s.groups), 0))
+    cols = []
+    for v, labels in _merge(value_rows):
+        j = int(np.searchsorted(p.edges, v))
+        effects = [value_clip_effect(h, p.edges, j) for h in hist]
+        fr = np.array([e[0] for e in effects])
+        cos = np.array([e[1] for e in effects])
+        value_table.append({
+            "threshold": v, "labels": labels,
+            "fraction_entries": float(over[j] / total) if total else None,
+            "fraction_batches": float(np.mean(fr > 0)) if fr.size else None,
+            "cosine_mean": _f(cos.mean()) if cos.size else None,
+            "cosine_min": _f(cos.min()) if cos.size else None,
+        })
+        g_count = pooled[0]  # (G, K+1)
+        g_total = g_count.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols.append(np.where(g_total > 0, g_count[:, j + 1:].sum(axis=1) / g_total, 0.0))
+    if cols:
+        per_group = np.stack(cols, axis=1)  # (G, K)
+    return {"norm_thresholds": norm_table, "value_thresholds": value_table}, per_group
+
+
+def summarize_probe(p: Probe, clip_norm: float | None, clip_value: float | None, *,
+                    factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> dict:
+    """:func:`summarize` of a probe, with the threshold tables (``probe`` key, partly
+    filled: the caller adds corpus, sizes and loss) and exact per-group fractions."""
+    doc = summarize(p.series, clip_norm, clip_value, factor=factor, window=window, unit="batch")
+    tables, per_group = probe_tables(p, clip_norm, clip_value, doc["suggestion"]["clip_norm"])
+    for row, fr in zip(doc["groups"], per_group, strict=True):
+        row["fraction_entries"] = [float(x) for x in fr]
+    loss = p.series.loss[np.isfinite(p.series.loss)]
+    doc["probe"] = {"batches": int(p.series.step.shape[0]),
+                    "loss_mean": _f(loss.mean()) if loss.size else None,
+                    "parameters": p.n_params, **tables}
+    return doc
