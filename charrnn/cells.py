@@ -102,7 +102,10 @@ class RNNCache(NamedTuple):
 
 
 def rnn_forward(
-    xw: np.ndarray, a0: np.ndarray, Waa: np.ndarray, activation: str = "tanh",
+    xw: np.ndarray,
+    a0: np.ndarray,
+    Waa: np.ndarray,
+    activation: str = "tanh",
     ws: Workspace | None = None,
 ) -> tuple[np.ndarray, RNNCache]:
     """a<t> = g(Waa a<t-1> + Wax x<t> + ba), g = tanh or relu.
@@ -126,8 +129,9 @@ def rnn_forward(
     return hs[1:], RNNCache(hs, hsf, Waa, activation)
 
 
-def rnn_backward(dA: np.ndarray, cache: RNNCache, ws: Workspace | None = None,
-                 dWaa: np.ndarray | None = None):
+def rnn_backward(
+    dA: np.ndarray, cache: RNNCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
+):
     """dA: (T, H, B) loss gradient w.r.t. each a<t> from above.
 
     Returns (dZ (H, T*B), da0, {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given.
@@ -178,8 +182,13 @@ class LSTMCache(NamedTuple):
 
 
 def lstm_forward(
-    xw: np.ndarray, a0: np.ndarray, c0: np.ndarray, Waa: np.ndarray, p: np.ndarray | None = None,
-    ws: Workspace | None = None, halved: bool = False,
+    xw: np.ndarray,
+    a0: np.ndarray,
+    c0: np.ndarray,
+    Waa: np.ndarray,
+    p: np.ndarray | None = None,
+    ws: Workspace | None = None,
+    halved: bool = False,
 ) -> tuple[np.ndarray, LSTMCache]:
     """The lecture's LSTM over T steps (xw is overwritten with the gate activations).
 
@@ -232,8 +241,9 @@ def lstm_forward(
     return hs[1:], LSTMCache(xw, hs, hsf, cs, tcs, Waa, p)
 
 
-def lstm_backward(dA: np.ndarray, cache: LSTMCache, ws: Workspace | None = None,
-                  dWaa: np.ndarray | None = None):
+def lstm_backward(
+    dA: np.ndarray, cache: LSTMCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
+):
     """dA: (T, H, B). Returns (dZ (4H, T*B), (da0, dc0), {"Waa", and "p" with peepholes}).
 
     ∂L/∂Waa goes into ``dWaa`` if given.
@@ -321,8 +331,13 @@ class GRUCache(NamedTuple):
     Waa: np.ndarray  # (3H, H)
 
 
-def gru_forward(xw: np.ndarray, c0: np.ndarray, Waa: np.ndarray, ws: Workspace | None = None,
-                halved: bool = False) -> tuple[np.ndarray, GRUCache]:
+def gru_forward(
+    xw: np.ndarray,
+    c0: np.ndarray,
+    Waa: np.ndarray,
+    ws: Workspace | None = None,
+    halved: bool = False,
+) -> tuple[np.ndarray, GRUCache]:
     """The lecture's full GRU over T steps (xw is overwritten with the gate activations).
 
     Γr = σ(Wr [c<t-1>, x<t>] + br)       relevance
@@ -370,8 +385,9 @@ def gru_forward(xw: np.ndarray, c0: np.ndarray, Waa: np.ndarray, ws: Workspace |
     return cs[1:], GRUCache(xw, cs, hsf, rcs, Waa)
 
 
-def gru_backward(dA: np.ndarray, cache: GRUCache, ws: Workspace | None = None,
-                 dWaa: np.ndarray | None = None):
+def gru_backward(
+    dA: np.ndarray, cache: GRUCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
+):
     """dA: (T, H, B). Returns (dZ (3H, T*B), dc0, {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given."""
     ws = Workspace() if ws is None else ws
     G, cs, hsf, rcs, Waa = cache

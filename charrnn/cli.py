@@ -7,6 +7,7 @@ terminal and the process exit status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,7 +32,9 @@ from charrnn.errors import (
     InputMissingError,
 )
 
-BUNDLED = Path(__file__).resolve().parent.parent / "data"  # the repository's data/ (editable install)
+BUNDLED = (
+    Path(__file__).resolve().parent.parent / "data"
+)  # the repository's data/ (editable install)
 
 
 def _default_corpus() -> str:
@@ -39,11 +42,16 @@ def _default_corpus() -> str:
     for p in (BUNDLED / "dinos.txt", Path("data") / "dinos.txt"):
         if p.is_file():
             return str(p)
-    raise InputMissingError("no CORPUS given and the bundled data/dinos.txt is not here "
-                            "(run from the charrnn repository, or pass a text file)")
+    raise InputMissingError(
+        "no CORPUS given and the bundled data/dinos.txt is not here "
+        "(run from the charrnn repository, or pass a text file)"
+    )
 
-ENV_HELP = ("Every option can also be set in the environment as CHARRNN_<COMMAND>_<OPTION> "
-            "(e.g. CHARRNN_TRAIN_STEPS=500); the store is CHARRNN_STORE for every command.")
+
+ENV_HELP = (
+    "Every option can also be set in the environment as CHARRNN_<COMMAND>_<OPTION> "
+    "(e.g. CHARRNN_TRAIN_STEPS=500); the store is CHARRNN_STORE for every command."
+)
 
 
 def _epilog() -> str:
@@ -56,24 +64,34 @@ def _epilog() -> str:
 
 def store_option(f):
     return click.option(
-        "--store", type=click.Path(file_okay=False, path_type=Path), envvar="CHARRNN_STORE",
-        show_envvar=True, default=None,
-        help="Checkpoint store directory. [default: ./checkpoints]")(f)
+        "--store",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="CHARRNN_STORE",
+        show_envvar=True,
+        default=None,
+        help="Checkpoint store directory. [default: ./checkpoints]",
+    )(f)
 
 
 def json_option(f):
-    return click.option("--json", "json", is_flag=True,
-                        help="Write one JSON document (or JSON lines) to stdout.")(f)
+    return click.option(
+        "--json", "json", is_flag=True, help="Write one JSON document (or JSON lines) to stdout."
+    )(f)
 
 
 def quiet_option(f):
-    return click.option("-q", "--quiet", is_flag=True,
-                        help="No progress or log lines on stderr (warnings and errors still show).")(f)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="No progress or log lines on stderr (warnings and errors still show).",
+    )(f)
 
 
 def seed_option(default: int | None, help: str):
-    return click.option("--seed", type=int, default=default, show_default=default is not None,
-                        help=help)
+    return click.option(
+        "--seed", type=int, default=default, show_default=default is not None, help=help
+    )
 
 
 def _store(path: Path | None):
@@ -83,8 +101,7 @@ def _store(path: Path | None):
 
 
 def _emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, ensure_ascii=False, allow_nan=False,
-                          default=lambda o: None))
+    click.echo(json.dumps(doc, ensure_ascii=False, allow_nan=False, default=lambda o: None))
 
 
 def _finite(x: float) -> float | None:
@@ -141,9 +158,10 @@ class FiniteFloat(click.ParamType):
 # --------------------------------------------------------------------------- the group
 
 
-@click.group(context_settings={"auto_envvar_prefix": "CHARRNN",
-                               "help_option_names": ["-h", "--help"]},
-             epilog=_epilog())
+@click.group(
+    context_settings={"auto_envvar_prefix": "CHARRNN", "help_option_names": ["-h", "--help"]},
+    epilog=_epilog(),
+)
 @click.version_option(__version__, prog_name="charrnn")
 def cli() -> None:
     """Character-level RNN, GRU and LSTM language models in NumPy.
@@ -167,10 +185,13 @@ def _parse_clip(value: str | None, name: str) -> float | None:
     try:
         x = float(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number (or 'none')", param_hint=name) from None
+        raise click.BadParameter(
+            f"{value!r} is not a number (or 'none')", param_hint=name
+        ) from None
     if not (math.isfinite(x) and x > 0):
-        raise click.BadParameter(f"{value!r} must be a positive number (or 'none')",
-                                 param_hint=name)
+        raise click.BadParameter(
+            f"{value!r} must be a positive number (or 'none')", param_hint=name
+        )
     return x
 
 
@@ -180,69 +201,199 @@ DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
 
 @cli.command(epilog=_epilog())
 @click.argument("corpus", nargs=-1, type=str)
-@click.option("--run", "run_name", type=str, default=None, envvar="CHARRNN_TRAIN_RUN",
-              help="Run name in the store. [default: the first corpus file's stem]")
+@click.option(
+    "--run",
+    "run_name",
+    type=str,
+    default=None,
+    envvar="CHARRNN_TRAIN_RUN",
+    help="Run name in the store. [default: the first corpus file's stem]",
+)
 @store_option
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm", show_default=True,
-              help="Recurrent cell: vanilla RNN, GRU or LSTM.")
-@click.option("--layers", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Stacked recurrent layers (a deep RNN).")
-@click.option("--hidden", type=click.IntRange(1, 8192), default=128, show_default=True,
-              help="Hidden units per layer.")
-@click.option("--embedding", type=click.IntRange(0, 8192), default=0, show_default=True,
-              help="Learned input embedding size; 0 feeds one-hot characters as in the lectures.")
-@click.option("--dropout", type=FiniteFloat(0.0), default=0.0, show_default=True,
-              help="Dropout on the non-recurrent connections during training, in [0, 1).")
+@click.option(
+    "--cell",
+    type=click.Choice(["rnn", "gru", "lstm"]),
+    default="lstm",
+    show_default=True,
+    help="Recurrent cell: vanilla RNN, GRU or LSTM.",
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Stacked recurrent layers (a deep RNN).",
+)
+@click.option(
+    "--hidden",
+    type=click.IntRange(1, 8192),
+    default=128,
+    show_default=True,
+    help="Hidden units per layer.",
+)
+@click.option(
+    "--embedding",
+    type=click.IntRange(0, 8192),
+    default=0,
+    show_default=True,
+    help="Learned input embedding size; 0 feeds one-hot characters as in the lectures.",
+)
+@click.option(
+    "--dropout",
+    type=FiniteFloat(0.0),
+    default=0.0,
+    show_default=True,
+    help="Dropout on the non-recurrent connections during training, in [0, 1).",
+)
 @click.option("--peephole", is_flag=True, help="LSTM: the gates also see c<t-1>.")
-@click.option("--activation", type=click.Choice(["tanh", "relu"]), default="tanh", show_default=True,
-              help="Vanilla RNN activation.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
-              help="Parallel streams B per batch.")
-@click.option("--seq-len", type=click.IntRange(1), default=64, show_default=True,
-              help="Truncated backpropagation-through-time length T.")
-@click.option("--val-fraction", type=FiniteFloat(0.0), default=0.1, show_default=True,
-              help="Tail fraction of the corpus held out for validation.")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd", "adagrad", "rmsprop"]),
-              default="adam", show_default=True, help="Optimizer.")
-@click.option("--lr", type=FiniteFloat(0.0, min_open=True), default=2e-3, show_default=True,
-              help="Learning rate.")
-@click.option("--lr-decay", type=FiniteFloat(0.0, min_open=True), default=1.0, show_default=True,
-              help="Multiply the learning rate by this every --lr-decay-every steps.")
-@click.option("--lr-decay-every", type=click.IntRange(1), default=1000, show_default=True,
-              help="Steps between learning-rate decays.")
-@click.option("--clip-norm", type=str, default="5", show_default=True,
-              help="Rescale gradients whose global L2 norm exceeds this ('none' to disable).")
-@click.option("--clip-value", type=str, default=None,
-              help="Clamp every gradient entry to ±this (the assignment uses 5). [default: none]")
-@click.option("--steps", type=click.IntRange(1), default=None,
-              help="Total steps for the run (re-running after a kill finishes the same job). "
-                   "[default: 1000 unless --epochs or --time is given]")
-@click.option("--epochs", type=FiniteFloat(0.0, min_open=True), default=None,
-              help="Total epochs for the run, instead of --steps.")
-@click.option("--time", "time_budget", type=Duration(), default=None, envvar="CHARRNN_TRAIN_TIME",
-              help="Time budget for this invocation (90s, 10m, 1h); saves and exits 0 when spent.")
-@click.option("--eval-every", type=click.IntRange(1), default=250, show_default=True,
-              help="Steps between validation passes; each is followed by a checkpoint.")
-@click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
-              help="Checkpoints kept per run (plus the best by validation loss).")
-@click.option("--encoding", type=str, default="utf-8", show_default=True,
-              help="Corpus encoding (a leading UTF-8 BOM is dropped).")
-@click.option("--lowercase", is_flag=True,
-              help="Lowercase the corpus (the assignment's 27-character dinosaur model).")
-@click.option("--newline", type=click.Choice(["lf", "keep"]), default="lf", show_default=True,
-              help="lf: CRLF and lone CR become LF; keep: leave line endings as they are.")
+@click.option(
+    "--activation",
+    type=click.Choice(["tanh", "relu"]),
+    default="tanh",
+    show_default=True,
+    help="Vanilla RNN activation.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Parallel streams B per batch.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Truncated backpropagation-through-time length T.",
+)
+@click.option(
+    "--val-fraction",
+    type=FiniteFloat(0.0),
+    default=0.1,
+    show_default=True,
+    help="Tail fraction of the corpus held out for validation.",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd", "adagrad", "rmsprop"]),
+    default="adam",
+    show_default=True,
+    help="Optimizer.",
+)
+@click.option(
+    "--lr",
+    type=FiniteFloat(0.0, min_open=True),
+    default=2e-3,
+    show_default=True,
+    help="Learning rate.",
+)
+@click.option(
+    "--lr-decay",
+    type=FiniteFloat(0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply the learning rate by this every --lr-decay-every steps.",
+)
+@click.option(
+    "--lr-decay-every",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Steps between learning-rate decays.",
+)
+@click.option(
+    "--clip-norm",
+    type=str,
+    default="5",
+    show_default=True,
+    help="Rescale gradients whose global L2 norm exceeds this ('none' to disable).",
+)
+@click.option(
+    "--clip-value",
+    type=str,
+    default=None,
+    help="Clamp every gradient entry to ±this (the assignment uses 5). [default: none]",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=None,
+    help="Total steps for the run (re-running after a kill finishes the same job). "
+    "[default: 1000 unless --epochs or --time is given]",
+)
+@click.option(
+    "--epochs",
+    type=FiniteFloat(0.0, min_open=True),
+    default=None,
+    help="Total epochs for the run, instead of --steps.",
+)
+@click.option(
+    "--time",
+    "time_budget",
+    type=Duration(),
+    default=None,
+    envvar="CHARRNN_TRAIN_TIME",
+    help="Time budget for this invocation (90s, 10m, 1h); saves and exits 0 when spent.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(1),
+    default=250,
+    show_default=True,
+    help="Steps between validation passes; each is followed by a checkpoint.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Checkpoints kept per run (plus the best by validation loss).",
+)
+@click.option(
+    "--encoding",
+    type=str,
+    default="utf-8",
+    show_default=True,
+    help="Corpus encoding (a leading UTF-8 BOM is dropped).",
+)
+@click.option(
+    "--lowercase",
+    is_flag=True,
+    help="Lowercase the corpus (the assignment's 27-character dinosaur model).",
+)
+@click.option(
+    "--newline",
+    type=click.Choice(["lf", "keep"]),
+    default="lf",
+    show_default=True,
+    help="lf: CRLF and lone CR become LF; keep: leave line endings as they are.",
+)
 @click.option("--fresh", is_flag=True, help="Start the run over instead of resuming it.")
-@click.option("--allow-changed-corpus", is_flag=True,
-              help="Resume even though the corpus changed since the last checkpoint.")
+@click.option(
+    "--allow-changed-corpus",
+    is_flag=True,
+    help="Resume even though the corpus changed since the last checkpoint.",
+)
 @click.option("--wait", is_flag=True, help="Wait for a run locked by another process.")
-@click.option("--sample-every", type=click.IntRange(0), default=500, show_default=True,
-              help="On a terminal, show a few samples every this many steps (0: never).")
+@click.option(
+    "--sample-every",
+    type=click.IntRange(0),
+    default=500,
+    show_default=True,
+    help="On a terminal, show a few samples every this many steps (0: never).",
+)
 @seed_option(0, "Seed for the initial parameters and dropout.")
 @json_option
 @quiet_option
 @click.pass_context
-def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, store: Path | None,
-          **opts: Any) -> None:
+def train(
+    ctx: click.Context,
+    corpus: tuple[str, ...],
+    run_name: str | None,
+    store: Path | None,
+    **opts: Any,
+) -> None:
     """Learn a character model of CORPUS (files or -, read in order).
 
     With no CORPUS, trains on the bundled data/dinos.txt. Running the same
@@ -255,7 +406,8 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
     from charrnn.corpus import CorpusOptions, load_corpus
     from charrnn.model import ModelConfig
     from charrnn.optim import OptimConfig
-    from charrnn.trainer import EvalStats, TrainConfig, TrainState, train as train_loop
+    from charrnn.trainer import EvalStats, TrainConfig, TrainState
+    from charrnn.trainer import train as train_loop
 
     log = Log(opts["quiet"])
     paths = list(corpus) or [_default_corpus()]
@@ -273,11 +425,17 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
         raise click.BadParameter("peepholes exist only for --cell lstm", param_hint="--peephole")
     clip_norm = _parse_clip(opts["clip_norm"], "--clip-norm")
     clip_value = _parse_clip(opts["clip_value"], "--clip-value")
-    optim_cfg = OptimConfig(name=opts["optimizer"], lr=opts["lr"], lr_decay=opts["lr_decay"],
-                            lr_decay_every=opts["lr_decay_every"], clip_norm=clip_norm,
-                            clip_value=clip_value)
-    copts = CorpusOptions(encoding=opts["encoding"], newline=opts["newline"],
-                          lowercase=opts["lowercase"])
+    optim_cfg = OptimConfig(
+        name=opts["optimizer"],
+        lr=opts["lr"],
+        lr_decay=opts["lr_decay"],
+        lr_decay_every=opts["lr_decay_every"],
+        clip_norm=clip_norm,
+        clip_value=clip_value,
+    )
+    copts = CorpusOptions(
+        encoding=opts["encoding"], newline=opts["newline"], lowercase=opts["lowercase"]
+    )
     st = _store(store)
     run_dir = st.run_dir(run_name)  # validates the name
 
@@ -286,9 +444,11 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
             log.info(f"removed leftover {p}")
         t0 = time.perf_counter()
         cp = load_corpus(paths, copts, cache_dir=run_dir / "cache")
-        log.info(f"corpus {', '.join(cp.sources)}: {cp.n_chars:,} characters, "
-                 f"{cp.vocab.size} distinct, {'one item per line' if cp.is_lines else 'prose'} "
-                 f"({time.perf_counter() - t0:.1f}s)")
+        log.info(
+            f"corpus {', '.join(cp.sources)}: {cp.n_chars:,} characters, "
+            f"{cp.vocab.size} distinct, {'one item per line' if cp.is_lines else 'prose'} "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
 
         ts = None
         if opts["fresh"]:
@@ -298,17 +458,28 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
         elif st.checkpoints(run_name):
             ck = st.latest(run_name, on_warning=log.warn)
             _check_resume(ctx, ck.meta, cp, opts)
-            ts = TrainState.from_checkpoint(ck.arrays, ck.meta,
-                                            _resumed_optim(ctx, ck.meta, optim_cfg))
+            ts = TrainState.from_checkpoint(
+                ck.arrays, ck.meta, _resumed_optim(ctx, ck.meta, optim_cfg)
+            )
             log.info(f"resuming run '{run_name}' from step {ts.step} ({ck.path.name})")
         if ts is None:
-            model_cfg = ModelConfig(vocab_size=cp.vocab.size, cell=opts["cell"],
-                                    hidden=opts["hidden"], layers=opts["layers"],
-                                    embedding=opts["embedding"], dropout=opts["dropout"],
-                                    peephole=opts["peephole"], activation=opts["activation"])
-            train_cfg = TrainConfig(batch_size=opts["batch_size"], seq_len=opts["seq_len"],
-                                    val_fraction=opts["val_fraction"],
-                                    eval_every=opts["eval_every"], seed=opts["seed"])
+            model_cfg = ModelConfig(
+                vocab_size=cp.vocab.size,
+                cell=opts["cell"],
+                hidden=opts["hidden"],
+                layers=opts["layers"],
+                embedding=opts["embedding"],
+                dropout=opts["dropout"],
+                peephole=opts["peephole"],
+                activation=opts["activation"],
+            )
+            train_cfg = TrainConfig(
+                batch_size=opts["batch_size"],
+                seq_len=opts["seq_len"],
+                val_fraction=opts["val_fraction"],
+                eval_every=opts["eval_every"],
+                seed=opts["seed"],
+            )
             ts = TrainState.fresh(model_cfg, optim_cfg, train_cfg)
         elif _explicit(ctx, "eval_every"):
             import dataclasses
@@ -341,7 +512,9 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
             return st.save(run_name, ts.step, arrays, meta, best=best, keep=opts["keep"])
 
         if ts.step >= total:
-            log.info(f"run '{run_name}' already has {ts.step} steps (target {total}); nothing to do")
+            log.info(
+                f"run '{run_name}' already has {ts.step} steps (target {total}); nothing to do"
+            )
             _train_summary(opts, run_name, ts, None, batches, 0.0, "done", cp)
             return
 
@@ -351,9 +524,11 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
         from charrnn.sampler import SampleOptions, Sampler
 
         bar = log.progress(total if total < 2**62 else 0, ts.step, f"train {run_name}")
-        log.info(f"training {ts.model.cfg.cell} {ts.model.cfg.layers}x{ts.model.cfg.hidden} "
-                 f"on {n_train:,} characters ({batches.n_batches} batches of "
-                 f"{tc.batch_size}x{tc.seq_len} per epoch), validating on {n_val:,}")
+        log.info(
+            f"training {ts.model.cfg.cell} {ts.model.cfg.layers}x{ts.model.cfg.hidden} "
+            f"on {n_train:,} characters ({batches.n_batches} batches of "
+            f"{tc.batch_size}x{tc.seq_len} per epoch), validating on {n_val:,}"
+        )
         t_start = time.perf_counter()
         saved_step = ts.step
         last_path = None
@@ -361,16 +536,19 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
         last_val = math.nan
         cps = 0.0
         try:
-            for ev in train_loop(ts, batches, val, total_steps=total,
-                                 time_budget=opts["time_budget"], stop_flag=stop):
+            for ev in train_loop(
+                ts, batches, val, total_steps=total, time_budget=opts["time_budget"], stop_flag=stop
+            ):
                 if isinstance(ev, EvalStats):
                     last_val = ev.val_loss
                     last_path = save(ev.improved)
                     saved_step = ts.step
-                    msg = (f"step {ev.step}: val {ev.val_loss:.4f} nats/char "
-                           f"({ev.val_loss / math.log(2):.3f} bits)"
-                           f"{' best' if ev.improved else ''}  {cps / 1e3:.1f}k chars/s  "
-                           f"saved {last_path.name}")
+                    msg = (
+                        f"step {ev.step}: val {ev.val_loss:.4f} nats/char "
+                        f"({ev.val_loss / math.log(2):.3f} bits)"
+                        f"{' best' if ev.improved else ''}  {cps / 1e3:.1f}k chars/s  "
+                        f"saved {last_path.name}"
+                    )
                     log.info(msg)
                     continue
                 cps = ev.chars_per_sec
@@ -380,8 +558,11 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
                 if math.isfinite(last_val):
                     post["val"] = f"{last_val:.3f}"
                 bar.update(1, **post)
-                if (bar.bar is not None and opts["sample_every"]
-                        and ev.step % opts["sample_every"] == 0):
+                if (
+                    bar.bar is not None
+                    and opts["sample_every"]
+                    and ev.step % opts["sample_every"] == 0
+                ):
                     import numpy as np
 
                     if sampler_rng is None:
@@ -391,8 +572,9 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
                         got = smp.lines(3, 60, SampleOptions(0.8), sampler_rng)
                         log.info("  samples: " + " | ".join(s.text for s in got))
                     else:
-                        text = "".join(next(smp.stream(120, SampleOptions(0.8), sampler_rng,
-                                                       chunk=120))[0])
+                        text = "".join(
+                            next(smp.stream(120, SampleOptions(0.8), sampler_rng, chunk=120))[0]
+                        )
                         log.info("  sample: " + text.replace("\n", " / "))
         except KeyboardInterrupt:  # a second Ctrl-C: leave now; the last checkpoint stands
             bar.close()
@@ -421,9 +603,11 @@ def train(ctx: click.Context, corpus: tuple[str, ...], run_name: str | None, sto
             status = "time budget spent"
         if ts.step != saved_step:
             last_path = save(False)
-        log.info(f"{status}: run '{run_name}' at step {ts.step}"
-                 f"{f'/{total}' if total < 2**62 else ''} in {elapsed:.1f}s"
-                 + (f", saved {last_path}" if last_path else ""))
+        log.info(
+            f"{status}: run '{run_name}' at step {ts.step}"
+            f"{f'/{total}' if total < 2**62 else ''} in {elapsed:.1f}s"
+            + (f", saved {last_path}" if last_path else "")
+        )
         _train_summary(opts, run_name, ts, last_path, batches, elapsed, status, cp)
         if stop[0]:
             sys.exit(EXIT_SIGINT if stop[1] == signal.SIGINT else EXIT_SIGTERM)
@@ -439,8 +623,14 @@ def _remove_checkpoints(st, run: str) -> int:
 
 
 def _corpus_meta(cp) -> dict[str, Any]:
-    return {"sources": list(cp.sources), "sha256": cp.sha256, "n_chars": cp.n_chars,
-            "n_lines": cp.n_lines, "is_lines": cp.is_lines, "options": cp.options.to_json()}
+    return {
+        "sources": list(cp.sources),
+        "sha256": cp.sha256,
+        "n_chars": cp.n_chars,
+        "n_lines": cp.n_lines,
+        "is_lines": cp.is_lines,
+        "options": cp.options.to_json(),
+    }
 
 
 def _corpus_arrays(cp) -> dict[str, Any]:
@@ -456,12 +646,19 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     """Whether the user set this option (command line or environment), not its default."""
     from click.core import ParameterSource
 
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
-                                              ParameterSource.ENVIRONMENT)
+    return ctx.get_parameter_source(name) in (
+        ParameterSource.COMMANDLINE,
+        ParameterSource.ENVIRONMENT,
+    )
 
 
-OPTIM_OPTIONS = {"lr": "lr", "lr_decay": "lr_decay", "lr_decay_every": "lr_decay_every",
-                 "clip_norm": "clip_norm", "clip_value": "clip_value"}
+OPTIM_OPTIONS = {
+    "lr": "lr",
+    "lr_decay": "lr_decay",
+    "lr_decay_every": "lr_decay_every",
+    "clip_norm": "clip_norm",
+    "clip_value": "clip_value",
+}
 
 
 def _resumed_optim(ctx: click.Context, meta: dict, given):
@@ -474,9 +671,11 @@ def _resumed_optim(ctx: click.Context, meta: dict, given):
     if _explicit(ctx, "optimizer") and given.name != saved.name:
         raise click.UsageError(
             f"run '{meta.get('run')}' was trained with --optimizer {saved.name}; pass --fresh "
-            "to start over with another optimizer, or --run NAME for a new run")
-    changes = {field: getattr(given, field) for opt, field in OPTIM_OPTIONS.items()
-               if _explicit(ctx, opt)}
+            "to start over with another optimizer, or --run NAME for a new run"
+        )
+    changes = {
+        field: getattr(given, field) for opt, field in OPTIM_OPTIONS.items() if _explicit(ctx, opt)
+    }
     return dataclasses.replace(saved, **changes)
 
 
@@ -486,19 +685,22 @@ def _check_resume(ctx: click.Context, meta: dict, cp, opts: dict) -> None:
     if old.get("sha256") != cp.sha256 and not opts["allow_changed_corpus"]:
         raise CorpusError(
             f"the corpus changed since run '{meta.get('run')}' was last saved; pass "
-            "--allow-changed-corpus to resume on it, --fresh to start over, or --run NAME")
+            "--allow-changed-corpus to resume on it, --fresh to start over, or --run NAME"
+        )
     vocab = meta.get("vocab", {}).get("chars")
     if vocab is not None and list(vocab) != list(cp.vocab.chars):
-        raise CorpusError("the corpus has a different character set than the saved run; "
-                          "pass --fresh to start over or --run NAME for a new run")
+        raise CorpusError(
+            "the corpus has a different character set than the saved run; "
+            "pass --fresh to start over or --run NAME for a new run"
+        )
     saved = {**meta.get("model", {}), **meta.get("train", {})}
     for name in (*MODEL_OPTIONS, *DATA_OPTIONS):
-        if _explicit(ctx, name):
-            if name in saved and saved[name] != opts[name]:
-                flag = "--" + name.replace("_", "-")
-                raise click.UsageError(
-                    f"run '{meta.get('run')}' was trained with {flag} {saved[name]}; pass --fresh "
-                    "to start over with new settings, or --run NAME for a new run")
+        if _explicit(ctx, name) and name in saved and saved[name] != opts[name]:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(
+                f"run '{meta.get('run')}' was trained with {flag} {saved[name]}; pass --fresh "
+                "to start over with new settings, or --run NAME for a new run"
+            )
 
 
 def _train_summary(opts, run, ts, path, batches, elapsed, status, cp) -> None:
@@ -518,8 +720,12 @@ def _train_summary(opts, run, ts, path, batches, elapsed, status, cp) -> None:
         "seconds": elapsed,
         "checkpoint": str(path) if path else None,
         "model": ts.model.cfg.to_json(),
-        "corpus": {"sources": list(cp.sources), "n_chars": cp.n_chars, "vocab_size": cp.vocab.size,
-                   "is_lines": cp.is_lines},
+        "corpus": {
+            "sources": list(cp.sources),
+            "n_chars": cp.n_chars,
+            "vocab_size": cp.vocab.size,
+            "is_lines": cp.is_lines,
+        },
     }
     _emit_json(doc)
 
@@ -535,10 +741,8 @@ def _install_stop_handlers(stop: list[Any]):
 
     old = {}
     for s in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread (some test runners)
             old[s] = signal.signal(s, handler)
-        except ValueError:  # not the main thread (e.g. inside some test runners)
-            pass
     return old
 
 
@@ -581,8 +785,9 @@ def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
     if vocab.size != cfg.vocab_size:
         from charrnn.errors import CheckpointError
 
-        raise CheckpointError(f"{ck.path}: vocabulary has {vocab.size} characters, "
-                              f"model expects {cfg.vocab_size}")
+        raise CheckpointError(
+            f"{ck.path}: vocabulary has {vocab.size} characters, model expects {cfg.vocab_size}"
+        )
     return ck, CharRNN(cfg, params), vocab
 
 
@@ -592,35 +797,91 @@ def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
 @cli.command(epilog=_epilog())
 @click.argument("checkpoint", required=False, metavar="[RUN|CHECKPOINT]")
 @store_option
-@click.option("-n", "--num", "n", type=click.IntRange(1), default=None, envvar="CHARRNN_SAMPLE_NUM",
-              help="Number of samples. [default: 10 names, or 1 text]")
-@click.option("--length", type=click.IntRange(1), default=500, show_default=True,
-              help="Prose mode: characters to generate per sample.")
-@click.option("--max-length", type=click.IntRange(1), default=100, show_default=True,
-              help="Names mode: cap on characters per name.")
-@click.option("-t", "--temperature", type=FiniteFloat(0.0), default=1.0, show_default=True,
-              help="Softmax temperature; 0 = greedy (always the most likely character).")
-@click.option("--top-k", type=click.IntRange(1), default=None,
-              help="Sample only among the k most likely characters.")
-@click.option("--top-p", type=FiniteFloat(0.0, min_open=True), default=None,
-              help="Sample only among the most likely characters whose probability adds up to p.")
-@click.option("--prime", type=str, default="",
-              help="Condition on this prefix; it is echoed at the start of every sample.")
-@click.option("--mode", type=click.Choice(["auto", "names", "prose"]), default="auto",
-              show_default=True,
-              help="names: each sample ends at the newline; prose: --length characters. "
-                   "auto follows the training corpus.")
-@click.option("--novel", is_flag=True,
-              help="Names mode: only samples that are not lines of the training corpus.")
+@click.option(
+    "-n",
+    "--num",
+    "n",
+    type=click.IntRange(1),
+    default=None,
+    envvar="CHARRNN_SAMPLE_NUM",
+    help="Number of samples. [default: 10 names, or 1 text]",
+)
+@click.option(
+    "--length",
+    type=click.IntRange(1),
+    default=500,
+    show_default=True,
+    help="Prose mode: characters to generate per sample.",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Names mode: cap on characters per name.",
+)
+@click.option(
+    "-t",
+    "--temperature",
+    type=FiniteFloat(0.0),
+    default=1.0,
+    show_default=True,
+    help="Softmax temperature; 0 = greedy (always the most likely character).",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1),
+    default=None,
+    help="Sample only among the k most likely characters.",
+)
+@click.option(
+    "--top-p",
+    type=FiniteFloat(0.0, min_open=True),
+    default=None,
+    help="Sample only among the most likely characters whose probability adds up to p.",
+)
+@click.option(
+    "--prime",
+    type=str,
+    default="",
+    help="Condition on this prefix; it is echoed at the start of every sample.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "names", "prose"]),
+    default="auto",
+    show_default=True,
+    help="names: each sample ends at the newline; prose: --length characters. "
+    "auto follows the training corpus.",
+)
+@click.option(
+    "--novel",
+    is_flag=True,
+    help="Names mode: only samples that are not lines of the training corpus.",
+)
 @click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
-@seed_option(None, "Seed: the same checkpoint, seed and options give the same text. "
-                   "[default: random]")
+@seed_option(
+    None, "Seed: the same checkpoint, seed and options give the same text. [default: random]"
+)
 @json_option
 @quiet_option
-def sample(checkpoint: str | None, store: Path | None, n: int | None, length: int,
-           max_length: int, temperature: float, top_k: int | None, top_p: float | None,
-           prime: str, mode: str, novel: bool, best: bool, seed: int | None, json: bool,
-           quiet: bool) -> None:
+def sample(
+    checkpoint: str | None,
+    store: Path | None,
+    n: int | None,
+    length: int,
+    max_length: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    prime: str,
+    mode: str,
+    novel: bool,
+    best: bool,
+    seed: int | None,
+    json: bool,
+    quiet: bool,
+) -> None:
     """Generate text from a trained model.
 
     With no argument, uses the latest checkpoint of the most recently trained
@@ -659,7 +920,7 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
             return
         texts = [prime] * count
         for chunk in smp.stream(length, opts, rng, prime=prime, n=count):
-            texts = [t + c for t, c in zip(texts, chunk)]
+            texts = [t + c for t, c in zip(texts, chunk, strict=True)]
         for t in texts:
             if json:
                 _emit_json({"text": t, "n_chars": len(t) - len(prime)})
@@ -670,7 +931,9 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
     count = n or 10
     hashes = ck.arrays.get("corpus.line_hashes") if novel else None
     if novel and hashes is None:
-        raise CorpusError(f"{ck.path} holds no list of training lines; --novel needs a names corpus")
+        raise CorpusError(
+            f"{ck.path} holds no list of training lines; --novel needs a names corpus"
+        )
     done, rejected, attempts = 0, 0, 0
     while done < count:
         want = count - done
@@ -681,16 +944,24 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
                 rejected += 1
                 continue
             if json:
-                _emit_json({"text": s.text, "logprob": s.logprob, "n_chars": s.n_chars,
-                            "finished": s.finished})
+                _emit_json(
+                    {
+                        "text": s.text,
+                        "logprob": s.logprob,
+                        "n_chars": s.n_chars,
+                        "finished": s.finished,
+                    }
+                )
             else:
                 out.write(s.text + "\n")
             done += 1
             if done == count:
                 break
         if novel and attempts >= 50 * count + 1000 and done < count:
-            log.warn(f"only {done} novel samples after {attempts} tries; "
-                     "the model mostly repeats its training lines (try a higher --temperature)")
+            log.warn(
+                f"only {done} novel samples after {attempts} tries; "
+                "the model mostly repeats its training lines (try a higher --temperature)"
+            )
             break
     out.flush()
     if novel:
@@ -702,19 +973,39 @@ def sample(checkpoint: str | None, store: Path | None, n: int | None, length: in
 
 @cli.command(epilog=_epilog())
 @click.argument("file", type=str)
-@click.option("--model", "checkpoint", type=str, default=None, metavar="RUN|CHECKPOINT",
-              envvar="CHARRNN_SCORE_MODEL",
-              help="Model to score with. [default: the latest checkpoint of the latest run]")
+@click.option(
+    "--model",
+    "checkpoint",
+    type=str,
+    default=None,
+    metavar="RUN|CHECKPOINT",
+    envvar="CHARRNN_SCORE_MODEL",
+    help="Model to score with. [default: the latest checkpoint of the latest run]",
+)
 @store_option
-@click.option("--per-line", is_flag=True,
-              help="Score each line on its own (from the start of a line, newline included).")
-@click.option("--skip-unknown", is_flag=True,
-              help="Drop characters the model does not know (counted) instead of failing.")
+@click.option(
+    "--per-line",
+    is_flag=True,
+    help="Score each line on its own (from the start of a line, newline included).",
+)
+@click.option(
+    "--skip-unknown",
+    is_flag=True,
+    help="Drop characters the model does not know (counted) instead of failing.",
+)
 @click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
 @json_option
 @quiet_option
-def score(file: str, checkpoint: str | None, store: Path | None, per_line: bool,
-          skip_unknown: bool, best: bool, json: bool, quiet: bool) -> None:
+def score(
+    file: str,
+    checkpoint: str | None,
+    store: Path | None,
+    per_line: bool,
+    skip_unknown: bool,
+    best: bool,
+    json: bool,
+    quiet: bool,
+) -> None:
     """How likely FILE (or - for stdin) is under a model.
 
     Prints the log-probability, nats and bits per character and perplexity.
@@ -745,8 +1036,10 @@ def score(file: str, checkpoint: str | None, store: Path | None, per_line: bool,
     skipped = 0
     if unknown:
         if not skip_unknown:
-            raise VocabError(unknown_message(unknown, file) +
-                             " (pass --skip-unknown to drop them)", unknown=unknown)
+            raise VocabError(
+                unknown_message(unknown, file) + " (pass --skip-unknown to drop them)",
+                unknown=unknown,
+            )
         bad = set(unknown)
         skipped = sum(1 for c in text if c in bad)
         text = "".join(c for c in text if c not in bad)
@@ -757,20 +1050,37 @@ def score(file: str, checkpoint: str | None, store: Path | None, per_line: bool,
             lines.pop()
         rows = score_lines(model, vocab, lines)
         if json:
-            for line, (lp, n) in zip(lines, rows):
-                _emit_json({"line": line, "logprob": lp, "n_chars": n,
-                            "nats_per_char": lp and -lp / n, "bits_per_char": -lp / n / math.log(2)})
+            for line, (lp, n) in zip(lines, rows, strict=True):
+                nats = -lp / n if n else None
+                _emit_json(
+                    {
+                        "line": line,
+                        "logprob": lp,
+                        "n_chars": n,
+                        "nats_per_char": nats,
+                        "bits_per_char": None if nats is None else nats / math.log(2),
+                    }
+                )
             return
-        for line, (lp, n) in zip(lines, rows):
-            click.echo(f"{lp:10.3f}  {-lp / n:6.3f}  {line}")
+        for line, (lp, n) in zip(lines, rows, strict=True):
+            click.echo(f"{lp:10.3f}  {-lp / n if n else 0.0:6.3f}  {line}")
         return
     if not text:
         raise CorpusError(f"{file} has nothing to score")
     lp, n = score_text(model, vocab, text)
+    if n == 0:  # no newline in the vocabulary: the first character is context only
+        raise CorpusError(f"{file} is too short to score: it needs at least 2 characters")
     nats = -lp / n
-    doc = {"file": file, "checkpoint": str(ck.path), "n_chars": n, "logprob": lp,
-           "nats_per_char": nats, "bits_per_char": nats / math.log(2),
-           "perplexity": float(np.exp(nats)), "skipped_chars": skipped}
+    doc = {
+        "file": file,
+        "checkpoint": str(ck.path),
+        "n_chars": n,
+        "logprob": lp,
+        "nats_per_char": nats,
+        "bits_per_char": nats / math.log(2),
+        "perplexity": float(np.exp(nats)),
+        "skipped_chars": skipped,
+    }
     if json:
         _emit_json(doc)
         return
@@ -802,28 +1112,65 @@ def _read_input(name: str) -> bytes:
 @click.argument("run", required=False, metavar="[RUN|CHECKPOINT]")
 @store_option
 @click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
-@click.option("--probe", "probe_paths", multiple=True, metavar="CORPUS",
-              help="Measure fresh gradients of the checkpoint on CORPUS instead of reading the "
-                   "recorded history; nothing is updated. Repeat for several files; - is stdin.")
-@click.option("--batches", type=click.IntRange(1), default=20, show_default=True,
-              help="With --probe: consecutive batches to measure, the state carried across.")
-@click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="With --probe: streams per batch. [default: the run's]")
-@click.option("--seq-len", type=click.IntRange(1), default=None,
-              help="With --probe: characters per stream per batch. [default: the run's]")
-@click.option("--spike-factor", type=FiniteFloat(1.0, min_open=True), default=10.0,
-              show_default=True,
-              help="A spike (exploding gradient) is a step whose norm exceeds this many times "
-                   "the median of the previous --window steps.")
-@click.option("--window", type=click.IntRange(1), default=50, show_default=True,
-              help="How many previous steps the running median of a spike looks at.")
+@click.option(
+    "--probe",
+    "probe_paths",
+    multiple=True,
+    metavar="CORPUS",
+    help="Measure fresh gradients of the checkpoint on CORPUS instead of reading the "
+    "recorded history; nothing is updated. Repeat for several files; - is stdin.",
+)
+@click.option(
+    "--batches",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="With --probe: consecutive batches to measure, the state carried across.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="With --probe: streams per batch. [default: the run's]",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(1),
+    default=None,
+    help="With --probe: characters per stream per batch. [default: the run's]",
+)
+@click.option(
+    "--spike-factor",
+    type=FiniteFloat(1.0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="A spike (exploding gradient) is a step whose norm exceeds this many times "
+    "the median of the previous --window steps.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="How many previous steps the running median of a spike looks at.",
+)
 @json_option
 @quiet_option
 @click.pass_context
-def clip_stats(ctx: click.Context, run: str | None, store: Path | None, best: bool,
-               probe_paths: tuple[str, ...], batches: int, batch_size: int | None,
-               seq_len: int | None, spike_factor: float, window: int, json: bool,
-               quiet: bool) -> None:
+def clip_stats(
+    ctx: click.Context,
+    run: str | None,
+    store: Path | None,
+    best: bool,
+    probe_paths: tuple[str, ...],
+    batches: int,
+    batch_size: int | None,
+    seq_len: int | None,
+    spike_factor: float,
+    window: int,
+    json: bool,
+    quiet: bool,
+) -> None:
     """What gradient clipping did during a run, or would do now.
 
     Reads the pre-clip gradient norms recorded at every training step of RUN
@@ -854,42 +1201,69 @@ def clip_stats(ctx: click.Context, run: str | None, store: Path | None, best: bo
     clip_norm, clip_value = optim.get("clip_norm"), optim.get("clip_value")
     _, groups, _ = norm_groups(model.cfg)
     if probe_paths:
-        sb = _clip_probe_batches(probe_paths, meta, vocab, batch_size or
-                                 int(train_meta.get("batch_size", 32)),
-                                 seq_len or int(train_meta.get("seq_len", 64)), log)
+        sb = _clip_probe_batches(
+            probe_paths,
+            meta,
+            vocab,
+            batch_size or int(train_meta.get("batch_size", 32)),
+            seq_len or int(train_meta.get("seq_len", 64)),
+            log,
+        )
         n = min(batches, sb.n_batches)
         if n < batches:
-            log.info(f"the corpus holds only {n} batch(es) of {sb.batch_size}x{sb.seq_len}; "
-                     "probing those (smaller --batch-size or --seq-len give more)")
-        log.info(f"probing {', '.join(p if p != '-' else 'stdin' for p in probe_paths)}: "
-                 f"{n} batch(es) of "
-                 f"{sb.batch_size}x{sb.seq_len}, gradients only")
+            log.info(
+                f"the corpus holds only {n} batch(es) of {sb.batch_size}x{sb.seq_len}; "
+                "probing those (smaller --batch-size or --seq-len give more)"
+            )
+        log.info(
+            f"probing {', '.join(p if p != '-' else 'stdin' for p in probe_paths)}: "
+            f"{n} batch(es) of "
+            f"{sb.batch_size}x{sb.seq_len}, gradients only"
+        )
         pr = clipstats.probe(model, sb, n, clip_norm, clip_value)
         series = pr.series
-        stats = clipstats.summarize_probe(pr, clip_norm, clip_value, factor=spike_factor,
-                                          window=window)
-        stats["probe"] = {"corpus": list(probe_paths), "batch_size": sb.batch_size,
-                          "seq_len": sb.seq_len, **stats["probe"]}
+        stats = clipstats.summarize_probe(
+            pr, clip_norm, clip_value, factor=spike_factor, window=window
+        )
+        stats["probe"] = {
+            "corpus": list(probe_paths),
+            "batch_size": sb.batch_size,
+            "seq_len": sb.seq_len,
+            **stats["probe"],
+        }
     else:
         try:
             series = clipstats.Series.from_arrays(ck.arrays, groups)
         except (KeyError, ValueError) as e:
             raise CheckpointError(f"{ck.path}: training history is malformed ({e})") from None
         if series.step.shape[0] == 0:
-            raise CheckpointError(f"{ck.path} holds no training history; "
-                                  "measure fresh gradients with --probe CORPUS")
-        stats = clipstats.summarize(series, clip_norm, clip_value, factor=spike_factor,
-                                    window=window)
+            raise CheckpointError(
+                f"{ck.path} holds no training history; measure fresh gradients with --probe CORPUS"
+            )
+        stats = clipstats.summarize(
+            series, clip_norm, clip_value, factor=spike_factor, window=window
+        )
         stats["probe"] = None
     cfg = model.cfg
-    doc = {"schema": clipstats.SCHEMA, "mode": "probe" if probe_paths else "history",
-           "run": meta.get("run", ck.run), "checkpoint": str(ck.path), "step": ck.step,
-           "config": {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
-                      "optimizer": optim.get("name"), "lr": optim.get("lr"),
-                      "clip_norm": clip_norm, "clip_value": clip_value,
-                      "batch_size": train_meta.get("batch_size"),
-                      "seq_len": train_meta.get("seq_len")},
-           **stats}
+    doc = {
+        "schema": clipstats.SCHEMA,
+        "mode": "probe" if probe_paths else "history",
+        "run": meta.get("run", ck.run),
+        "checkpoint": str(ck.path),
+        "step": ck.step,
+        "config": {
+            "cell": cfg.cell,
+            "layers": cfg.layers,
+            "hidden": cfg.hidden,
+            "optimizer": optim.get("name"),
+            "lr": optim.get("lr"),
+            "clip_norm": clip_norm,
+            "clip_value": clip_value,
+            "batch_size": train_meta.get("batch_size"),
+            "seq_len": train_meta.get("seq_len"),
+        },
+        **stats,
+    }
     if json:
         _emit_json(doc)
         return
@@ -907,20 +1281,26 @@ def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: in
 
     if list(paths).count("-") > 1:
         raise click.UsageError("stdin ('-') can be read only once")
-    cp = load_corpus(list(paths), CorpusOptions.from_json(meta.get("corpus", {}).get("options",
-                                                                                      {})))
+    cp = load_corpus(
+        list(paths), CorpusOptions.from_json(meta.get("corpus", {}).get("options", {}))
+    )
     unknown = tuple(c for c in cp.vocab.chars if c not in vocab.index)
     if unknown:
-        raise VocabError(unknown_message(unknown, ", ".join(paths)) +
-                         "; probe with text like the training corpus", unknown=unknown)
+        raise VocabError(
+            unknown_message(unknown, ", ".join(paths))
+            + "; probe with text like the training corpus",
+            unknown=unknown,
+        )
     lut = vocab.encode_codepoints(cp.vocab.codepoints)  # (V',) model id of each corpus id
     ids = lut[cp.ids]  # (N,) the corpus in the model's ids
     n = ids.shape[0]
     if n < min_train_chars(B, T):
         B2 = min(B, n // (T + 1))
         B2, T2 = (B2, T) if B2 >= 1 else (1, n - 1)
-        log.info(f"the corpus has {n:,} characters, too few for batches of {B}x{T}; "
-                 f"probing with {B2}x{T2}")
+        log.info(
+            f"the corpus has {n:,} characters, too few for batches of {B}x{T}; "
+            f"probing with {B2}x{T2}"
+        )
         B, T = B2, T2
     return make_batches(ids, 0, n, B, T)
 
@@ -936,8 +1316,18 @@ def runs(store: Path | None, json: bool) -> None:
     st = _store(store)
     infos = st.runs()
     if json:
-        _emit_json([{"run": r.name, "latest_step": r.latest_step, "checkpoints": r.n_checkpoints,
-                     "updated": r.updated, "has_best": r.has_best} for r in infos])
+        _emit_json(
+            [
+                {
+                    "run": r.name,
+                    "latest_step": r.latest_step,
+                    "checkpoints": r.n_checkpoints,
+                    "updated": r.updated,
+                    "has_best": r.has_best,
+                }
+                for r in infos
+            ]
+        )
         return
     if not infos:
         click.echo(f"no runs in {st.root}", err=True)
@@ -983,8 +1373,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug: one line, the traceback only on request
         if os.environ.get("CHARRNN_DEBUG"):
             raise
-        click.echo(f"charrnn: internal error: {type(e).__name__}: {e} "
-                   "(set CHARRNN_DEBUG=1 for the traceback)", err=True)
+        click.echo(
+            f"charrnn: internal error: {type(e).__name__}: {e} "
+            "(set CHARRNN_DEBUG=1 for the traceback)",
+            err=True,
+        )
         code = EXIT_ERROR
     sys.exit(code)
-

@@ -72,8 +72,14 @@ def para(text: str, style: str = "", indent: int = 2) -> Padding:
 # --------------------------------------------------------------------------- the chart
 
 
-def chart(series: Series, threshold: float | None, threshold_name: str, width: int,
-          spikes: list[int], height: int = 8) -> list[Text]:
+def chart(
+    series: Series,
+    threshold: float | None,
+    threshold_name: str,
+    width: int,
+    spikes: list[int],
+    height: int = 8,
+) -> list[Text]:
     """Pre-clip norm over steps: max per column, the threshold as a dotted row,
     columns above it in red, spikes (▲) and non-finite steps (×) marked below."""
     cols = max(10, min(100, width - LABEL_W - 2))
@@ -158,15 +164,20 @@ def chart(series: Series, threshold: float | None, threshold_name: str, width: i
     first, last = str(series.step[0]), str(series.step[-1])
     unit = "batch" if threshold_name.startswith("probe") else "step"
     left = f"{unit} {first}"
-    lines.append(Text(" " * (LABEL_W + 1) + left
-                      + last.rjust(max(n * w - len(left), len(last) + 1))))
+    lines.append(
+        Text(" " * (LABEL_W + 1) + left + last.rjust(max(n * w - len(left), len(last) + 1)))
+    )
     per = series.step.shape[0] / n
-    legend = [f"the largest pre-clip norm in each column ({'1' if per <= 1 else f'~{per:.2g}'} "
-              f"{unit if per <= 1 else units(unit)} per column)",
-              "log scale: the spikes dwarf the rest" if log else "linear scale from 0"]
+    legend = [
+        f"the largest pre-clip norm in each column ({'1' if per <= 1 else f'~{per:.2g}'} "
+        f"{unit if per <= 1 else units(unit)} per column)",
+        "log scale: the spikes dwarf the rest" if log else "linear scale from 0",
+    ]
     if threshold is not None:
-        legend.append(f"┈ {threshold_name.removeprefix('probe ')} {num(threshold)}"
-                      + (thr_note or "; red columns go above it"))
+        legend.append(
+            f"┈ {threshold_name.removeprefix('probe ')} {num(threshold)}"
+            + (thr_note or "; red columns go above it")
+        )
     if any_mark:
         legend.append(f"▲ spike, × non-finite {unit} (update skipped)")
     for item in legend:
@@ -183,22 +194,38 @@ def _header(doc: dict) -> list[Text]:
     title.append(f"  run {doc['run'] or '?'}, step {doc['step']}", style="bold")
     out = [title, Text(f"checkpoint {doc['checkpoint']}", style="dim")]
     model = f"{c['cell']} {c['layers']}x{c['hidden']}" if c.get("cell") else "model ?"
-    out.append(Text(f"{model}, {c['optimizer']} lr {num(c['lr'])}, "
-                    f"--clip-norm {num(c['clip_norm'])}, --clip-value {num(c['clip_value'])}, "
-                    f"batches of {c['batch_size']}x{c['seq_len']}"))
+    out.append(
+        Text(
+            f"{model}, {c['optimizer']} lr {num(c['lr'])}, "
+            f"--clip-norm {num(c['clip_norm'])}, --clip-value {num(c['clip_value'])}, "
+            f"batches of {c['batch_size']}x{c['seq_len']}"
+        )
+    )
     p = doc["probe"]
     st = doc["steps"]
     if p is None:
-        out.append(Text(f"recorded history: steps {st['first']}..{st['last']} "
-                        f"({st['count']} steps, {st['nonfinite']} non-finite)"))
+        out.append(
+            Text(
+                f"recorded history: steps {st['first']}..{st['last']} "
+                f"({st['count']} steps, {st['nonfinite']} non-finite)"
+            )
+        )
     else:
         corpus = ", ".join("standard input" if c == "-" else c for c in p["corpus"])
-        out.append(Text(f"probe of {corpus}: {plural(p['batches'], 'batch')}"
-                        f" of {p['batch_size']}x{p['seq_len']}, gradients only, "
-                        "nothing updated"))
+        out.append(
+            Text(
+                f"probe of {corpus}: {plural(p['batches'], 'batch')}"
+                f" of {p['batch_size']}x{p['seq_len']}, gradients only, "
+                "nothing updated"
+            )
+        )
         if p["loss_mean"] is not None:
-            out.append(Text(f"mean loss on them {p['loss_mean']:.3f} nats/char "
-                            f"({p['loss_mean'] / math.log(2):.3f} bits)"))
+            out.append(
+                Text(
+                    f"mean loss on them {p['loss_mean']:.3f} nats/char "
+                    f"({p['loss_mean'] / math.log(2):.3f} bits)"
+                )
+            )
     return out
 
 
@@ -212,28 +239,36 @@ def _alarm(doc: dict, unit: str) -> Panel | None:
         shown = ", ".join(map(str, steps[:MAX_EVENTS]))
         more = f", ... ({len(steps) - MAX_EVENTS} more)" if len(steps) > MAX_EVENTS else ""
         big = max(s["ratio"] for s in ev["spikes"])
-        parts.append(f"{plural(ev['spike_count'], 'spike')}: the norm jumped above "
-                     f"{ev['factor']:g}x the median of the previous {ev['window']} {units(unit)} "
-                     f"(up to {big:.3g}x) at {unit} {shown}{more}")
+        parts.append(
+            f"{plural(ev['spike_count'], 'spike')}: the norm jumped above "
+            f"{ev['factor']:g}x the median of the previous {ev['window']} {units(unit)} "
+            f"(up to {big:.3g}x) at {unit} {shown}{more}"
+        )
         cn = doc["config"]["clip_norm"]
         caught = [s for s in ev["spikes"] if s["scale"] < 1]
         if cn is None:
             went = "would go" if unit == "batch" else "went"
-            parts.append(f"no norm clipping was on: these updates {went} through at full size "
-                         "(train with --clip-norm)")
+            parts.append(
+                f"no norm clipping was on: these updates {went} through at full size "
+                "(train with --clip-norm)"
+            )
         elif caught:
-            parts.append(f"--clip-norm {num(cn)} caught {len(caught)} of them, scaling the "
-                         f"gradient by as little as {min(s['scale'] for s in caught):.3g}")
+            parts.append(
+                f"--clip-norm {num(cn)} caught {len(caught)} of them, scaling the "
+                f"gradient by as little as {min(s['scale'] for s in caught):.3g}"
+            )
     if ev["nonfinite_steps"]:
         steps = ev["nonfinite_steps"]
         shown = ", ".join(map(str, steps[:MAX_EVENTS]))
         more = f", ... ({len(steps) - MAX_EVENTS} more)" if len(steps) > MAX_EVENTS else ""
         verb = "skipped: the update was not applied" if unit == "step" else "no gradient"
-        parts.append(f"{plural(len(steps), 'non-finite ' + unit)} (nan/inf, {verb}): "
-                     f"{unit} {shown}{more}")
+        parts.append(
+            f"{plural(len(steps), 'non-finite ' + unit)} (nan/inf, {verb}): {unit} {shown}{more}"
+        )
     body = Text("\n".join(parts))
-    return Panel(body, title="EXPLODING GRADIENTS", title_align="left", border_style="bold red",
-                 style="red")
+    return Panel(
+        body, title="EXPLODING GRADIENTS", title_align="left", border_style="bold red", style="red"
+    )
 
 
 def _clipping(doc: dict, unit: str) -> list[Any]:
@@ -244,24 +279,41 @@ def _clipping(doc: dict, unit: str) -> list[Any]:
     if nc["threshold"] is None:
         out.append(para("norm clipping: off (--clip-norm none)"))
     else:
-        when = (f"; when it bit, the mean scale was {scale(nc['mean_scale_when_clipped'])} and "
-                f"the smallest {scale(nc['min_scale'])}" if nc["clipped_steps"] else "")
-        out.append(para(f"norm clipping at --clip-norm {num(nc['threshold'])}: bit on "
-                        f"{nc['clipped_steps']} of {plural(n, unit)} "
-                        f"({pct(nc['fraction_clipped'])}); mean scale factor "
-                        f"{scale(nc['mean_scale'])}{when}"))
+        when = (
+            f"; when it bit, the mean scale was {scale(nc['mean_scale_when_clipped'])} and "
+            f"the smallest {scale(nc['min_scale'])}"
+            if nc["clipped_steps"]
+            else ""
+        )
+        out.append(
+            para(
+                f"norm clipping at --clip-norm {num(nc['threshold'])}: bit on "
+                f"{nc['clipped_steps']} of {plural(n, unit)} "
+                f"({pct(nc['fraction_clipped'])}); mean scale factor "
+                f"{scale(nc['mean_scale'])}{when}"
+            )
+        )
     vc = cl["value"]
     if vc["threshold"] is None:
         out.append(para("value clipping: off (--clip-value none)"))
     else:
-        out.append(para(f"value clipping at --clip-value {num(vc['threshold'])}: clamped "
-                        f"{pct(vc['fraction_entries'])} of the entries on average; on "
-                        f"{vc['steps_with_clamping']} of {plural(n, unit)} "
-                        f"({pct(vc['fraction_steps'])}) at least one entry; at most "
-                        f"{pct(vc['max_fraction_entries'])} of them in one {unit}"))
+        out.append(
+            para(
+                f"value clipping at --clip-value {num(vc['threshold'])}: clamped "
+                f"{pct(vc['fraction_entries'])} of the entries on average; on "
+                f"{vc['steps_with_clamping']} of {plural(n, unit)} "
+                f"({pct(vc['fraction_steps'])}) at least one entry; at most "
+                f"{pct(vc['max_fraction_entries'])} of them in one {unit}"
+            )
+        )
     if nc["threshold"] is not None and vc["threshold"] is not None:
-        out.append(para("(norm clipping acts second, on the value-clipped gradient, so it bites "
-                        "less often than the pre-clip norms above suggest)", "dim"))
+        out.append(
+            para(
+                "(norm clipping acts second, on the value-clipped gradient, so it bites "
+                "less often than the pre-clip norms above suggest)",
+                "dim",
+            )
+        )
     if doc["probe"] is not None and (nc["threshold"] or vc["threshold"]):
         out.append(para("(what the run's own clipping would do to these batches)", "dim"))
     return out
@@ -280,8 +332,14 @@ def _groups(doc: dict, unit: str) -> Table:
         vt = (pick, rows[pick]["threshold"])
     where = "the run's --clip-norm" if gt["source"] == "clip_norm" else "the suggested threshold"
     title = "Per parameter group: pre-clip L2 norm of each group"
-    t = Table(title=title, title_justify="left", title_style="bold", box=None,
-              pad_edge=False, padding=(0, 1))
+    t = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+    )
     t.add_column("group")
     for h in ("p50", "p90", "p99", "max", f"max at {unit}", "share p50"):
         t.add_column(h, justify="right")
@@ -291,8 +349,14 @@ def _groups(doc: dict, unit: str) -> Table:
         t.add_column(f"entries > {num(vt[1])}", justify="right")
     for r in doc["groups"]:
         cells: list[Text | str] = [
-            Text(r["name"]), num(r["p50"]), num(r["p90"]), num(r["p99"]), num(r["max"]),
-            str(r["max_step"]) if r["max_step"] is not None else "-", pct(r["share_p50"])]
+            Text(r["name"]),
+            num(r["p50"]),
+            num(r["p90"]),
+            num(r["p99"]),
+            num(r["max"]),
+            str(r["max_step"]) if r["max_step"] is not None else "-",
+            pct(r["share_p50"]),
+        ]
         if gt["value"] is not None:
             cells.append(pct(r["fraction_over_threshold"]))
         if vt is not None:
@@ -300,14 +364,20 @@ def _groups(doc: dict, unit: str) -> Table:
         t.add_row(*cells)
     notes = ["share p50: median share of the squared global norm"]
     if gt["value"] is not None:
-        notes.append(f"alone > {num(gt['value'])}: {units(unit)} where this group's norm by itself "
-                     f"exceeded {where}")
+        notes.append(
+            f"alone > {num(gt['value'])}: {units(unit)} where this group's norm by itself "
+            f"exceeded {where}"
+        )
     if vt is not None:
-        notes.append(f"entries > {num(vt[1])}: exact fraction of the group's gradient entries "
-                     "that value clipping there would clamp")
+        notes.append(
+            f"entries > {num(vt[1])}: exact fraction of the group's gradient entries "
+            "that value clipping there would clamp"
+        )
     elif probe is None and doc["config"]["clip_value"] is not None:
-        notes.append("the history records value clipping for the whole gradient only; "
-                     "--probe CORPUS measures it per group")
+        notes.append(
+            "the history records value clipping for the whole gradient only; "
+            "--probe CORPUS measures it per group"
+        )
     t.caption = "; ".join(notes)
     t.caption_justify = "left"
     t.caption_style = "dim"
@@ -316,27 +386,47 @@ def _groups(doc: dict, unit: str) -> Table:
 
 def _probe_tables(doc: dict) -> list[Any]:
     p = doc["probe"]
-    nt = Table(title="Norm clipping at other thresholds (the direction is kept: cosine 1)",
-               title_justify="left", title_style="bold", box=None, pad_edge=False,
-               padding=(0, 1))
+    nt = Table(
+        title="Norm clipping at other thresholds (the direction is kept: cosine 1)",
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+    )
     for h in ("clip_norm", "what", "batches clipped", "mean scale", "cos(clipped, raw)"):
         nt.add_column(h, justify="left" if h == "what" else "right")
     for r in p["norm_thresholds"]:
-        nt.add_row(num(r["threshold"]), ", ".join(r["labels"]), pct(r["fraction_clipped"]),
-                   scale(r["mean_scale"]), f"{r['cosine']:.4f}")
-    vt = Table(title="Value clipping at a few thresholds (entry by entry: the direction turns)",
-               title_justify="left", title_style="bold", box=None, pad_edge=False,
-               padding=(0, 1))
-    for h in ("clip_value", "what", "entries clamped", "batches affected", "cos mean",
-              "cos min"):
+        nt.add_row(
+            num(r["threshold"]),
+            ", ".join(r["labels"]),
+            pct(r["fraction_clipped"]),
+            scale(r["mean_scale"]),
+            f"{r['cosine']:.4f}",
+        )
+    vt = Table(
+        title="Value clipping at a few thresholds (entry by entry: the direction turns)",
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for h in ("clip_value", "what", "entries clamped", "batches affected", "cos mean", "cos min"):
         vt.add_column(h, justify="left" if h == "what" else "right")
     for r in p["value_thresholds"]:
-        vt.add_row(num(r["threshold"]), ", ".join(r["labels"]), pct(r["fraction_entries"]),
-                   pct(r["fraction_batches"]),
-                   "-" if r["cosine_mean"] is None else f"{r['cosine_mean']:.4f}",
-                   "-" if r["cosine_min"] is None else f"{r['cosine_min']:.4f}")
-    vt.caption = ("cos: cosine between the clipped and the raw gradient of each batch; norm "
-                  "clipping keeps it at exactly 1, value clipping lowers it as it clamps more")
+        vt.add_row(
+            num(r["threshold"]),
+            ", ".join(r["labels"]),
+            pct(r["fraction_entries"]),
+            pct(r["fraction_batches"]),
+            "-" if r["cosine_mean"] is None else f"{r['cosine_mean']:.4f}",
+            "-" if r["cosine_min"] is None else f"{r['cosine_min']:.4f}",
+        )
+    vt.caption = (
+        "cos: cosine between the clipped and the raw gradient of each batch; norm "
+        "clipping keeps it at exactly 1, value clipping lowers it as it clamps more"
+    )
     vt.caption_justify = "left"
     vt.caption_style = "dim"
     return [nt, Text(""), vt]
@@ -345,29 +435,44 @@ def _probe_tables(doc: dict) -> list[Any]:
 def _events(doc: dict, unit: str) -> list[Any]:
     ev = doc["events"]
     head = Text("Exploding-gradient events", style="bold")
-    rule = (f"a spike: a {unit} whose norm exceeds {ev['factor']:g}x the median of the "
-            f"previous {ev['window']} {units(unit)}")
+    rule = (
+        f"a spike: a {unit} whose norm exceeds {ev['factor']:g}x the median of the "
+        f"previous {ev['window']} {units(unit)}"
+    )
     if not ev["exploding"]:
-        return [head, para(f"none: no spike and no non-finite {unit}", "green"),
-                para(rule, "dim")]
+        return [head, para(f"none: no spike and no non-finite {unit}", "green"), para(rule, "dim")]
     out: list[Any] = [head, para(rule, "dim")]
     if ev["spikes"]:
         t = Table(box=None, pad_edge=False, padding=(0, 1))
         for h in (unit, "norm", "running median", "ratio", "largest group", "clip scale"):
             t.add_column(h, justify="left" if h == "largest group" else "right")
         for s in ev["spikes"][:MAX_EVENTS]:
-            t.add_row(str(s["step"]), num(s["grad_norm"]), num(s["running_median"]),
-                      f"{s['ratio']:.3g}x", Text(s["top_group"] or "-"), scale(s["scale"]),
-                      style="red")
+            t.add_row(
+                str(s["step"]),
+                num(s["grad_norm"]),
+                num(s["running_median"]),
+                f"{s['ratio']:.3g}x",
+                Text(s["top_group"] or "-"),
+                scale(s["scale"]),
+                style="red",
+            )
         out.append(Padding(t, (0, 0, 0, 2), expand=False))
         if len(ev["spikes"]) > MAX_EVENTS:
-            out.append(para(f"... and {len(ev['spikes']) - MAX_EVENTS} more (--json lists "
-                            "them all)", "dim"))
+            out.append(
+                para(
+                    f"... and {len(ev['spikes']) - MAX_EVENTS} more (--json lists them all)", "dim"
+                )
+            )
     if ev["nonfinite_steps"]:
         steps = ev["nonfinite_steps"]
         more = f" ... and {len(steps) - MAX_EVENTS} more" if len(steps) > MAX_EVENTS else ""
-        out.append(para(f"non-finite {units(unit)} (nan/inf loss or gradient): "
-                        f"{', '.join(map(str, steps[:MAX_EVENTS]))}{more}", "red"))
+        out.append(
+            para(
+                f"non-finite {units(unit)} (nan/inf loss or gradient): "
+                f"{', '.join(map(str, steps[:MAX_EVENTS]))}{more}",
+                "red",
+            )
+        )
     return out
 
 
@@ -380,8 +485,7 @@ def _suggestion(doc: dict) -> list[Any]:
     line = Text("  ")
     verb = "safety net" if s["verdict"] == "not_needed" else "suggested"
     line.append(f"{verb}: --clip-norm {s['clip_norm']:g}", style=style)
-    line.append(f"  (it would clip {pct(s['fraction_clipped'])} of these "
-                f"{units(doc_unit(doc))})")
+    line.append(f"  (it would clip {pct(s['fraction_clipped'])} of these {units(doc_unit(doc))})")
     return [head, line, para(s["reason"])]
 
 
@@ -396,8 +500,13 @@ def render(doc: dict, series: Series, console: Console) -> None:
     """Draw the whole report of ``doc`` (and the chart of ``series``) on ``console``."""
     if console.no_color or console.is_dumb_terminal:
         # NO_COLOR / TERM=dumb: no escape codes at all (rich's no_color keeps bold and dim)
-        console = Console(file=console.file, width=console.width, color_system=None,
-                          highlight=False, soft_wrap=False)
+        console = Console(
+            file=console.file,
+            width=console.width,
+            color_system=None,
+            highlight=False,
+            soft_wrap=False,
+        )
     with console.capture() as cap:
         _render(doc, series, console)
     # rich pads wrapped lines to the full width; a report pasted into a README should not be
@@ -421,16 +530,22 @@ def _render(doc: dict, series: Series, console: Console) -> None:
     if g["p50"] is None:
         console.print(para(f"no finite {unit}", "red"))
     else:
-        console.print(Text(f"  p50 {num(g['p50'])}   p90 {num(g['p90'])}   p99 {num(g['p99'])}"
-                           f"   max {num(g['max'])} ({unit} {g['max_step']})   "
-                           f"mean {num(g['mean'])}"))
+        console.print(
+            Text(
+                f"  p50 {num(g['p50'])}   p90 {num(g['p90'])}   p99 {num(g['p99'])}"
+                f"   max {num(g['max'])} ({unit} {g['max_step']})   "
+                f"mean {num(g['mean'])}"
+            )
+        )
         c = doc["config"]["clip_norm"]
-        thr, name = (c, "--clip-norm") if c is not None else (
-            doc["suggestion"]["clip_norm"], "suggested --clip-norm")
+        thr, name = (
+            (c, "--clip-norm")
+            if c is not None
+            else (doc["suggestion"]["clip_norm"], "suggested --clip-norm")
+        )
         if doc["probe"] is not None:
             name = "probe " + name
-        for line in chart(series, thr, name, width,
-                          [s["step"] for s in doc["events"]["spikes"]]):
+        for line in chart(series, thr, name, width, [s["step"] for s in doc["events"]["spikes"]]):
             console.print(line, no_wrap=True, overflow="ignore", crop=False)
     console.print()
     console.print(Text("How often clipping bit", style="bold"))

@@ -90,9 +90,22 @@ SPIKE_FACTOR = 10.0  # a spike: norm above this many times its running median ..
 SPIKE_WINDOW = 50  # ... the median of the previous this many finite norms
 SUGGEST_PERCENTILE = 90.0  # suggested clip_norm: this percentile of non-spike norms
 TIGHT_RATIO = 2.0  # p99 within this factor of the median: norms are tight
-TOP_LEVEL_KEYS = ("schema", "mode", "run", "checkpoint", "step", "config", "steps",
-                  "grad_norm", "clipping", "groups", "group_threshold", "events",
-                  "suggestion", "probe")
+TOP_LEVEL_KEYS = (
+    "schema",
+    "mode",
+    "run",
+    "checkpoint",
+    "step",
+    "config",
+    "steps",
+    "grad_norm",
+    "clipping",
+    "groups",
+    "group_threshold",
+    "events",
+    "suggestion",
+    "probe",
+)
 
 
 # --------------------------------------------------------------------------- the series
@@ -117,8 +130,10 @@ class Series:
             if getattr(self, name).shape != (S,):
                 raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected ({S},)")
         if self.group_norms.shape != (S, len(self.groups)):
-            raise ValueError(f"group_norms has shape {self.group_norms.shape}, "
-                             f"expected ({S}, {len(self.groups)})")
+            raise ValueError(
+                f"group_norms has shape {self.group_norms.shape}, "
+                f"expected ({S}, {len(self.groups)})"
+            )
 
     @property
     def finite(self) -> np.ndarray:
@@ -133,17 +148,22 @@ class Series:
         h = History.from_arrays(arrays)
         S, G = len(h.step), len(groups)
         gn = np.asarray(h.grad_norm, dtype=np.float64).reshape(S)
-        group_norms = (np.stack(h.group_norms).astype(np.float64) if h.group_norms
-                       else np.zeros((0, G)))
+        group_norms = (
+            np.stack(h.group_norms).astype(np.float64) if h.group_norms else np.zeros((0, G))
+        )
         if group_norms.shape != (S, G):
             raise ValueError(f"hist.group_norms has shape {group_norms.shape}, expected {(S, G)}")
         group_norms[~np.isfinite(gn)] = np.nan  # stored as 0 on non-finite steps
-        return cls(step=np.asarray(h.step, dtype=np.int64).reshape(S), grad_norm=gn,
-                   scale=np.asarray(h.scale, dtype=np.float64).reshape(S),
-                   value_frac=np.asarray(h.value_frac, dtype=np.float64).reshape(S),
-                   skipped=np.asarray(h.skipped, dtype=bool).reshape(S),
-                   group_norms=group_norms, groups=tuple(groups),
-                   loss=np.asarray(h.loss, dtype=np.float64).reshape(S))
+        return cls(
+            step=np.asarray(h.step, dtype=np.int64).reshape(S),
+            grad_norm=gn,
+            scale=np.asarray(h.scale, dtype=np.float64).reshape(S),
+            value_frac=np.asarray(h.value_frac, dtype=np.float64).reshape(S),
+            skipped=np.asarray(h.skipped, dtype=bool).reshape(S),
+            group_norms=group_norms,
+            groups=tuple(groups),
+            loss=np.asarray(h.loss, dtype=np.float64).reshape(S),
+        )
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -166,8 +186,15 @@ def percentiles(x: np.ndarray) -> dict[str, float | None]:
     if v.size == 0:
         return dict.fromkeys(keys)
     q = np.percentile(v, [50, 90, 95, 99])
-    return {"min": float(v.min()), "p50": float(q[0]), "p90": float(q[1]), "p95": float(q[2]),
-            "p99": float(q[3]), "max": float(v.max()), "mean": float(v.mean())}
+    return {
+        "min": float(v.min()),
+        "p50": float(q[0]),
+        "p90": float(q[1]),
+        "p95": float(q[2]),
+        "p99": float(q[3]),
+        "max": float(v.max()),
+        "mean": float(v.mean()),
+    }
 
 
 def _units(word: str) -> str:
@@ -190,17 +217,18 @@ def running_median(x: np.ndarray, window: int, min_history: int = 1) -> np.ndarr
     padded = np.concatenate([np.full(window, np.nan), x])  # (W+S,)
     view = np.lib.stride_tricks.sliding_window_view(padded, window)[:S]  # (S, W) previous W
     for lo in range(0, S, 8192):  # bounded memory on long runs
-        block = view[lo:lo + 8192]
+        block = view[lo : lo + 8192]
         enough = np.isfinite(block).sum(axis=1) >= max(min_history, 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows: nan, masked below
             med = np.nanmedian(block, axis=1)
-        out[lo:lo + 8192] = np.where(enough, med, np.nan)
+        out[lo : lo + 8192] = np.where(enough, med, np.nan)
     return out
 
 
-def find_spikes(step: np.ndarray, norm: np.ndarray, factor: float = SPIKE_FACTOR,
-                window: int = SPIKE_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+def find_spikes(
+    step: np.ndarray, norm: np.ndarray, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
     """Exploding-gradient events: (indices, running medians) of the steps whose finite
     norm exceeds ``factor`` × the median of the previous ``window`` finite norms."""
     med = running_median(norm, window)
@@ -210,8 +238,9 @@ def find_spikes(step: np.ndarray, norm: np.ndarray, factor: float = SPIKE_FACTOR
     return idx, med[idx]
 
 
-def bucket_max(step: np.ndarray, norm: np.ndarray, columns: int,
-               bad: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def bucket_max(
+    step: np.ndarray, norm: np.ndarray, columns: int, bad: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Steps grouped into at most ``columns`` consecutive buckets for a chart.
 
     Returns ``first``/``last`` step of each bucket, ``max`` (the largest finite norm,
@@ -227,8 +256,12 @@ def bucket_max(step: np.ndarray, norm: np.ndarray, columns: int,
     filled = np.where(finite, norm, -np.inf)
     mx = np.maximum.reduceat(filled, starts) if n else np.zeros(0)
     bad = np.add.reduceat(flagged.astype(np.intp), starts) > 0 if n else np.zeros(0, bool)
-    return {"first": step[starts], "last": step[edges[1:] - 1],
-            "max": np.where(np.isfinite(mx), mx, np.nan), "nonfinite": bad}
+    return {
+        "first": step[starts],
+        "last": step[edges[1:] - 1],
+        "max": np.where(np.isfinite(mx), mx, np.nan),
+        "nonfinite": bad,
+    }
 
 
 # --------------------------------------------------------------------------- the summary
@@ -262,10 +295,16 @@ def clipping_summary(s: Series, clip_norm: float | None, clip_value: float | Non
     }
 
 
-def suggest(norm: np.ndarray, spike: np.ndarray, n_nonfinite: int,
-            percentile: float = SUGGEST_PERCENTILE, tight_ratio: float = TIGHT_RATIO,
-            configured: float | None = None, configured_fraction: float | None = None,
-            unit: str = "step") -> dict:
+def suggest(
+    norm: np.ndarray,
+    spike: np.ndarray,
+    n_nonfinite: int,
+    percentile: float = SUGGEST_PERCENTILE,
+    tight_ratio: float = TIGHT_RATIO,
+    configured: float | None = None,
+    configured_fraction: float | None = None,
+    unit: str = "step",
+) -> dict:
     """A clip_norm for this model and learning rate, and the reason for it.
 
     The ``percentile`` of the finite norms of the steps that were not spikes: clipping
@@ -276,55 +315,87 @@ def suggest(norm: np.ndarray, spike: np.ndarray, n_nonfinite: int,
     fin = np.isfinite(norm)
     healthy = norm[fin & ~spike]
     if healthy.size == 0 or float(norm[fin].max()) == 0.0:
-        why = ("no finite gradient norm was recorded" if healthy.size == 0
-               else "every gradient was zero")
-        return {"verdict": "no_data", "clip_norm": None, "percentile": None,
-                "fraction_clipped": None, "reason": why}
+        why = (
+            "no finite gradient norm was recorded"
+            if healthy.size == 0
+            else "every gradient was zero"
+        )
+        return {
+            "verdict": "no_data",
+            "clip_norm": None,
+            "percentile": None,
+            "fraction_clipped": None,
+            "reason": why,
+        }
     p50, pq, p99 = np.percentile(healthy, [50, percentile, 99])
     n_spikes = int(spike.sum())
     pct = f"{percentile:g}"
     if n_spikes == 0 and n_nonfinite == 0 and p99 <= tight_ratio * p50:
         value = round_sig(2 * float(norm[fin].max()))
         verdict, used = "not_needed", None
-        reason = (f"the pre-clip norms are tightly distributed (p99 is {p99 / p50:.1f}x the "
-                  f"median) and nothing spiked: clipping is not needed at this learning rate; "
-                  f"--clip-norm {value:g} (twice the largest norm seen) is a safety net that "
-                  f"would never bite")
+        reason = (
+            f"the pre-clip norms are tightly distributed (p99 is {p99 / p50:.1f}x the "
+            f"median) and nothing spiked: clipping is not needed at this learning rate; "
+            f"--clip-norm {value:g} (twice the largest norm seen) is a safety net that "
+            f"would never bite"
+        )
     else:
         value = round_sig(float(pq))
         used = percentile
         top = f"{100 - percentile:g}%"
         if n_spikes or n_nonfinite:
             verdict = "exploding"
-            what = " and ".join(p for p in (
-                f"{n_spikes} spike{'s' if n_spikes != 1 else ''}" if n_spikes else "",
-                f"{n_nonfinite} non-finite {unit if n_nonfinite == 1 else _units(unit)}"
-                if n_nonfinite else "") if p)
-            reason = (f"gradients exploded ({what}); --clip-norm {value:g} is the p{pct} of the "
-                      f"{_units(unit)} that did not spike: it cuts spikes down to the size of an "
-                      f"ordinary large {unit} and leaves the typical {unit} (median {p50:.3g}) "
-                      f"untouched")
+            what = " and ".join(
+                p
+                for p in (
+                    f"{n_spikes} spike{'s' if n_spikes != 1 else ''}" if n_spikes else "",
+                    f"{n_nonfinite} non-finite {unit if n_nonfinite == 1 else _units(unit)}"
+                    if n_nonfinite
+                    else "",
+                )
+                if p
+            )
+            reason = (
+                f"gradients exploded ({what}); --clip-norm {value:g} is the p{pct} of the "
+                f"{_units(unit)} that did not spike: it cuts spikes down to the size of an "
+                f"ordinary large {unit} and leaves the typical {unit} (median {p50:.3g}) "
+                f"untouched"
+            )
         else:
             verdict = "clip"
-            reason = (f"--clip-norm {value:g} is the p{pct} of the pre-clip norms: it clips the "
-                      f"top {top} of {_units(unit)}, where spikes live, and leaves typical "
-                      f"{_units(unit)} (median {p50:.3g}) untouched")
+            reason = (
+                f"--clip-norm {value:g} is the p{pct} of the pre-clip norms: it clips the "
+                f"top {top} of {_units(unit)}, where spikes live, and leaves typical "
+                f"{_units(unit)} (median {p50:.3g}) untouched"
+            )
     if configured is not None:
         mx = float(norm[fin].max())
-        frac = (float(np.mean(norm[fin] > configured)) if configured_fraction is None
-                else configured_fraction)  # recorded: value clipping may have acted first
+        frac = (
+            float(np.mean(norm[fin] > configured))
+            if configured_fraction is None
+            else configured_fraction
+        )  # recorded: value clipping may have acted first
         if frac == 0:
-            why = (f"largest norm {mx:.3g}" if mx <= configured
-                   else "value clipping had already shrunk the gradient below it")
+            why = (
+                f"largest norm {mx:.3g}"
+                if mx <= configured
+                else "value clipping had already shrunk the gradient below it"
+            )
             reason += f"; the run's --clip-norm {configured:g} never bit ({why})"
         else:
             reason += f"; the run's --clip-norm {configured:g} clipped {frac:.1%} of {_units(unit)}"
-    return {"verdict": verdict, "clip_norm": value, "percentile": used,
-            "fraction_clipped": float(np.mean(norm[fin] > value)), "reason": reason}
+    return {
+        "verdict": verdict,
+        "clip_norm": value,
+        "percentile": used,
+        "fraction_clipped": float(np.mean(norm[fin] > value)),
+        "reason": reason,
+    }
 
 
-def group_table(s: Series, threshold: float | None,
-                fraction_entries: np.ndarray | None = None) -> list[dict]:
+def group_table(
+    s: Series, threshold: float | None, fraction_entries: np.ndarray | None = None
+) -> list[dict]:
     """Per-group norm percentiles, share of the squared norm, and how often the group's
     norm alone exceeded ``threshold``. ``fraction_entries``: (G, K) probe-only exact
     fractions of each group's entries above each value threshold."""
@@ -339,21 +410,29 @@ def group_table(s: Series, threshold: float | None,
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(total > 0, col**2 / total**2, np.nan)
         share = share[np.isfinite(share)]
-        rows.append({
-            "name": name,
-            "p50": pc["p50"], "p90": pc["p90"], "p99": pc["p99"], "max": pc["max"],
-            "max_step": int(step[np.argmax(col)]) if col.size else None,
-            "share_p50": _f(np.median(share)) if share.size else None,
-            "fraction_over_threshold": (float(np.mean(col > threshold))
-                                        if threshold is not None and col.size else None),
-            "fraction_entries": (None if fraction_entries is None
-                                 else [float(x) for x in fraction_entries[j]]),
-        })
+        rows.append(
+            {
+                "name": name,
+                "p50": pc["p50"],
+                "p90": pc["p90"],
+                "p99": pc["p99"],
+                "max": pc["max"],
+                "max_step": int(step[np.argmax(col)]) if col.size else None,
+                "share_p50": _f(np.median(share)) if share.size else None,
+                "fraction_over_threshold": (
+                    float(np.mean(col > threshold)) if threshold is not None and col.size else None
+                ),
+                "fraction_entries": (
+                    None if fraction_entries is None else [float(x) for x in fraction_entries[j]]
+                ),
+            }
+        )
     return rows
 
 
-def events_summary(s: Series, factor: float = SPIKE_FACTOR,
-                   window: int = SPIKE_WINDOW) -> tuple[dict, np.ndarray]:
+def events_summary(
+    s: Series, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW
+) -> tuple[dict, np.ndarray]:
     """Spikes and non-finite steps; also returns the (S,) spike mask."""
     idx, med = find_spikes(s.step, s.grad_norm, factor, window)
     mask = np.zeros(s.step.shape[0], dtype=bool)
@@ -362,19 +441,37 @@ def events_summary(s: Series, factor: float = SPIKE_FACTOR,
     for i, m in zip(idx.tolist(), med.tolist(), strict=True):
         row = s.group_norms[i]
         top = s.groups[int(np.nanargmax(row))] if np.isfinite(row).any() else None
-        spikes.append({"step": int(s.step[i]), "grad_norm": float(s.grad_norm[i]),
-                       "running_median": float(m), "ratio": float(s.grad_norm[i] / m),
-                       "top_group": top, "scale": float(s.scale[i])})
+        spikes.append(
+            {
+                "step": int(s.step[i]),
+                "grad_norm": float(s.grad_norm[i]),
+                "running_median": float(m),
+                "ratio": float(s.grad_norm[i] / m),
+                "top_group": top,
+                "scale": float(s.scale[i]),
+            }
+        )
     nonfinite = s.step[~s.finite | s.skipped].tolist()
-    doc = {"factor": float(factor), "window": int(window),
-           "exploding": bool(spikes or nonfinite), "spike_count": len(spikes),
-           "spikes": spikes, "nonfinite_steps": nonfinite}
+    doc = {
+        "factor": float(factor),
+        "window": int(window),
+        "exploding": bool(spikes or nonfinite),
+        "spike_count": len(spikes),
+        "spikes": spikes,
+        "nonfinite_steps": nonfinite,
+    }
     return doc, mask
 
 
-def summarize(s: Series, clip_norm: float | None = None, clip_value: float | None = None, *,
-              factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW,
-              unit: str = "step") -> dict:
+def summarize(
+    s: Series,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    *,
+    factor: float = SPIKE_FACTOR,
+    window: int = SPIKE_WINDOW,
+    unit: str = "step",
+) -> dict:
     """The statistics part of the JSON document (see the module docstring).
 
     ``clip_norm``/``clip_value``: the run's configured thresholds (None when off);
@@ -384,8 +481,14 @@ def summarize(s: Series, clip_norm: float | None = None, clip_value: float | Non
     events, spike = events_summary(s, factor, window)
     n_nonfinite = len(events["nonfinite_steps"])
     clipping = clipping_summary(s, clip_norm, clip_value)
-    sug = suggest(s.grad_norm, spike, n_nonfinite, configured=clip_norm,
-                  configured_fraction=clipping["norm"]["fraction_clipped"], unit=unit)
+    sug = suggest(
+        s.grad_norm,
+        spike,
+        n_nonfinite,
+        configured=clip_norm,
+        configured_fraction=clipping["norm"]["fraction_clipped"],
+        unit=unit,
+    )
     gn = percentiles(s.grad_norm)
     gn["max_step"] = int(s.step[np.nanargmax(s.grad_norm)]) if fin.any() else None
     thr: float | None = clip_norm if clip_norm is not None else sug["clip_norm"]
@@ -393,9 +496,13 @@ def summarize(s: Series, clip_norm: float | None = None, clip_value: float | Non
     gthr = {"value": thr, "source": source}
     S = s.step.shape[0]
     return {
-        "steps": {"count": S, "first": int(s.step[0]) if S else None,
-                  "last": int(s.step[-1]) if S else None, "finite": int(fin.sum()),
-                  "nonfinite": n_nonfinite},
+        "steps": {
+            "count": S,
+            "first": int(s.step[0]) if S else None,
+            "last": int(s.step[-1]) if S else None,
+            "finite": int(fin.sum()),
+            "nonfinite": n_nonfinite,
+        },
         "grad_norm": gn,
         "clipping": clipping,
         "groups": group_table(s, thr),
@@ -416,8 +523,9 @@ def value_edges(extra: Iterable[float | None] = ()) -> np.ndarray:
     return np.unique(np.array(nice + more, dtype=np.float64))
 
 
-def entry_histogram(g: np.ndarray, entry_group: np.ndarray, n_groups: int,
-                    edges: np.ndarray) -> np.ndarray:
+def entry_histogram(
+    g: np.ndarray, entry_group: np.ndarray, n_groups: int, edges: np.ndarray
+) -> np.ndarray:
     """(3, G, K+1) count, Σ|g| and Σg² of the entries of each group in each bin of |g|.
 
     Bin 0 holds |g| ≤ edges[0], bin k holds edges[k-1] < |g| ≤ edges[k], bin K holds
@@ -442,10 +550,10 @@ def value_clip_effect(hist: np.ndarray, edges: np.ndarray, j: int) -> tuple[floa
     v = float(edges[j])
     count, s_abs, s_sq = hist.sum(axis=1)  # (K+1,) each, over groups
     n = count.sum()
-    over = count[j + 1:].sum()
-    sq_under = s_sq[:j + 1].sum()
+    over = count[j + 1 :].sum()
+    sq_under = s_sq[: j + 1].sum()
     raw_sq = s_sq.sum()
-    dot = sq_under + v * s_abs[j + 1:].sum()  # g · clip(g): clamped entries give v|g|
+    dot = sq_under + v * s_abs[j + 1 :].sum()  # g · clip(g): clamped entries give v|g|
     clipped_sq = sq_under + v * v * over  # ‖clip(g)‖²
     cos = dot / math.sqrt(raw_sq * clipped_sq) if raw_sq > 0 else 1.0
     return (float(over / n) if n else 0.0, min(float(cos), 1.0), math.sqrt(clipped_sq))
@@ -461,8 +569,9 @@ class Probe:
     n_params: int  # entries in the gradient
 
 
-def probe(model, batches, n_batches: int, clip_norm: float | None,
-          clip_value: float | None) -> Probe:
+def probe(
+    model, batches, n_batches: int, clip_norm: float | None, clip_value: float | None
+) -> Probe:
     """Gradients of ``model`` on the first ``n_batches`` of ``batches`` (state carried,
     no dropout, nothing updated), with what the run's clipping would have done."""
     from charrnn.trainer import norm_groups
@@ -499,9 +608,16 @@ def probe(model, batches, n_batches: int, clip_norm: float | None,
             vfrac[k], _, now = value_clip_effect(h, edges, jv)
         if clip_norm is not None and now > clip_norm:
             scale[k] = clip_norm / now
-    s = Series(step=np.arange(1, n + 1, dtype=np.int64), grad_norm=norms, scale=scale,
-               value_frac=vfrac, skipped=~np.isfinite(norms) | ~np.isfinite(loss),
-               group_norms=gnorms, groups=tuple(groups), loss=loss)
+    s = Series(
+        step=np.arange(1, n + 1, dtype=np.int64),
+        grad_norm=norms,
+        scale=scale,
+        value_frac=vfrac,
+        skipped=~np.isfinite(norms) | ~np.isfinite(loss),
+        group_norms=gnorms,
+        groups=tuple(groups),
+        loss=loss,
+    )
     return Probe(s, hist, edges, int(entry_group.shape[0]))
 
 
@@ -515,8 +631,9 @@ def _merge(rows: list[tuple[float, str]]) -> list[tuple[float, list[str]]]:
     return sorted(out.items())
 
 
-def probe_tables(p: Probe, clip_norm: float | None, clip_value: float | None,
-                 suggested: float | None) -> tuple[dict, np.ndarray]:
+def probe_tables(
+    p: Probe, clip_norm: float | None, clip_value: float | None, suggested: float | None
+) -> tuple[dict, np.ndarray]:
     """The probe's threshold tables and the (G, K) per-group clamped fractions.
 
     Norm thresholds: 0.5x, 1x and 2x the median batch norm, the run's --clip-norm,
@@ -539,10 +656,15 @@ def probe_tables(p: Probe, clip_norm: float | None, clip_value: float | None,
     norm_table = []
     for c, labels in _merge(norm_rows):
         sc = np.minimum(1.0, c / np.where(norms > 0, norms, np.inf)) if norms.size else norms
-        norm_table.append({"threshold": c, "labels": labels,
-                           "fraction_clipped": float(np.mean(norms > c)) if norms.size else None,
-                           "mean_scale": _f(sc.mean()) if norms.size else None,
-                           "cosine": 1.0})
+        norm_table.append(
+            {
+                "threshold": c,
+                "labels": labels,
+                "fraction_clipped": float(np.mean(norms > c)) if norms.size else None,
+                "mean_scale": _f(sc.mean()) if norms.size else None,
+                "cosine": 1.0,
+            }
+        )
 
     hist = p.hist[fin]  # (F, 3, G, K+1)
     pooled = hist.sum(axis=0)  # (3, G, K+1)
@@ -567,24 +689,33 @@ def probe_tables(p: Probe, clip_norm: float | None, clip_value: float | None,
         effects = [value_clip_effect(h, p.edges, j) for h in hist]
         fr = np.array([e[0] for e in effects])
         cos = np.array([e[1] for e in effects])
-        value_table.append({
-            "threshold": v, "labels": labels,
-            "fraction_entries": float(over[j] / total) if total else None,
-            "fraction_batches": float(np.mean(fr > 0)) if fr.size else None,
-            "cosine_mean": _f(cos.mean()) if cos.size else None,
-            "cosine_min": _f(cos.min()) if cos.size else None,
-        })
+        value_table.append(
+            {
+                "threshold": v,
+                "labels": labels,
+                "fraction_entries": float(over[j] / total) if total else None,
+                "fraction_batches": float(np.mean(fr > 0)) if fr.size else None,
+                "cosine_mean": _f(cos.mean()) if cos.size else None,
+                "cosine_min": _f(cos.min()) if cos.size else None,
+            }
+        )
         g_count = pooled[0]  # (G, K+1)
         g_total = g_count.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            cols.append(np.where(g_total > 0, g_count[:, j + 1:].sum(axis=1) / g_total, 0.0))
+            cols.append(np.where(g_total > 0, g_count[:, j + 1 :].sum(axis=1) / g_total, 0.0))
     if cols:
         per_group = np.stack(cols, axis=1)  # (G, K)
     return {"norm_thresholds": norm_table, "value_thresholds": value_table}, per_group
 
 
-def summarize_probe(p: Probe, clip_norm: float | None, clip_value: float | None, *,
-                    factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> dict:
+def summarize_probe(
+    p: Probe,
+    clip_norm: float | None,
+    clip_value: float | None,
+    *,
+    factor: float = SPIKE_FACTOR,
+    window: int = SPIKE_WINDOW,
+) -> dict:
     """:func:`summarize` of a probe, with the threshold tables (``probe`` key, partly
     filled: the caller adds corpus, sizes and loss) and exact per-group fractions."""
     doc = summarize(p.series, clip_norm, clip_value, factor=factor, window=window, unit="batch")
@@ -592,7 +723,10 @@ def summarize_probe(p: Probe, clip_norm: float | None, clip_value: float | None,
     for row, fr in zip(doc["groups"], per_group, strict=True):
         row["fraction_entries"] = [float(x) for x in fr]
     loss = p.series.loss[np.isfinite(p.series.loss)]
-    doc["probe"] = {"batches": int(p.series.step.shape[0]),
-                    "loss_mean": _f(loss.mean()) if loss.size else None,
-                    "parameters": p.n_params, **tables}
+    doc["probe"] = {
+        "batches": int(p.series.step.shape[0]),
+        "loss_mean": _f(loss.mean()) if loss.size else None,
+        "parameters": p.n_params,
+        **tables,
+    }
     return doc

@@ -58,9 +58,17 @@ class Progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step",
-                            file=sys.stderr, dynamic_ncols=True, leave=True,
-                            colour=None, smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                colour=None,
+                smoothing=0.1,
+            )
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         if self.bar is not None:
@@ -80,6 +88,11 @@ def rich_console(file: TextIO | None = None, width: int | None = None):
     f = file or sys.stdout
     plain = not color_allowed()
     # no_color alone keeps bold and dim escapes: NO_COLOR / TERM=dumb get no styling at all
-    return Console(file=f, no_color=plain, color_system=None if plain else "auto",
-                   highlight=False, soft_wrap=False,
-                   width=width or (None if f.isatty() else 100))
+    return Console(
+        file=f,
+        no_color=plain,
+        color_system=None if plain else "auto",
+        highlight=False,
+        soft_wrap=False,
+        width=width or (None if f.isatty() else 100),
+    )

@@ -166,8 +166,9 @@ _MAX_WORKSPACES = 4  # (B, T) shapes whose scratch memory a model keeps
 class CharRNN:
     """A character model: config plus parameters, with forward, backward and one-step generation."""
 
-    def __init__(self, cfg: ModelConfig, params: Params | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, params: Params | None = None, rng: np.random.Generator | None = None
+    ) -> None:
         self.cfg = cfg
         if params is None:
             params = init_params(cfg, rng if rng is not None else np.random.default_rng(0))
@@ -192,8 +193,9 @@ class CharRNN:
         return np.zeros((c.layers, c.state_size, c.hidden, batch), dtype=self.dtype)
 
     # ------------------------------------------------------------------ forward
-    def _layer_input(self, layer: int, ids: np.ndarray, X: np.ndarray | None,
-                     ws: cells.Workspace) -> np.ndarray:
+    def _layer_input(
+        self, layer: int, ids: np.ndarray, X: np.ndarray | None, ws: cells.Workspace
+    ) -> np.ndarray:
         """xw = Wax x<t> + b for all T steps, (T, G*H, B), sigmoid rows halved for the cells."""
         p, dt = self.params, self.dtype
         Wax, b = p[f"l{layer}.Wax"], p[f"l{layer}.b"]
@@ -218,8 +220,13 @@ class CharRNN:
             xw += bh
         return xw
 
-    def forward(self, x: np.ndarray, state: np.ndarray | None = None, *,
-                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, Cache]:
+    def forward(
+        self,
+        x: np.ndarray,
+        state: np.ndarray | None = None,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, Cache]:
         """Run the model over a batch of sequences.
 
         x: (B, T) integer ids; state: (L, S, H, B) or None for zeros; rng: dropout
@@ -228,8 +235,13 @@ class CharRNN:
         """
         return self._forward(x, state, rng, cells.Workspace())
 
-    def _forward(self, x: np.ndarray, state: np.ndarray | None, rng: np.random.Generator | None,
-                 ws: cells.Workspace) -> tuple[np.ndarray, np.ndarray, Cache]:
+    def _forward(
+        self,
+        x: np.ndarray,
+        state: np.ndarray | None,
+        rng: np.random.Generator | None,
+        ws: cells.Workspace,
+    ) -> tuple[np.ndarray, np.ndarray, Cache]:
         """forward, with scratch arrays (and the returned logits and cache) from ``ws``."""
         cfg, p, dt = self.cfg, self.params, self.dtype
         B, T = x.shape
@@ -253,8 +265,9 @@ class CharRNN:
             Waa = p[f"l{layer}.Waa"]
             if cfg.cell == "lstm":
                 peep = p[f"l{layer}.p"] if cfg.peephole else None
-                A, lc = cells.lstm_forward(xw, state[layer, 0], state[layer, 1], Waa, peep,
-                                           ws=lw, halved=True)
+                A, lc = cells.lstm_forward(
+                    xw, state[layer, 0], state[layer, 1], Waa, peep, ws=lw, halved=True
+                )
                 final[layer, 0], final[layer, 1] = A[-1], lc.cs[-1]
             elif cfg.cell == "gru":
                 A, lc = cells.gru_forward(xw, state[layer, 0], Waa, ws=lw, halved=True)
@@ -312,8 +325,14 @@ class CharRNN:
         nll = lse - z[np.arange(T * B), yt]
         return nll.reshape(T, B).T, final
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, state: np.ndarray | None = None, *,
-                       rng: np.random.Generator | None = None):
+    def loss_and_grads(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: np.ndarray | None = None,
+        *,
+        rng: np.random.Generator | None = None,
+    ):
         """Forward, softmax cross-entropy and backpropagation through time.
 
         x, y: (B, T) integer ids (y is x shifted by one). The loss is the mean over
@@ -360,9 +379,10 @@ class CharRNN:
         dstate = self._backward(dlogits, cache, grads, cells.Workspace())
         return grads, dstate
 
-    def _backward(self, dlogits: np.ndarray, cache: Cache, grads: Params,
-                  ws: cells.Workspace) -> np.ndarray:
-        """backward into ``grads`` (every entry overwritten), scratch from ``ws``; returns dstate."""
+    def _backward(
+        self, dlogits: np.ndarray, cache: Cache, grads: Params, ws: cells.Workspace
+    ) -> np.ndarray:
+        """Backward into ``grads`` (all entries overwritten), scratch from ``ws``."""
         cfg, p, dt = self.cfg, self.params, self.dtype
         ids = cache.ids
         T, B = ids.shape

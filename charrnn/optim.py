@@ -70,8 +70,13 @@ def segment_offsets(sizes: list[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
 
 
-def clip_gradients(g: np.ndarray, offsets: np.ndarray, clip_value: float | None,
-                   clip_norm: float | None, work: np.ndarray | None = None) -> ClipResult:
+def clip_gradients(
+    g: np.ndarray,
+    offsets: np.ndarray,
+    clip_value: float | None,
+    clip_norm: float | None,
+    work: np.ndarray | None = None,
+) -> ClipResult:
     """Measure, then clip, the flat gradient ``g`` in place.
 
     Value clipping first (each entry to ±clip_value, as in the assignment), then

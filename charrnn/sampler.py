@@ -125,8 +125,9 @@ class Kernel:
         for layer in range(cfg.layers):
             Waa = p[f"l{layer}.Waa"]
             if cfg.cell == "gru":  # the candidate's recurrent product waits for Γr
-                self.Wh.append((np.ascontiguousarray(Waa[:S] * half[:S]),
-                                np.ascontiguousarray(Waa[S:])))
+                self.Wh.append(
+                    (np.ascontiguousarray(Waa[:S] * half[:S]), np.ascontiguousarray(Waa[S:]))
+                )
             else:
                 self.Wh.append(np.ascontiguousarray(Waa * half))
             if layer > 0:
@@ -135,8 +136,9 @@ class Kernel:
             else:
                 self.Wx.append(None)
                 self.bx.append(None)
-            self.peep.append((0.5 * p[f"l{layer}.p"])[:, :, None].astype(dt)
-                             if cfg.peephole else None)
+            self.peep.append(
+                (0.5 * p[f"l{layer}.p"])[:, :, None].astype(dt) if cfg.peephole else None
+            )
         self.Wy = np.ascontiguousarray(p["Wya"])  # (V, H)
         self.by = p["by"][:, None].copy()  # (V, 1)
         self.G = G
@@ -224,8 +226,9 @@ class Sample:
     finished: bool  # ended at the newline (names mode) rather than at the length cap
 
 
-def draw(logits: np.ndarray, opts: SampleOptions, rng: np.random.Generator,
-         want_logprob: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def draw(
+    logits: np.ndarray, opts: SampleOptions, rng: np.random.Generator, want_logprob: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One id per column of ``logits`` (V, B), and optionally its log-probability under
     the model (temperature 1, no filtering). Greedy at temperature 0."""
     lp = None
@@ -241,8 +244,7 @@ def draw(logits: np.ndarray, opts: SampleOptions, rng: np.random.Generator,
         cdf = np.cumsum(e, axis=0, dtype=np.float64)  # (V, B)
         u = rng.random(cdf.shape[1]) * cdf[-1]
         if cdf.shape[1] == 1:
-            ids = np.array([min(np.searchsorted(cdf[:, 0], u[0], side="right"),
-                                len(cdf) - 1)])
+            ids = np.array([min(np.searchsorted(cdf[:, 0], u[0], side="right"), len(cdf) - 1)])
         else:
             ids = np.minimum((cdf <= u).sum(axis=0), len(cdf) - 1)
     else:
@@ -265,8 +267,11 @@ class Sampler:
         unknown = self.vocab.unknown(prime)
         if unknown:
             shown = ", ".join(repr(c) for c in unknown[:20])
-            raise VocabError(f"--prime contains {len(unknown)} character(s) not in the model's "
-                             f"vocabulary: {shown}", unknown=unknown)
+            raise VocabError(
+                f"--prime contains {len(unknown)} character(s) not in the model's "
+                f"vocabulary: {shown}",
+                unknown=unknown,
+            )
         return self.vocab.encode(prime)
 
     def start(self, n: int, prime: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -284,8 +289,14 @@ class Sampler:
             logits = k.step(np.full(n, i), state)
         return state, logits
 
-    def lines(self, n: int, max_length: int, opts: SampleOptions, rng: np.random.Generator,
-              prime: str = "") -> list[Sample]:
+    def lines(
+        self,
+        n: int,
+        max_length: int,
+        opts: SampleOptions,
+        rng: np.random.Generator,
+        prime: str = "",
+    ) -> list[Sample]:
         """n samples that each end at the newline (or at max_length characters)."""
         state, logits = self.start(n, prime)
         out = np.zeros((n, max_length), dtype=np.int64)
@@ -311,11 +322,25 @@ class Sampler:
             if t < max_length - 1:
                 logits = self.kernel.step(ids, state)
         decode = self.vocab.decode
-        return [Sample(prime + decode(out[i, : length[i]]), float(logprob[i]), int(length[i]),
-                       bool(finished[i])) for i in range(n)]
+        return [
+            Sample(
+                prime + decode(out[i, : length[i]]),
+                float(logprob[i]),
+                int(length[i]),
+                bool(finished[i]),
+            )
+            for i in range(n)
+        ]
 
-    def stream(self, length: int, opts: SampleOptions, rng: np.random.Generator,
-               prime: str = "", n: int = 1, chunk: int = 64) -> Iterator[list[str]]:
+    def stream(
+        self,
+        length: int,
+        opts: SampleOptions,
+        rng: np.random.Generator,
+        prime: str = "",
+        n: int = 1,
+        chunk: int = 64,
+    ) -> Iterator[list[str]]:
         """Prose: ``length`` characters for each of n streams, yielded in chunks as generated."""
         state, logits = self.start(n, prime)
         buf = np.empty((n, min(chunk, length)), dtype=np.int64)

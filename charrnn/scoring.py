@@ -24,8 +24,9 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, chunk: int = 256) -> tup
     With a newline in the vocabulary the text is read as starting a line, so
     every character is scored; otherwise the first character is context only.
     """
-    ids = np.concatenate([np.array(_context(vocab), dtype=np.int64),
-                          vocab.encode(text).astype(np.int64)])
+    ids = np.concatenate(
+        [np.array(_context(vocab), dtype=np.int64), vocab.encode(text).astype(np.int64)]
+    )
     n = len(ids) - 1
     if n <= 0:
         return 0.0, 0
@@ -40,8 +41,9 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, chunk: int = 256) -> tup
     return -total, n
 
 
-def score_lines(model: CharRNN, vocab: Vocab, lines: list[str],
-                batch: int = 512) -> list[tuple[float, int]]:
+def score_lines(
+    model: CharRNN, vocab: Vocab, lines: list[str], batch: int = 512
+) -> list[tuple[float, int]]:
     """(log-probability, characters scored) of each line on its own, end of line included.
 
     Each line starts from the zero state fed the newline, as a name does in

@@ -108,8 +108,9 @@ class History:
             "hist.value_frac": np.asarray(self.value_frac, dtype=np.float64),
             "hist.lr": np.asarray(self.lr, dtype=np.float64),
             "hist.skipped": np.asarray(self.skipped, dtype=bool),
-            "hist.group_norms": (np.stack(self.group_norms) if self.group_norms
-                                 else np.zeros((0, n_groups))).astype(np.float64),
+            "hist.group_norms": (
+                np.stack(self.group_norms) if self.group_norms else np.zeros((0, n_groups))
+            ).astype(np.float64),
             "val.step": np.asarray(self.val_step, dtype=np.int64),
             "val.loss": np.asarray(self.val_loss, dtype=np.float64),
         }
@@ -167,10 +168,18 @@ class EvalStats:
 class TrainState:
     """Everything that makes resuming bit-identical to never having stopped."""
 
-    def __init__(self, model: CharRNN, optimizer: Optimizer, train_cfg: TrainConfig,
-                 rng: np.random.Generator, hidden: np.ndarray, step: int = 0,
-                 history: History | None = None, best_val: float = math.inf,
-                 elapsed: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: CharRNN,
+        optimizer: Optimizer,
+        train_cfg: TrainConfig,
+        rng: np.random.Generator,
+        hidden: np.ndarray,
+        step: int = 0,
+        history: History | None = None,
+        best_val: float = math.inf,
+        elapsed: float = 0.0,
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.train_cfg = train_cfg
@@ -182,7 +191,9 @@ class TrainState:
         self.elapsed = elapsed  # training seconds over all invocations
 
     @classmethod
-    def fresh(cls, model_cfg: ModelConfig, optim_cfg: OptimConfig, train_cfg: TrainConfig) -> TrainState:
+    def fresh(
+        cls, model_cfg: ModelConfig, optim_cfg: OptimConfig, train_cfg: TrainConfig
+    ) -> TrainState:
         rng = np.random.default_rng(train_cfg.seed)
         model = CharRNN(model_cfg, rng=rng)
         opt = Optimizer(optim_cfg, model.params.flat.size, model.dtype)
@@ -210,8 +221,12 @@ class TrainState:
         return arrays, meta
 
     @classmethod
-    def from_checkpoint(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
-                        optim_cfg: OptimConfig | None = None) -> TrainState:
+    def from_checkpoint(
+        cls,
+        arrays: dict[str, np.ndarray],
+        meta: dict[str, Any],
+        optim_cfg: OptimConfig | None = None,
+    ) -> TrainState:
         """Rebuild from a checkpoint; ``optim_cfg`` may change the learning rate or clipping."""
         try:
             model_cfg = ModelConfig.from_json(meta["model"])
@@ -222,14 +237,17 @@ class TrainState:
             for name, shape in shapes.items():
                 arr = arrays[f"param.{name}"]
                 if arr.shape != shape:
-                    raise CheckpointError(f"parameter {name} has shape {arr.shape}, expected {shape}")
+                    raise CheckpointError(
+                        f"parameter {name} has shape {arr.shape}, expected {shape}"
+                    )
                 params[name][...] = arr
             model = CharRNN(model_cfg, params)
             ocfg = optim_cfg or saved_optim
             if ocfg.name != saved_optim.name:
                 raise CheckpointError(
                     f"run was trained with --optimizer {saved_optim.name}; "
-                    "pass --fresh to start over with another optimizer")
+                    "pass --fresh to start over with another optimizer"
+                )
             opt = Optimizer(ocfg, params.flat.size, model.dtype)
             for k in opt.state:
                 opt.state[k][...] = arrays[f"opt.{k}"]
@@ -238,9 +256,17 @@ class TrainState:
             rng.bit_generator.state = meta["rng"]
             hidden = arrays["train.hidden"].astype(model.dtype)
             best = meta.get("best_val")
-            return cls(model, opt, train_cfg, rng, hidden, int(meta["step"]),
-                       History.from_arrays(arrays), math.inf if best is None else float(best),
-                       float(meta.get("elapsed", 0.0)))
+            return cls(
+                model,
+                opt,
+                train_cfg,
+                rng,
+                hidden,
+                int(meta["step"]),
+                History.from_arrays(arrays),
+                math.inf if best is None else float(best),
+                float(meta.get("elapsed", 0.0)),
+            )
         except KeyError as e:
             raise CheckpointError(f"checkpoint lacks {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -261,9 +287,15 @@ def evaluate(model: CharRNN, batches: StreamBatches | None, max_batches: int) ->
     return total / count if count else math.nan
 
 
-def train(ts: TrainState, batches: StreamBatches, val: StreamBatches | None, *,
-          total_steps: int, time_budget: float | None = None,
-          stop_flag: list[bool] | None = None) -> Iterator[StepStats | EvalStats]:
+def train(
+    ts: TrainState,
+    batches: StreamBatches,
+    val: StreamBatches | None,
+    *,
+    total_steps: int,
+    time_budget: float | None = None,
+    stop_flag: list[bool] | None = None,
+) -> Iterator[StepStats | EvalStats]:
     """Train until ``total_steps`` steps are done in the run, the time budget runs
     out, or ``stop_flag[0]`` becomes true (set by a signal handler).
 
@@ -294,10 +326,10 @@ def train(ts: TrainState, batches: StreamBatches, val: StreamBatches | None, *,
         lr = opt.cfg.lr_at(ts.step)
         with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
             loss, grads, hidden, _ = model.loss_and_grads(x, y, ts.hidden, rng=ts.rng)
-            clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm,
-                                  work)
-        group_norms = np.sqrt(np.bincount(seg_group, weights=clip.param_norms**2,
-                                          minlength=len(groups)))
+            clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm, work)
+        group_norms = np.sqrt(
+            np.bincount(seg_group, weights=clip.param_norms**2, minlength=len(groups))
+        )
         skipped = not (math.isfinite(loss) and clip.finite)
         if skipped:
             bad_in_a_row += 1
@@ -321,12 +353,22 @@ def train(ts: TrainState, batches: StreamBatches, val: StreamBatches | None, *,
         h.lr.append(lr)
         h.skipped.append(skipped)
         h.group_norms.append(np.where(np.isfinite(group_norms), group_norms, 0.0))
-        yield StepStats(ts.step, h.loss[-1], h.grad_norm[-1], clip.scale, clip.value_fraction, lr,
-                        skipped, ts.step / nb, chars / max(now - t_start, 1e-9))
+        yield StepStats(
+            ts.step,
+            h.loss[-1],
+            h.grad_norm[-1],
+            clip.scale,
+            clip.value_fraction,
+            lr,
+            skipped,
+            ts.step / nb,
+            chars / max(now - t_start, 1e-9),
+        )
         if bad_in_a_row >= cfg.max_nonfinite:
             raise DivergedError(
                 f"training diverged: loss or gradients were non-finite {bad_in_a_row} steps in a "
-                f"row (step {ts.step}); lower the learning rate or clip gradients (--clip-norm 5)")
+                f"row (step {ts.step}); lower the learning rate or clip gradients (--clip-norm 5)"
+            )
         if ts.step % cfg.eval_every == 0 or ts.step == total_steps:
             yield _evaluate(ts, val)
             last_eval = ts.step

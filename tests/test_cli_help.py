@@ -43,12 +43,14 @@ def test_every_command_offers_json(name):
 
 
 def test_version_and_module_entry_point():
-    r = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.startswith("charrnn, version")
 
 
 def test_unknown_command_is_a_usage_error():
-    r = subprocess.run([sys.executable, "-m", "charrnn", "frobnicate"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn", "frobnicate"], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "No such command" in r.stderr and r.stdout == ""

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from charrnn.cli import _load_for_inference
 from charrnn.console import Log
-from charrnn.sampler import SampleOptions, Sampler, choose, sampling_probs
+from charrnn.sampler import SampleOptions, choose, sampling_probs
 from charrnn.scoring import score_lines, score_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +37,39 @@ def invoke(args, env=None, input=None):
 def store(tmp_path_factory) -> Path:
     """A small dinosaur model and a small prose model, trained once for this module."""
     root = tmp_path_factory.mktemp("store")
-    r = invoke(["train", str(DINOS), "--store", str(root), "-q", "--steps", "150",
-                "--eval-every", "150", "--lr", "0.01", *SMALL])
+    r = invoke(
+        [
+            "train",
+            str(DINOS),
+            "--store",
+            str(root),
+            "-q",
+            "--steps",
+            "150",
+            "--eval-every",
+            "150",
+            "--lr",
+            "0.01",
+            *SMALL,
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     prose = root.parent / "prose.txt"
     prose.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text()[:30000])
-    r = invoke(["train", str(prose), "--store", str(root), "-q", "--steps", "40",
-                "--eval-every", "40", *SMALL])
+    r = invoke(
+        [
+            "train",
+            str(prose),
+            "--store",
+            str(root),
+            "-q",
+            "--steps",
+            "40",
+            "--eval-every",
+            "40",
+            *SMALL,
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     return root
 
@@ -114,7 +140,7 @@ def test_top_k_never_leaves_the_top_k():
     logits = rng.normal(size=(5000, 30)) * 3
     ids = choose(logits, SampleOptions(1.5, top_k=4), rng)
     top4 = np.argsort(-logits, axis=1)[:, :4]
-    assert all(i in row for i, row in zip(ids, top4))
+    assert all(i in row for i, row in zip(ids, top4, strict=True))
     assert len(np.unique(ids)) > 4  # different rows, different winners
 
 
@@ -156,14 +182,32 @@ def test_prose_streams_length_characters(store):
 def test_novel_never_prints_a_training_line(tmp_path):
     corpus = tmp_path / "few.txt"
     corpus.write_text("abc\nabd\nabe\nbcd\n" * 300)
-    r = invoke(["train", str(corpus), "--store", str(tmp_path), "-q", "--steps", "120",
-                "--lr", "0.02", "--hidden", "32", "--batch-size", "8", "--seq-len", "16"])
+    r = invoke(
+        [
+            "train",
+            str(corpus),
+            "--store",
+            str(tmp_path),
+            "-q",
+            "--steps",
+            "120",
+            "--lr",
+            "0.02",
+            "--hidden",
+            "32",
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "16",
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     plain = invoke(["sample", "--store", str(tmp_path), "-n", "50", "--seed", "1"])
     known = {"abc", "abd", "abe", "bcd"}
     assert sum(line in known for line in plain.stdout.splitlines()) > 25  # it memorised them
-    r = invoke(["sample", "--store", str(tmp_path), "-n", "10", "--seed", "1", "--novel",
-                "-t", "2"])
+    r = invoke(
+        ["sample", "--store", str(tmp_path), "-n", "10", "--seed", "1", "--novel", "-t", "2"]
+    )
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines and not known & set(lines)
@@ -208,8 +252,10 @@ def test_per_line_scores_rank_real_names_above_noise(store):
     # batched per-line scores equal scoring each line alone
     lp, n = score_text(model, vocab, "Tyrannosaurus\n")
     assert rows[0][0] == pytest.approx(lp, rel=1e-6) and rows[0][1] == n
-    r = invoke(["score", "-", "--store", str(store), "--model", "dinos", "--per-line"],
-               input="Tyrannosaurus\nXqzkwvj\n")
+    r = invoke(
+        ["score", "-", "--store", str(store), "--model", "dinos", "--per-line"],
+        input="Tyrannosaurus\nXqzkwvj\n",
+    )
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2
 
 
@@ -218,8 +264,9 @@ def test_score_unknown_characters(store, tmp_path):
     f.write_text("Tyrannosaurus €uro\n")
     r = invoke(["score", str(f), "--store", str(store), "--model", "dinos"])
     assert r.exit_code == 65 and "'€'" in r.stderr and "--skip-unknown" in r.stderr
-    r = invoke(["score", str(f), "--store", str(store), "--model", "dinos", "--skip-unknown",
-                "--json"])
+    r = invoke(
+        ["score", str(f), "--store", str(store), "--model", "dinos", "--skip-unknown", "--json"]
+    )
     assert r.exit_code == 0
     assert json.loads(r.stdout)["skipped_chars"] == 2  # '€' and ' '
     r = invoke(["score", str(tmp_path / "nope.txt"), "--store", str(store)])
@@ -230,18 +277,25 @@ def test_broken_pipe_is_not_an_error(store):
     import subprocess
     import sys
 
-    cmd = (f"{sys.executable} -m charrnn sample --store {store} dinos -n 100000 --seed 1 "
-           "| head -n 3")
-    p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
-                       cwd=ROOT)
+    cmd = f"{sys.executable} -m charrnn sample --store {store} dinos -n 100000 --seed 1 | head -n 3"
+    p = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, cwd=ROOT
+    )
     assert len(p.stdout.splitlines()) == 3
     assert "Traceback" not in p.stderr and "Error" not in p.stderr
 
 
-@pytest.mark.parametrize("kw", [dict(cell="rnn"), dict(cell="rnn", activation="relu"),
-                                dict(cell="gru", layers=2), dict(cell="lstm", layers=2),
-                                dict(cell="lstm", peephole=True, embedding=5)],
-                         ids=["rnn", "rnn-relu", "gru-2", "lstm-2", "lstm-peep-emb"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(cell="rnn"),
+        dict(cell="rnn", activation="relu"),
+        dict(cell="gru", layers=2),
+        dict(cell="lstm", layers=2),
+        dict(cell="lstm", peephole=True, embedding=5),
+    ],
+    ids=["rnn", "rnn-relu", "gru-2", "lstm-2", "lstm-peep-emb"],
+)
 def test_generation_kernel_equals_model_step(kw):
     """The sampler's lean kernel computes exactly CharRNN.step (float64, 1e-12)."""
     from charrnn.model import CharRNN, ModelConfig, init_params
@@ -269,11 +323,31 @@ def test_sample_never_imports_rich_tqdm_or_torch(store):
     import subprocess
     import sys
 
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "charrnn", "sample",
-                        "--store", str(store), "dinos", "-n", "3", "--seed", "1"],
-                       capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "charrnn",
+            "sample",
+            "--store",
+            str(store),
+            "dinos",
+            "-n",
+            "3",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 3
-    imported = {line.split("|")[-1].strip().split(".")[0]
-                for line in p.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in p.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "numpy" in imported and "click" in imported  # the check sees real imports
     assert not imported & {"rich", "tqdm", "torch"}

@@ -1,4 +1,4 @@
-"""`charrnn train` as a user and a cron job use it: exit codes, stdout/stderr, resume, lock, kills."""
+"""`charrnn train` as users and cron jobs use it: exit codes, streams, resume, lock, kills."""
 
 from __future__ import annotations
 
@@ -44,18 +44,34 @@ def params_of(store: Path, run: str) -> dict[str, np.ndarray]:
 
 
 def test_train_writes_nothing_on_stdout_and_logs_on_stderr(tmp_path):
-    r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "12", "--eval-every", "6",
-                *SMALL])
+    r = invoke(
+        ["train", DINOS, "--store", str(tmp_path), "--steps", "12", "--eval-every", "6", *SMALL]
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout == ""
     assert "step 12" in r.stderr and "val" in r.stderr
     assert [p.name for p in Store(tmp_path).checkpoints("dinos")] == [
-        "ckpt-000000006.npz", "ckpt-000000012.npz"]
+        "ckpt-000000006.npz",
+        "ckpt-000000012.npz",
+    ]
 
 
 def test_train_json_summary(tmp_path):
-    r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "10", "--eval-every", "5",
-                "--json", "-q", *SMALL])
+    r = invoke(
+        [
+            "train",
+            DINOS,
+            "--store",
+            str(tmp_path),
+            "--steps",
+            "10",
+            "--eval-every",
+            "5",
+            "--json",
+            "-q",
+            *SMALL,
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["run"] == "dinos" and doc["step"] == 10 and doc["status"] == "done"
@@ -65,8 +81,12 @@ def test_train_json_summary(tmp_path):
 
 
 def test_env_vars_set_options(tmp_path):
-    env = {"CHARRNN_STORE": str(tmp_path), "CHARRNN_TRAIN_STEPS": "7",
-           "CHARRNN_TRAIN_HIDDEN": "8", "CHARRNN_TRAIN_RUN": "envrun"}
+    env = {
+        "CHARRNN_STORE": str(tmp_path),
+        "CHARRNN_TRAIN_STEPS": "7",
+        "CHARRNN_TRAIN_HIDDEN": "8",
+        "CHARRNN_TRAIN_RUN": "envrun",
+    }
     r = invoke(["train", DINOS, "-q", "--batch-size", "8", "--seq-len", "16"], env=env)
     assert r.exit_code == 0, r.stderr
     ck = Store(tmp_path).latest("envrun")
@@ -102,14 +122,17 @@ def test_bad_corpus_gets_one_line_error_and_exit_code(tmp_path, content, code, n
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--lr", "nan"], "--lr"),
-    (["--dropout", "1.0"], "--dropout"),
-    (["--time", "soon"], "duration"),
-    (["--cell", "transformer"], "--cell"),
-    (["--clip-norm", "-1"], "--clip-norm"),
-    (["--peephole", "--cell", "gru"], "--peephole"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--lr", "nan"], "--lr"),
+        (["--dropout", "1.0"], "--dropout"),
+        (["--time", "soon"], "duration"),
+        (["--cell", "transformer"], "--cell"),
+        (["--clip-norm", "-1"], "--clip-norm"),
+        (["--peephole", "--cell", "gru"], "--peephole"),
+    ],
+)
 def test_bad_options_are_usage_errors(tmp_path, args, needle):
     r = invoke(["train", DINOS, "--store", str(tmp_path), "--steps", "2", *args])
     assert r.exit_code == 2
@@ -151,8 +174,9 @@ def test_changed_corpus_is_refused_unless_asked(tmp_path):
     corpus.write_text(Path(DINOS).read_text().replace("saurus", "suarus"))
     r = invoke(["train", str(corpus), "--store", store, "--steps", "6", *SMALL])
     assert r.exit_code == 65 and "changed" in r.stderr
-    r = invoke(["train", str(corpus), "--store", store, "--steps", "6", "--allow-changed-corpus",
-                *SMALL])
+    r = invoke(
+        ["train", str(corpus), "--store", store, "--steps", "6", "--allow-changed-corpus", *SMALL]
+    )
     assert r.exit_code == 0, r.stderr
     assert Store(store).latest("names").step == 6
 
@@ -191,8 +215,23 @@ def test_lock_refuses_a_second_trainer_quickly(tmp_path):
 
 
 def test_divergence_stops_with_exit_3_and_no_nan_checkpoint(tmp_path):
-    args = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--eval-every", "1000",
-            "--clip-norm", "none", "--optimizer", "sgd", "--lr", "1e38", "--steps", "200"]
+    args = [
+        "train",
+        DINOS,
+        "--store",
+        str(tmp_path),
+        *SMALL,
+        "--eval-every",
+        "1000",
+        "--clip-norm",
+        "none",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e38",
+        "--steps",
+        "200",
+    ]
     r = invoke(args)
     assert r.exit_code == 3, r.stderr
     assert "diverged" in r.stderr and "learning rate" in r.stderr
@@ -208,8 +247,13 @@ def test_divergence_stops_with_exit_3_and_no_nan_checkpoint(tmp_path):
 
 def _spawn(args: list[str], store: Path) -> subprocess.Popen:
     env = {**os.environ, "CHARRNN_STORE": str(store), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
 
 
 def _wait_for_checkpoint(store: Path, run: str, timeout: float = 30.0) -> None:
@@ -249,8 +293,18 @@ def test_second_process_is_refused_while_first_trains(tmp_path):
         p.kill()
         p.wait()
     # the killed holder leaves no stale lock: training resumes at once
-    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", *SMALL,
-                "--steps", str(Store(tmp_path).latest("dinos").step + 2)])
+    r = invoke(
+        [
+            "train",
+            DINOS,
+            "--store",
+            str(tmp_path),
+            "-q",
+            *SMALL,
+            "--steps",
+            str(Store(tmp_path).latest("dinos").step + 2),
+        ]
+    )
     assert r.exit_code == 0, r.stderr
 
 
@@ -273,8 +327,22 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path):
     st = Store(tmp_path)
     before = st.latest("dinos").step
     assert before > 0
-    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--keep", "2", "--eval-every", "2",
-                *SMALL, "--steps", str(before + 4)])
+    r = invoke(
+        [
+            "train",
+            DINOS,
+            "--store",
+            str(tmp_path),
+            "-q",
+            "--keep",
+            "2",
+            "--eval-every",
+            "2",
+            *SMALL,
+            "--steps",
+            str(before + 4),
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     assert st.latest("dinos").step == before + 4
     leftovers = [p for p in (tmp_path / "dinos").iterdir() if ".tmp-" in p.name]

@@ -26,15 +26,23 @@ DINOS = str(ROOT / "data" / "dinos.txt")
 def series(norm, scale=None, value_frac=None, skipped=None, group_norms=None, groups=("a",)):
     norm = np.asarray(norm, dtype=np.float64)
     S = norm.shape[0]
-    gn = (np.asarray(group_norms, dtype=np.float64) if group_norms is not None
-          else norm[:, None] * np.ones((1, len(groups))))
-    return cs.Series(step=np.arange(1, S + 1, dtype=np.int64), grad_norm=norm,
-                     scale=np.ones(S) if scale is None else np.asarray(scale, dtype=np.float64),
-                     value_frac=(np.zeros(S) if value_frac is None
-                                 else np.asarray(value_frac, dtype=np.float64)),
-                     skipped=(~np.isfinite(norm) if skipped is None
-                              else np.asarray(skipped, dtype=bool)),
-                     group_norms=gn, groups=tuple(groups), loss=np.ones(S))
+    gn = (
+        np.asarray(group_norms, dtype=np.float64)
+        if group_norms is not None
+        else norm[:, None] * np.ones((1, len(groups)))
+    )
+    return cs.Series(
+        step=np.arange(1, S + 1, dtype=np.int64),
+        grad_norm=norm,
+        scale=np.ones(S) if scale is None else np.asarray(scale, dtype=np.float64),
+        value_frac=(
+            np.zeros(S) if value_frac is None else np.asarray(value_frac, dtype=np.float64)
+        ),
+        skipped=(~np.isfinite(norm) if skipped is None else np.asarray(skipped, dtype=bool)),
+        group_norms=gn,
+        groups=tuple(groups),
+        loss=np.ones(S),
+    )
 
 
 # --------------------------------------------------------------------------- pure numbers
@@ -43,21 +51,38 @@ def series(norm, scale=None, value_frac=None, skipped=None, group_norms=None, gr
 def test_percentiles_of_a_known_ramp_ignore_nonfinite():
     x = np.concatenate([np.arange(1.0, 102.0), [np.nan, np.inf]])  # 1..101, then junk
     p = cs.percentiles(x)
-    assert p == {"min": 1.0, "p50": 51.0, "p90": 91.0, "p95": 96.0, "p99": 100.0,
-                 "max": 101.0, "mean": 51.0}
+    assert p == {
+        "min": 1.0,
+        "p50": 51.0,
+        "p90": 91.0,
+        "p95": 96.0,
+        "p99": 100.0,
+        "max": 101.0,
+        "mean": 51.0,
+    }
     assert cs.percentiles(np.array([np.nan]))["p50"] is None
 
 
 def test_clipping_summary_counts_exactly_over_finite_steps():
-    s = series([1.0, 8.0, 2.0, 20.0, np.nan], scale=[1, 0.5, 1, 0.25, 1],
-               value_frac=[0, 0.1, 0, 0.3, 0])
+    s = series(
+        [1.0, 8.0, 2.0, 20.0, np.nan], scale=[1, 0.5, 1, 0.25, 1], value_frac=[0, 0.1, 0, 0.3, 0]
+    )
     c = cs.clipping_summary(s, clip_norm=4.0, clip_value=5.0)
-    assert c["norm"] == {"threshold": 4.0, "clipped_steps": 2, "fraction_clipped": 0.5,
-                         "mean_scale": 0.6875, "mean_scale_when_clipped": 0.375,
-                         "min_scale": 0.25}
-    assert c["value"] == {"threshold": 5.0, "fraction_entries": pytest.approx(0.1),
-                          "steps_with_clamping": 2, "fraction_steps": 0.5,
-                          "max_fraction_entries": 0.3}
+    assert c["norm"] == {
+        "threshold": 4.0,
+        "clipped_steps": 2,
+        "fraction_clipped": 0.5,
+        "mean_scale": 0.6875,
+        "mean_scale_when_clipped": 0.375,
+        "min_scale": 0.25,
+    }
+    assert c["value"] == {
+        "threshold": 5.0,
+        "fraction_entries": pytest.approx(0.1),
+        "steps_with_clamping": 2,
+        "fraction_steps": 0.5,
+        "max_fraction_entries": 0.3,
+    }
     never = cs.clipping_summary(series([1.0, 2.0]), None, None)
     assert never["norm"]["fraction_clipped"] == 0.0
     assert never["norm"]["mean_scale_when_clipped"] is None
@@ -69,7 +94,7 @@ def test_running_median_matches_a_plain_loop():
     x[[5, 17, 18, 200]] = np.nan
     got = cs.running_median(x, window=7)
     for i in range(300):
-        prev = x[max(0, i - 7):i]
+        prev = x[max(0, i - 7) : i]
         prev = prev[np.isfinite(prev)]
         want = np.median(prev) if prev.size else np.nan
         assert (np.isnan(got[i]) and np.isnan(want)) or got[i] == want, i
@@ -84,8 +109,14 @@ def test_spikes_on_a_synthetic_series():
     s = series(norm, group_norms=np.stack([norm * 0.6, norm * 0.8], axis=1), groups=("Wax", "Wya"))
     ev, mask = cs.events_summary(s, factor=10, window=50)
     assert [e["step"] for e in ev["spikes"]] == [60, 90]
-    assert ev["spikes"][0] == {"step": 60, "grad_norm": 50.0, "running_median": 1.0,
-                               "ratio": 50.0, "top_group": "Wya", "scale": 1.0}
+    assert ev["spikes"][0] == {
+        "step": 60,
+        "grad_norm": 50.0,
+        "running_median": 1.0,
+        "ratio": 50.0,
+        "top_group": "Wya",
+        "scale": 1.0,
+    }
     assert ev["nonfinite_steps"] == [70]
     assert ev["exploding"] is True and ev["spike_count"] == 2
     assert mask.sum() == 2 and mask[59] and mask[89]
@@ -147,7 +178,7 @@ def test_value_clipping_cosine_and_fractions_on_a_hand_made_vector():
     assert cos == pytest.approx(75.25 / math.sqrt(125.25 * 50.25), rel=1e-14)
     assert norm_after == pytest.approx(math.sqrt(50.25), rel=1e-14)
     # per group, exactly: group 0 keeps both entries, group 1 loses one of two
-    over = h[0][:, j + 1:].sum(axis=1) / h[0].sum(axis=1)
+    over = h[0][:, j + 1 :].sum(axis=1) / h[0].sum(axis=1)
     assert over.tolist() == [0.0, 0.5]
     # nothing clamped: the direction is untouched
     top = int(np.searchsorted(edges, 20.0))
@@ -241,13 +272,46 @@ def invoke(args: list[str], env: dict | None = None, input: str | None = None):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("store")
-    r = invoke(["train", DINOS, "--store", str(root), "--steps", "60", "--eval-every", "30",
-                "--hidden", "16", "-q"])
+    r = invoke(
+        [
+            "train",
+            DINOS,
+            "--store",
+            str(root),
+            "--steps",
+            "60",
+            "--eval-every",
+            "30",
+            "--hidden",
+            "16",
+            "-q",
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     # a vanilla RNN with adam at lr 1 and no clipping: gradients explode within steps
-    r = invoke(["train", DINOS, "--store", str(root), "--run", "boom", "--cell", "rnn",
-                "--hidden", "16", "--lr", "1", "--clip-norm", "none", "--steps", "60",
-                "--eval-every", "30", "-q"])
+    r = invoke(
+        [
+            "train",
+            DINOS,
+            "--store",
+            str(root),
+            "--run",
+            "boom",
+            "--cell",
+            "rnn",
+            "--hidden",
+            "16",
+            "--lr",
+            "1",
+            "--clip-norm",
+            "none",
+            "--steps",
+            "60",
+            "--eval-every",
+            "30",
+            "-q",
+        ]
+    )
     assert r.exit_code == 0, r.stderr
     return root
 
@@ -340,55 +404,136 @@ def test_missing_run_is_exit_66(store):
 
 
 def test_json_schema_is_stable(store):
-    for doc in (clip_json(store, "dinos"), clip_json(store, "boom"),
-                clip_json(store, "dinos", "--probe", DINOS, "--batches", "2", "-q")):
+    for doc in (
+        clip_json(store, "dinos"),
+        clip_json(store, "boom"),
+        clip_json(store, "dinos", "--probe", DINOS, "--batches", "2", "-q"),
+    ):
         assert tuple(doc) == cs.TOP_LEVEL_KEYS
-        assert tuple(doc) == ("schema", "mode", "run", "checkpoint", "step", "config", "steps",
-                              "grad_norm", "clipping", "groups", "group_threshold", "events",
-                              "suggestion", "probe")
+        assert tuple(doc) == (
+            "schema",
+            "mode",
+            "run",
+            "checkpoint",
+            "step",
+            "config",
+            "steps",
+            "grad_norm",
+            "clipping",
+            "groups",
+            "group_threshold",
+            "events",
+            "suggestion",
+            "probe",
+        )
         assert doc["schema"] == "charrnn.clip-stats/1"
-        assert set(doc["config"]) == {"cell", "layers", "hidden", "optimizer", "lr", "clip_norm",
-                                      "clip_value", "batch_size", "seq_len"}
+        assert set(doc["config"]) == {
+            "cell",
+            "layers",
+            "hidden",
+            "optimizer",
+            "lr",
+            "clip_norm",
+            "clip_value",
+            "batch_size",
+            "seq_len",
+        }
         assert set(doc["steps"]) == {"count", "first", "last", "finite", "nonfinite"}
-        assert set(doc["grad_norm"]) == {"min", "p50", "p90", "p95", "p99", "max", "mean",
-                                         "max_step"}
+        assert set(doc["grad_norm"]) == {
+            "min",
+            "p50",
+            "p90",
+            "p95",
+            "p99",
+            "max",
+            "mean",
+            "max_step",
+        }
         assert set(doc["clipping"]) == {"norm", "value"}
-        assert set(doc["clipping"]["norm"]) == {"threshold", "clipped_steps", "fraction_clipped",
-                                                "mean_scale", "mean_scale_when_clipped",
-                                                "min_scale"}
-        assert set(doc["clipping"]["value"]) == {"threshold", "fraction_entries",
-                                                 "steps_with_clamping", "fraction_steps",
-                                                 "max_fraction_entries"}
+        assert set(doc["clipping"]["norm"]) == {
+            "threshold",
+            "clipped_steps",
+            "fraction_clipped",
+            "mean_scale",
+            "mean_scale_when_clipped",
+            "min_scale",
+        }
+        assert set(doc["clipping"]["value"]) == {
+            "threshold",
+            "fraction_entries",
+            "steps_with_clamping",
+            "fraction_steps",
+            "max_fraction_entries",
+        }
         for g in doc["groups"]:
-            assert set(g) == {"name", "p50", "p90", "p99", "max", "max_step", "share_p50",
-                              "fraction_over_threshold", "fraction_entries"}
+            assert set(g) == {
+                "name",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "max_step",
+                "share_p50",
+                "fraction_over_threshold",
+                "fraction_entries",
+            }
         assert set(doc["group_threshold"]) == {"value", "source"}
-        assert set(doc["events"]) == {"factor", "window", "exploding", "spike_count", "spikes",
-                                      "nonfinite_steps"}
+        assert set(doc["events"]) == {
+            "factor",
+            "window",
+            "exploding",
+            "spike_count",
+            "spikes",
+            "nonfinite_steps",
+        }
         for s in doc["events"]["spikes"]:
-            assert set(s) == {"step", "grad_norm", "running_median", "ratio", "top_group",
-                              "scale"}
-        assert set(doc["suggestion"]) == {"verdict", "clip_norm", "percentile",
-                                          "fraction_clipped", "reason"}
+            assert set(s) == {"step", "grad_norm", "running_median", "ratio", "top_group", "scale"}
+        assert set(doc["suggestion"]) == {
+            "verdict",
+            "clip_norm",
+            "percentile",
+            "fraction_clipped",
+            "reason",
+        }
         if doc["probe"] is not None:
             p = doc["probe"]
-            assert set(p) == {"corpus", "batch_size", "seq_len", "batches", "loss_mean",
-                              "parameters", "norm_thresholds", "value_thresholds"}
+            assert set(p) == {
+                "corpus",
+                "batch_size",
+                "seq_len",
+                "batches",
+                "loss_mean",
+                "parameters",
+                "norm_thresholds",
+                "value_thresholds",
+            }
             for r in p["norm_thresholds"]:
-                assert set(r) == {"threshold", "labels", "fraction_clipped", "mean_scale",
-                                  "cosine"}
+                assert set(r) == {"threshold", "labels", "fraction_clipped", "mean_scale", "cosine"}
             for r in p["value_thresholds"]:
-                assert set(r) == {"threshold", "labels", "fraction_entries", "fraction_batches",
-                                  "cosine_mean", "cosine_min"}
+                assert set(r) == {
+                    "threshold",
+                    "labels",
+                    "fraction_entries",
+                    "fraction_batches",
+                    "cosine_mean",
+                    "cosine_min",
+                }
 
 
 def test_human_report_on_stdout_and_nothing_on_stderr(store):
     r = invoke(["clip-stats", "--store", str(store)])  # the latest run
     assert r.exit_code == 0, r.stderr
     assert r.stderr == ""
-    for needle in ("Pre-clip global gradient norm", "How often clipping bit",
-                   "Per parameter group", "l0.Wa", "Wya", "Exploding-gradient events",
-                   "Suggested threshold", "--clip-norm"):
+    for needle in (
+        "Pre-clip global gradient norm",
+        "How often clipping bit",
+        "Per parameter group",
+        "l0.Wa",
+        "Wya",
+        "Exploding-gradient events",
+        "Suggested threshold",
+        "--clip-norm",
+    ):
         assert needle in r.stdout
     assert "\x1b" not in r.stdout  # not a terminal: plain text
 
@@ -400,9 +545,14 @@ def test_probe_logs_go_to_stderr_only(store):
     assert "Value clipping at a few thresholds" in r.stdout and "cos mean" in r.stdout
 
 
-@pytest.mark.parametrize("env, colored", [({"FORCE_COLOR": "1"}, True),
-                                          ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
-                                          ({"FORCE_COLOR": "1", "TERM": "dumb"}, False)])
+@pytest.mark.parametrize(
+    "env, colored",
+    [
+        ({"FORCE_COLOR": "1"}, True),
+        ({"FORCE_COLOR": "1", "NO_COLOR": "1"}, False),
+        ({"FORCE_COLOR": "1", "TERM": "dumb"}, False),
+    ],
+)
 def test_no_color_means_no_escape_codes(store, env, colored):
     r = invoke(["clip-stats", "--store", str(store), "boom"], env=env)
     assert r.exit_code == 0, r.stderr
@@ -410,8 +560,10 @@ def test_no_color_means_no_escape_codes(store, env, colored):
 
 
 def test_env_vars_set_options(store):
-    r = invoke(["clip-stats", "--store", str(store), "boom", "--json"],
-               env={"CHARRNN_CLIP_STATS_SPIKE_FACTOR": "1e12"})
+    r = invoke(
+        ["clip-stats", "--store", str(store), "boom", "--json"],
+        env={"CHARRNN_CLIP_STATS_SPIKE_FACTOR": "1e12"},
+    )
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["events"]["factor"] == 1e12
 
@@ -419,8 +571,18 @@ def test_env_vars_set_options(store):
 def test_help_documents_every_option_and_the_exit_codes():
     r = invoke(["clip-stats", "--help"])
     assert r.exit_code == 0
-    for opt in ("--store", "--best", "--probe", "--batches", "--batch-size", "--seq-len",
-                "--spike-factor", "--window", "--json", "--quiet"):
+    for opt in (
+        "--store",
+        "--best",
+        "--probe",
+        "--batches",
+        "--batch-size",
+        "--seq-len",
+        "--spike-factor",
+        "--window",
+        "--json",
+        "--quiet",
+    ):
         assert opt in r.stdout
     assert "Exit codes" in r.stdout and "65" in r.stdout
     from charrnn.cli import cli

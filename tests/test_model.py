@@ -241,9 +241,16 @@ def test_state_is_carried():
 # --------------------------------------------------------------------------- overfitting
 
 
-@pytest.mark.parametrize("kw", [dict(cell="rnn"), dict(cell="gru"), dict(cell="lstm"),
-                                dict(cell="lstm", peephole=True, layers=2)],
-                         ids=["rnn", "gru", "lstm", "lstm-peephole-2layers"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(cell="rnn"),
+        dict(cell="gru"),
+        dict(cell="lstm"),
+        dict(cell="lstm", peephole=True, layers=2),
+    ],
+    ids=["rnn", "gru", "lstm", "lstm-peephole-2layers"],
+)
 def test_each_cell_overfits_a_repeated_string(kw):
     text = "hello world\n" * 40
     chars = sorted(set(text))
