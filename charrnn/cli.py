@@ -937,7 +937,9 @@ def sample(
     done, rejected, attempts = 0, 0, 0
     while done < count:
         want = count - done
-        batch = smp.lines(want if not novel else max(want * 2, 16), max_length, opts, rng, prime)
+        batch = smp.lines(
+            want if not novel else max(want * 2, 16), max_length, opts, rng, prime, logprob=json
+        )
         attempts += len(batch)
         for s in batch:
             if novel and is_known(s.text, hashes):

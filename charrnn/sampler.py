@@ -226,32 +226,54 @@ class Sample:
     finished: bool  # ended at the newline (names mode) rather than at the length cap
 
 
-def draw(
-    logits: np.ndarray, opts: SampleOptions, rng: np.random.Generator, want_logprob: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One id per column of ``logits`` (V, B), and optionally its log-probability under
-    the model (temperature 1, no filtering). Greedy at temperature 0."""
-    lp = None
-    if want_logprob:
-        z = logits - logits.max(axis=0)
-        lse = np.log(np.exp(z).sum(axis=0))
-    if opts.temperature == 0:
-        ids = logits.argmax(axis=0)
-    elif opts.top_k is None and opts.top_p is None:
-        e = logits / opts.temperature if opts.temperature != 1 else logits.copy()
-        e -= e.max(axis=0)
-        np.exp(e, out=e)
-        cdf = np.cumsum(e, axis=0, dtype=np.float64)  # (V, B)
-        u = rng.random(cdf.shape[1]) * cdf[-1]
-        if cdf.shape[1] == 1:
-            ids = np.array([min(np.searchsorted(cdf[:, 0], u[0], side="right"), len(cdf) - 1)])
+class Drawer:
+    """Draws one id per column of the logits (V, B), step after step.
+
+    Plain sampling uses the Gumbel-max trick for small batches:
+    argmax(logits + T·G), G ~ Gumbel(0, 1), is a draw from softmax(logits / T), and
+    the noise for 64 steps comes from one call, so a step costs two NumPy calls
+    instead of a softmax and a cumulative sum. Large batches (where generating the
+    noise costs more than the softmax) draw by inverse CDF. Temperature 0 is argmax;
+    top-k / top-p go through :func:`sampling_probs`.
+    """
+
+    GUMBEL_MAX_BATCH = 8  # above this, the inverse CDF is cheaper than the noise
+    BLOCK = 64  # steps of noise drawn at once
+
+    def __init__(self, opts: SampleOptions, rng: np.random.Generator) -> None:
+        self.opts, self.rng = opts, rng
+        self.plain = opts.top_k is None and opts.top_p is None and opts.temperature > 0
+        self.noise: np.ndarray | None = None
+        self.i = 0
+
+    def __call__(self, logits: np.ndarray, want_logprob: bool = False):
+        """(ids (B,), log-probabilities (B,) under the model at temperature 1, or None)."""
+        opts = self.opts
+        V, B = logits.shape
+        if opts.temperature == 0:
+            ids = logits.argmax(axis=0)
+        elif self.plain and B <= self.GUMBEL_MAX_BATCH:
+            if self.noise is None or self.i == self.BLOCK or self.noise.shape[2] != B:
+                self.noise = self.rng.gumbel(size=(self.BLOCK, V, B)) * opts.temperature
+                self.i = 0
+            g = self.noise[self.i]
+            g += logits
+            ids = g.argmax(axis=0)
+            self.i += 1
+        elif self.plain:
+            e = logits / opts.temperature if opts.temperature != 1 else logits.copy()
+            e -= e.max(axis=0)
+            np.exp(e, out=e)
+            cdf = np.cumsum(e, axis=0, dtype=np.float64)  # (V, B)
+            u = self.rng.random(B) * cdf[-1]
+            ids = np.minimum((cdf <= u).sum(axis=0), V - 1)
         else:
-            ids = np.minimum((cdf <= u).sum(axis=0), len(cdf) - 1)
-    else:
-        ids = choose(logits.T, opts, rng)
-    if want_logprob:
-        lp = z[ids, np.arange(len(ids))] - lse
-    return ids, lp
+            ids = choose(logits.T, opts, self.rng)
+        lp = None
+        if want_logprob:
+            z = logits - logits.max(axis=0)
+            lp = z[ids, np.arange(B)] - np.log(np.exp(z).sum(axis=0))
+        return ids, lp
 
 
 class Sampler:
@@ -296,19 +318,26 @@ class Sampler:
         opts: SampleOptions,
         rng: np.random.Generator,
         prime: str = "",
+        logprob: bool = True,
     ) -> list[Sample]:
-        """n samples that each end at the newline (or at max_length characters)."""
+        """n samples that each end at the newline (or at max_length characters).
+
+        ``logprob=False`` skips the log-probabilities (reported as nan), a little faster.
+        """
         state, logits = self.start(n, prime)
+        drawer = Drawer(opts, rng)
+        want = logprob
         out = np.zeros((n, max_length), dtype=np.int64)
         length = np.full(n, max_length)
-        logprob = np.zeros(n)
+        logprob = np.zeros(n) if want else np.full(n, np.nan)
         finished = np.zeros(n, dtype=bool)
         active = np.arange(n)  # streams still generating; the state holds only these
         eos = -1 if self.eos is None else self.eos
         for t in range(max_length):
-            ids, lp = draw(logits, opts, rng, want_logprob=True)
+            ids, lp = drawer(logits, want_logprob=want)
             out[active, t] = ids
-            logprob[active] += lp
+            if want:
+                logprob[active] += lp
             done = ids == eos
             if done.any():
                 length[active[done]] = t
@@ -343,10 +372,11 @@ class Sampler:
     ) -> Iterator[list[str]]:
         """Prose: ``length`` characters for each of n streams, yielded in chunks as generated."""
         state, logits = self.start(n, prime)
+        drawer = Drawer(opts, rng)
         buf = np.empty((n, min(chunk, length)), dtype=np.int64)
         j = 0
         for i in range(length):
-            ids, _ = draw(logits, opts, rng)
+            ids, _ = drawer(logits)
             buf[:, j] = ids
             j += 1
             if j == buf.shape[1] or i == length - 1:

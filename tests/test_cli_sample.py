@@ -160,6 +160,20 @@ def test_sampling_follows_the_softmax():
     np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
 
 
+@pytest.mark.parametrize("B, T", [(1, 1.0), (2, 0.7), (64, 1.3)])
+def test_drawer_follows_the_tempered_softmax(B, T):
+    """Gumbel-max (small batches) and inverse CDF (large) both sample softmax(logits / T)."""
+    from charrnn.sampler import Drawer
+
+    logits = np.log(np.array([0.6, 0.25, 0.1, 0.05]))[:, None].repeat(B, axis=1)
+    want = np.exp(logits[:, 0] / T) / np.exp(logits[:, 0] / T).sum()
+    drawer = Drawer(SampleOptions(T), np.random.default_rng(3))
+    n = max(1, 40000 // B)
+    ids = np.concatenate([drawer(logits)[0] for _ in range(n)])
+    freq = np.bincount(ids, minlength=4) / len(ids)
+    np.testing.assert_allclose(freq, want, atol=0.012)
+
+
 def test_prime_is_echoed_and_unknown_prime_is_a_clear_error(store):
     r = sample(store, "dinos", "-n", "5", "--prime", "Tyr", "--seed", "1")
     assert r.exit_code == 0
