@@ -195,7 +195,16 @@ def _parse_clip(value: str | None, name: str) -> float | None:
     return x
 
 
-MODEL_OPTIONS = ("cell", "layers", "hidden", "embedding", "dropout", "peephole", "activation")
+MODEL_OPTIONS = (
+    "cell",
+    "layers",
+    "hidden",
+    "embedding",
+    "dropout",
+    "peephole",
+    "activation",
+    "forget_bias",
+)
 DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
 
 
@@ -252,6 +261,13 @@ DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
     default="tanh",
     show_default=True,
     help="Vanilla RNN activation.",
+)
+@click.option(
+    "--forget-bias",
+    type=FiniteFloat(),
+    default=1.0,
+    show_default=True,
+    help="LSTM: initial bias of the forget gate (1 remembers by default; 0 learns faster early).",
 )
 @click.option(
     "--batch-size",
@@ -472,6 +488,7 @@ def train(
                 dropout=opts["dropout"],
                 peephole=opts["peephole"],
                 activation=opts["activation"],
+                forget_bias=opts["forget_bias"],
             )
             train_cfg = TrainConfig(
                 batch_size=opts["batch_size"],

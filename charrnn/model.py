@@ -38,6 +38,7 @@ class ModelConfig:
     dropout: float = 0.0  # drop rate on the non-recurrent connections, training only
     peephole: bool = False  # lstm only: gates also see c<t-1>
     activation: str = "tanh"  # rnn only: "tanh" or "relu"
+    forget_bias: float = 1.0  # lstm only: initial bias of Γf (1 = remember at the start)
     dtype: str = "float32"  # float64 for gradient checks
 
     def __post_init__(self) -> None:
@@ -127,7 +128,8 @@ class Params:
 
 
 def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
-    """Uniform(±1/√H) weights, zero biases, forget-gate bias 1 (remember by default)."""
+    """Uniform(±1/√H) weights, zero biases; LSTM forget-gate bias cfg.forget_bias (default 1:
+    remember by default)."""
     params = Params(param_shapes(cfg), cfg.dtype)
     H = cfg.hidden
     k = 1.0 / np.sqrt(H)
@@ -142,7 +144,7 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
             arr[...] = rng.uniform(-k, k, arr.shape)
     if cfg.cell == "lstm":
         for layer in range(cfg.layers):
-            params[f"l{layer}.b"][2 * H : 3 * H] = 1.0  # rows of Γf
+            params[f"l{layer}.b"][2 * H : 3 * H] = cfg.forget_bias  # rows of Γf
     return params
 
 
