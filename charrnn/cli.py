@@ -24,6 +24,7 @@ from charrnn import __version__
 from charrnn.errors import (
     EXIT_CODES,
     EXIT_ERROR,
+    EXIT_IO,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     CharrnnError,
@@ -101,7 +102,7 @@ def _store(path: Path | None):
 
 
 def _emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, ensure_ascii=False, allow_nan=False, default=lambda o: None))
+    click.echo(json.dumps(doc, ensure_ascii=False, allow_nan=False))
 
 
 def _finite(x: float) -> float | None:
@@ -430,7 +431,11 @@ def train(
     if paths.count("-") > 1:
         raise click.UsageError("stdin ('-') can be read only once")
     if run_name is None:
-        run_name = "stdin" if paths[0] == "-" else Path(paths[0]).stem
+        run_name = "stdin" if paths[0] == "-" else _run_name_from(Path(paths[0]).stem)
+    elif not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", run_name):
+        raise click.BadParameter(
+            "use letters, digits, '.', '_' and '-' (not starting with '.')", param_hint="--run"
+        )
     if opts["dropout"] >= 1:
         raise click.BadParameter("must be < 1", param_hint="--dropout")
     if opts["val_fraction"] >= 1:
@@ -460,6 +465,7 @@ def train(
             log.info(f"removed leftover {p}")
         t0 = time.perf_counter()
         cp = load_corpus(paths, copts, cache_dir=run_dir / "cache")
+        _prune_token_cache(run_dir / "cache", cp.sha256)
         log.info(
             f"corpus {', '.join(cp.sources)}: {cp.n_chars:,} characters, "
             f"{cp.vocab.size} distinct, {'one item per line' if cp.is_lines else 'prose'} "
@@ -467,10 +473,9 @@ def train(
         )
 
         ts = None
+        resumed_from = None
         if opts["fresh"]:
-            removed = _remove_checkpoints(st, run_name)
-            if removed:
-                log.info(f"--fresh: removed {removed} checkpoint(s) of run '{run_name}'")
+            pass  # the old checkpoints go once the new run is known to start (below)
         elif st.checkpoints(run_name):
             ck = st.latest(run_name, on_warning=log.warn)
             _check_resume(ctx, ck.meta, cp, opts)
@@ -478,6 +483,7 @@ def train(
                 ck.arrays, ck.meta, _resumed_optim(ctx, ck.meta, optim_cfg)
             )
             log.info(f"resuming run '{run_name}' from step {ts.step} ({ck.path.name})")
+            resumed_from = ck.path
         if ts is None:
             model_cfg = ModelConfig(
                 vocab_size=cp.vocab.size,
@@ -516,6 +522,16 @@ def train(
             total = 2**62  # the time budget decides
         else:
             total = 1000
+        if ts.step >= total:
+            log.info(
+                f"run '{run_name}' already has {ts.step} steps (target {total}); nothing to do"
+            )
+            _train_summary(opts, run_name, ts, resumed_from, batches, 0.0, "done", cp)
+            return
+        if opts["fresh"]:  # the new settings and corpus are valid: now the old run may go
+            removed = _remove_checkpoints(st, run_name)
+            if removed:
+                log.info(f"--fresh: removed {removed} checkpoint(s) of run '{run_name}'")
         extra = _corpus_arrays(cp)
         corpus_meta = _corpus_meta(cp)
 
@@ -527,13 +543,6 @@ def train(
             meta["run"] = run_name
             meta["charrnn"] = __version__
             return st.save(run_name, ts.step, arrays, meta, best=best, keep=opts["keep"])
-
-        if ts.step >= total:
-            log.info(
-                f"run '{run_name}' already has {ts.step} steps (target {total}); nothing to do"
-            )
-            _train_summary(opts, run_name, ts, None, batches, 0.0, "done", cp)
-            return
 
         stop: list[Any] = [False, None]
         handlers = _install_stop_handlers(stop)
@@ -548,7 +557,7 @@ def train(
         )
         t_start = time.perf_counter()
         saved_step = ts.step
-        last_path = None
+        last_path = resumed_from
         status = "done"
         last_val = math.nan
         cps = 0.0
@@ -596,6 +605,7 @@ def train(
         except KeyboardInterrupt:  # a second Ctrl-C: leave now; the last checkpoint stands
             bar.close()
             log.close_progress()
+            _restore_handlers(handlers)
             raise
         except DivergedError:
             # skipped steps never touched the parameters: save them (finite, or the store
@@ -608,9 +618,11 @@ def train(
                     log.info(f"saved {path} for `charrnn clip-stats {run_name}`")
                 except CharrnnError as e:
                     log.warn(f"not saved: {e}")
-            raise
-        finally:
             _restore_handlers(handlers)
+            raise
+        except BaseException:
+            _restore_handlers(handlers)
+            raise
         bar.close()
         log.close_progress()
         elapsed = time.perf_counter() - t_start
@@ -619,7 +631,8 @@ def train(
         elif ts.step < total:
             status = "time budget spent"
         if ts.step != saved_step:
-            last_path = save(False)
+            last_path = save(False)  # a signal now only sets the flag: the save completes
+        _restore_handlers(handlers)
         log.info(
             f"{status}: run '{run_name}' at step {ts.step}"
             f"{f'/{total}' if total < 2**62 else ''} in {elapsed:.1f}s"
@@ -628,6 +641,21 @@ def train(
         _train_summary(opts, run_name, ts, last_path, batches, elapsed, status, cp)
         if stop[0]:
             sys.exit(EXIT_SIGINT if stop[1] == signal.SIGINT else EXIT_SIGTERM)
+
+
+def _prune_token_cache(cache: Path, sha: str) -> None:
+    """Drop token caches of older corpus versions and temp files of killed loads (under the
+    run's lock, so no other writer is at work here)."""
+    keep = f"tokens-{sha[:20]}"
+    if cache.is_dir():
+        for p in cache.iterdir():
+            if p.is_file() and not p.name.startswith(keep):
+                p.unlink(missing_ok=True)
+
+
+def _run_name_from(stem: str) -> str:
+    """A valid run name from a file stem: 'my names' -> 'my-names'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-") or "corpus"
 
 
 def _remove_checkpoints(st, run: str) -> int:
@@ -918,6 +946,10 @@ def sample(
     names = mode == "names" or (mode == "auto" and bool(ck.meta.get("corpus", {}).get("is_lines")))
     if names and vocab.eos_id is None:
         raise CorpusError("names mode needs a newline in the vocabulary; use --mode prose")
+    from charrnn.corpus import CorpusOptions
+
+    # the prime is read like the corpus was (e.g. lowercased for a --lowercase model)
+    prime = CorpusOptions.from_json(ck.meta.get("corpus", {}).get("options", {})).normalize(prime)
     smp = Sampler(model, vocab)
     smp.encode_prime(prime)  # fail early, before any output
     rng = np.random.default_rng(seed)
@@ -935,14 +967,20 @@ def sample(
             out.write("\n")
             out.flush()
             return
-        texts = [prime] * count
-        for chunk in smp.stream(length, opts, rng, prime=prime, n=count):
-            texts = [t + c for t, c in zip(texts, chunk, strict=True)]
-        for t in texts:
-            if json:
-                _emit_json({"text": t, "n_chars": len(t) - len(prime)})
-            else:
-                out.write(t + "\n\n")
+        group = max(1, min(1024, (1 << 24) // length))  # bounded memory for any -n
+        for start in range(0, count, group):
+            k = min(group, count - start)
+            parts: list[list[str]] = [[prime] for _ in range(k)]
+            for chunk in smp.stream(length, opts, rng, prime=prime, n=k):
+                for p, c in zip(parts, chunk, strict=True):
+                    p.append(c)
+            for p in parts:
+                t = "".join(p)
+                if json:
+                    _emit_json({"text": t, "n_chars": len(t) - len(prime)})
+                else:
+                    out.write(t + "\n\n")
+            out.flush()
         return
 
     count = n or 10
@@ -952,8 +990,9 @@ def sample(
             f"{ck.path} holds no list of training lines; --novel needs a names corpus"
         )
     done, rejected, attempts = 0, 0, 0
+    group = max(1, min(4096, (1 << 24) // max_length))  # samples per batch: bounded memory
     while done < count:
-        want = count - done
+        want = min(count - done, group)
         batch = smp.lines(
             want if not novel else max(want * 2, 16), max_length, opts, rng, prime, logprob=json
         )
@@ -1134,6 +1173,7 @@ def _read_input(name: str) -> bytes:
 @click.option(
     "--probe",
     "probe_paths",
+    envvar="CHARRNN_CLIP_STATS_PROBE",
     multiple=True,
     metavar="CORPUS",
     help="Measure fresh gradients of the checkpoint on CORPUS instead of reading the "
@@ -1362,7 +1402,10 @@ def runs(store: Path | None, json: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure becomes one line on stderr and a documented exit code."""
     try:
-        rv = cli.main(args=argv, prog_name="charrnn", standalone_mode=False)
+        # make_context + invoke rather than cli.main: click's main turns EPIPE into exit 1
+        args = sys.argv[1:] if argv is None else list(argv)
+        with cli.make_context("charrnn", args) as ctx:
+            rv = cli.invoke(ctx)
         code = rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as e:
         code = e.exit_code
@@ -1386,6 +1429,9 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
         code = 0
+    except OSError as e:  # e.g. writing the samples to a full disk
+        click.echo(f"charrnn: error: {e.strerror or e}", err=True)
+        code = EXIT_IO
     except MemoryError:
         click.echo("charrnn: error: out of memory", err=True)
         code = EXIT_ERROR

@@ -214,6 +214,7 @@ def running_median(x: np.ndarray, window: int, min_history: int = 1) -> np.ndarr
     out = np.full(S, np.nan)
     if S == 0:
         return out
+    window = max(1, min(window, S))  # a longer window than the series sees the same values
     padded = np.concatenate([np.full(window, np.nan), x])  # (W+S,)
     view = np.lib.stride_tricks.sliding_window_view(padded, window)[:S]  # (S, W) previous W
     for lo in range(0, S, 8192):  # bounded memory on long runs

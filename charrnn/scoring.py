@@ -42,33 +42,45 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, chunk: int = 256) -> tup
 
 
 def score_lines(
-    model: CharRNN, vocab: Vocab, lines: list[str], batch: int = 512
+    model: CharRNN, vocab: Vocab, lines: list[str], max_chars: int = 1 << 16
 ) -> list[tuple[float, int]]:
     """(log-probability, characters scored) of each line on its own, end of line included.
 
     Each line starts from the zero state fed the newline, as a name does in
     sampling, and its final newline is scored too: a plausible *complete* name.
-    Lines run as one padded batch; padding is masked out of the sums.
+    Lines of similar length run together as one padded batch of at most
+    ``max_chars`` positions (bounded memory); padding is masked out of the sums.
     """
     eos = vocab.eos_id
-    out: list[tuple[float, int]] = []
-    for s in range(0, len(lines), batch):
-        group = lines[s : s + batch]
-        seqs = []
-        for line in group:
-            ids = vocab.encode(line).astype(np.int64).tolist()
-            seqs.append(_context(vocab) + ids + ([eos] if eos is not None else []))
-        T = max(len(q) for q in seqs) - 1
-        if T <= 0:
-            out.extend((0.0, 0) for _ in group)
+    ctx = _context(vocab)
+    seqs = [
+        ctx + vocab.encode(line).astype(np.int64).tolist() + ([eos] if eos is not None else [])
+        for line in lines
+    ]
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(lines)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    i = 0
+    while i < len(order):
+        j = i + 1  # grow the group while the padded batch stays under max_chars
+        while j < len(order) and (j - i + 1) * (len(seqs[order[j]]) - 1) <= max_chars:
+            j += 1
+        group = order[i:j]
+        steps = len(seqs[group[-1]]) - 1
+        i = j
+        if steps <= 0:
             continue
-        B = len(seqs)
-        full = np.zeros((B, T + 1), dtype=np.int64)
-        mask = np.zeros((B, T), dtype=bool)
-        for b, q in enumerate(seqs):
+        if len(group) == 1 and steps > max_chars:  # one very long line: as a stream
+            lp, n = score_text(model, vocab, lines[group[0]] + ("\n" if eos is not None else ""))
+            out[group[0]] = (lp, n)
+            continue
+        full = np.zeros((len(group), steps + 1), dtype=np.int64)
+        mask = np.zeros((len(group), steps), dtype=bool)
+        for b, k in enumerate(group):
+            q = seqs[k]
             full[b, : len(q)] = q
             mask[b, : len(q) - 1] = True
         nll, _ = model.nll(full[:, :-1], full[:, 1:])
         lp = -(nll * mask).sum(axis=1, dtype=np.float64)
-        out.extend((float(lp[b]), int(mask[b].sum())) for b in range(B))
+        for b, k in enumerate(group):
+            out[k] = (float(lp[b]), int(mask[b].sum()))
     return out

@@ -296,6 +296,7 @@ def test_broken_pipe_is_not_an_error(store):
         ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, cwd=ROOT
     )
     assert len(p.stdout.splitlines()) == 3
+    assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and "Error" not in p.stderr
 
 

@@ -375,3 +375,42 @@ def test_write_failure_is_exit_74(tmp_path, monkeypatch):
     monkeypatch.setattr(Store, "save", full)
     r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--steps", "3", *SMALL])
     assert r.exit_code == 74 and "No space left" in r.stderr
+
+
+def test_run_name_from_an_odd_file_name_and_bad_run_option(tmp_path):
+    corpus = tmp_path / "my dino names.txt"
+    corpus.write_text(Path(DINOS).read_text())
+    r = invoke(["train", str(corpus), "--store", str(tmp_path / "s"), "-q", "--steps", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert [i.name for i in Store(tmp_path / "s").runs()] == ["my-dino-names"]
+    r = invoke(["train", str(corpus), "--store", str(tmp_path / "s"), "--run", "../x", *SMALL])
+    assert r.exit_code == 2 and "--run" in r.stderr
+
+
+def test_fresh_with_bad_settings_keeps_the_old_run(tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), "-q", *SMALL]
+    assert invoke([*base, "--steps", "3"]).exit_code == 0
+    r = invoke(
+        [
+            "train",
+            DINOS,
+            "--store",
+            str(tmp_path),
+            "-q",
+            "--fresh",
+            "--steps",
+            "3",
+            "--batch-size",
+            "100000",
+        ]
+    )
+    assert r.exit_code == 65 and "at least" in r.stderr
+    assert Store(tmp_path).latest("dinos").step == 3  # nothing was lost
+
+
+def test_lowercase_model_reads_the_prime_lowercased(tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), "-q", "--lowercase", "--steps", "3", *SMALL]
+    assert invoke(base).exit_code == 0
+    r = invoke(["sample", "--store", str(tmp_path), "--prime", "Tyr", "-n", "2", "--seed", "1"])
+    assert r.exit_code == 0, r.stderr
+    assert all(line.startswith("tyr") for line in r.stdout.splitlines())
