@@ -391,15 +391,29 @@ class CharrnnTrain:
 
     name = "charrnn"
 
-    def __init__(self, data: Data, cell: str, cfg: Config, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data: Data,
+        cell: str,
+        cfg: Config,
+        seed: int = 0,
+        model_kw: dict[str, Any] | None = None,
+        lr: float = LR,
+    ) -> None:
         from charrnn.model import ModelConfig
         from charrnn.optim import OptimConfig
         from charrnn.trainer import TrainConfig, TrainState
 
         self.batches = data.train_batches(cfg)
         self.ts = TrainState.fresh(
-            ModelConfig(vocab_size=data.V, cell=cell, hidden=cfg.hidden, layers=cfg.layers),
-            OptimConfig(name="adam", lr=LR, clip_norm=CLIP_NORM),
+            ModelConfig(
+                vocab_size=data.V,
+                cell=cell,
+                hidden=cfg.hidden,
+                layers=cfg.layers,
+                **(model_kw or {}),
+            ),
+            OptimConfig(name="adam", lr=lr, clip_norm=CLIP_NORM),
             TrainConfig(
                 batch_size=cfg.batch,
                 seq_len=cfg.seq_len,
@@ -884,8 +898,35 @@ def bench_coldstart(plan: Plan, torch_ok: bool, log: Log) -> dict[str, Any]:
     return out
 
 
+def parse_recipe(text: str) -> tuple[str, dict[str, Any], float]:
+    """'cell=gru,forget_bias=0,lr=0.003' -> (cell, ModelConfig overrides, learning rate)."""
+    cell, kw, lr = "lstm", {}, LR
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key == "cell":
+            cell = value.strip()
+        elif key == "lr":
+            lr = float(value)
+        elif key in ("forget_bias", "dropout"):
+            kw[key] = float(value)
+        elif key in ("embedding",):
+            kw[key] = int(value)
+        elif key == "peephole":
+            kw[key] = value.strip().lower() in ("1", "true", "yes")
+        else:
+            raise click.BadParameter(f"unknown recipe key {key!r}", param_hint="--valloss-recipe")
+    return cell, kw, lr
+
+
 def bench_valloss(
-    data: Data, budget: float, slices: int, init: str, torch_ok: bool, log: Log
+    data: Data,
+    budget: float,
+    slices: int,
+    init: str,
+    torch_ok: bool,
+    log: Log,
+    recipe: str = "",
 ) -> dict[str, Any]:
     """Validation loss after the same training wall-clock time, engines in alternating slices.
 
@@ -897,7 +938,8 @@ def bench_valloss(
     """
     cfg = VALLOSS_CONFIG
     val = data.val_batches(cfg)
-    engines: list = [CharrnnTrain(data, "lstm", cfg)]
+    cell, model_kw, lr = parse_recipe(recipe)
+    engines: list = [CharrnnTrain(data, cell, cfg, model_kw=model_kw, lr=lr)]
     if torch_ok:
         engines.append(
             TorchTrain(
@@ -937,6 +979,7 @@ def bench_valloss(
         "cell": "lstm",
         **asdict(cfg),
         "lr": LR,
+        "charrnn_recipe": {"cell": cell, "lr": lr, **model_kw},
         "clip_norm": CLIP_NORM,
         "budget_s": budget,
         "init": init,
@@ -1319,6 +1362,12 @@ def _csv(allowed: tuple[str, ...] | list[str], what: str):
     "charrnn's initial weights.",
 )
 @click.option(
+    "--valloss-recipe",
+    default="",
+    help="Val-loss race: charrnn's side as 'cell=gru,forget_bias=0,lr=0.003,dropout=0.1' "
+    "(2×256, B=32, T=64 stay). [default: the same LSTM as PyTorch's]",
+)
+@click.option(
     "--rounds",
     type=click.IntRange(1),
     default=None,
@@ -1377,6 +1426,7 @@ def main(
     budget: float,
     slices: int,
     valloss_init: str,
+    valloss_recipe: str,
     rounds: int | None,
     threads: int | None,
     big_corpus_mb: int,
@@ -1457,7 +1507,9 @@ def main(
         res["coldstart"] = bench_coldstart(plan, torch_ok, log)
         save()
     if "valloss" in sections:
-        res["valloss"] = bench_valloss(data, budget, slices, valloss_init, torch_ok, log)
+        res["valloss"] = bench_valloss(
+            data, budget, slices, valloss_init, torch_ok, log, valloss_recipe
+        )
         save()
     if "memory" in sections:
         res["memory"] = bench_memory(big_corpus_mb, tmp_root or tempfile.gettempdir(), log)
