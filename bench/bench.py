@@ -399,6 +399,7 @@ class CharrnnTrain:
         seed: int = 0,
         model_kw: dict[str, Any] | None = None,
         lr: float = LR,
+        optim_kw: dict[str, Any] | None = None,
     ) -> None:
         from charrnn.model import ModelConfig
         from charrnn.optim import OptimConfig
@@ -413,7 +414,7 @@ class CharrnnTrain:
                 layers=cfg.layers,
                 **(model_kw or {}),
             ),
-            OptimConfig(name="adam", lr=lr, clip_norm=CLIP_NORM),
+            OptimConfig(name="adam", lr=lr, clip_norm=CLIP_NORM, **(optim_kw or {})),
             TrainConfig(
                 batch_size=cfg.batch,
                 seq_len=cfg.seq_len,
@@ -898,9 +899,10 @@ def bench_coldstart(plan: Plan, torch_ok: bool, log: Log) -> dict[str, Any]:
     return out
 
 
-def parse_recipe(text: str) -> tuple[str, dict[str, Any], float]:
-    """'cell=gru,forget_bias=0,lr=0.003' -> (cell, ModelConfig overrides, learning rate)."""
-    cell, kw, lr = "lstm", {}, LR
+def parse_recipe(text: str) -> tuple[str, dict[str, Any], float, dict[str, Any]]:
+    """'cell=gru,forget_bias=0,lr=0.003,lr_decay=0.7,lr_decay_every=700' -> (cell,
+    ModelConfig overrides, learning rate, OptimConfig overrides)."""
+    cell, kw, lr, okw = "lstm", {}, LR, {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         key, _, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -908,6 +910,10 @@ def parse_recipe(text: str) -> tuple[str, dict[str, Any], float]:
             cell = value.strip()
         elif key == "lr":
             lr = float(value)
+        elif key == "lr_decay":
+            okw[key] = float(value)
+        elif key == "lr_decay_every":
+            okw[key] = int(value)
         elif key in ("forget_bias", "dropout"):
             kw[key] = float(value)
         elif key in ("embedding",):
@@ -916,7 +922,7 @@ def parse_recipe(text: str) -> tuple[str, dict[str, Any], float]:
             kw[key] = value.strip().lower() in ("1", "true", "yes")
         else:
             raise click.BadParameter(f"unknown recipe key {key!r}", param_hint="--valloss-recipe")
-    return cell, kw, lr
+    return cell, kw, lr, okw
 
 
 def bench_valloss(
@@ -938,8 +944,8 @@ def bench_valloss(
     """
     cfg = VALLOSS_CONFIG
     val = data.val_batches(cfg)
-    cell, model_kw, lr = parse_recipe(recipe)
-    engines: list = [CharrnnTrain(data, cell, cfg, model_kw=model_kw, lr=lr)]
+    cell, model_kw, lr, optim_kw = parse_recipe(recipe)
+    engines: list = [CharrnnTrain(data, cell, cfg, model_kw=model_kw, lr=lr, optim_kw=optim_kw)]
     if torch_ok:
         engines.append(
             TorchTrain(
@@ -949,7 +955,8 @@ def bench_valloss(
     clock = {e.name: 0.0 for e in engines}
     curve: list[dict[str, Any]] = []
     log(
-        f"val-loss race: 2×256 LSTM, {budget:.0f} s of training per engine in {slices} turns, "
+        f"val-loss race: 2×256, B=32, T=64, {budget:.0f} s of training per engine in {slices} "
+        f"turns; charrnn {recipe or 'lstm (same as PyTorch)'}, PyTorch nn.LSTM; "
         f"{'the same initial weights' if init == 'same' else 'each its own initialisation'}"
     )
     for s in range(slices):
@@ -979,7 +986,7 @@ def bench_valloss(
         "cell": "lstm",
         **asdict(cfg),
         "lr": LR,
-        "charrnn_recipe": {"cell": cell, "lr": lr, **model_kw},
+        "charrnn_recipe": {"cell": cell, "lr": lr, **model_kw, **optim_kw},
         "clip_norm": CLIP_NORM,
         "budget_s": budget,
         "init": init,
@@ -1250,9 +1257,12 @@ def print_report(res: dict[str, Any], console) -> None:
             if vl.get("init") == "same"
             else "each from its own default initialisation"
         )
+        rec = vl.get("charrnn_recipe") or {}
+        recipe = ", ".join(f"{k}={v}" for k, v in rec.items())
         t = Table(
             title=f"Validation loss (nats/char, last 10% of tiny-shakespeare) after equal "
-            f"training time: 2×256 LSTM, B=32, T=64, Adam {LR:g}, {init}"
+            f"training time: 2×256, B=32, T=64; PyTorch nn.LSTM, Adam {LR:g}; charrnn "
+            f"{recipe}; {init}"
         )
         t.add_column("train s", justify="right")
         for n in names:
