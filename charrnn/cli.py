@@ -375,9 +375,10 @@ DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
     help="Corpus encoding (a leading UTF-8 BOM is dropped).",
 )
 @click.option(
-    "--lowercase",
-    is_flag=True,
-    help="Lowercase the corpus (the assignment's 27-character dinosaur model).",
+    "--lowercase/--keep-case",
+    default=None,
+    help="Lowercase the corpus, as the assignment's 27-character dinosaur model does. "
+    "[default: lowercase for the bundled dinosaur names when no CORPUS is given, else keep case]",
 )
 @click.option(
     "--newline",
@@ -413,7 +414,8 @@ def train(
 ) -> None:
     """Learn a character model of CORPUS (files or -, read in order).
 
-    With no CORPUS, trains on the bundled data/dinos.txt. Running the same
+    With no CORPUS, trains the assignment's model: the bundled data/dinos.txt,
+    lowercased (--keep-case to keep capitals). Running the same
     command again resumes the run from its latest checkpoint; --steps and
     --epochs are totals for the run, so a killed cron job simply finishes.
     Ctrl-C or SIGTERM saves a checkpoint first, then exits 130 / 143.
@@ -428,6 +430,8 @@ def train(
 
     log = Log(opts["quiet"])
     paths = list(corpus) or [_default_corpus()]
+    if opts["lowercase"] is None:  # the bundled default is the assignment's lowercase corpus
+        opts["lowercase"] = not corpus
     if paths.count("-") > 1:
         raise click.UsageError("stdin ('-') can be read only once")
     if run_name is None:

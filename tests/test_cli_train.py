@@ -414,3 +414,13 @@ def test_lowercase_model_reads_the_prime_lowercased(tmp_path):
     r = invoke(["sample", "--store", str(tmp_path), "--prime", "Tyr", "-n", "2", "--seed", "1"])
     assert r.exit_code == 0, r.stderr
     assert all(line.startswith("tyr") for line in r.stdout.splitlines())
+
+
+def test_no_corpus_trains_the_assignments_lowercase_dinosaurs(tmp_path):
+    r = invoke(["train", "--store", str(tmp_path), "-q", "--steps", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    ck = Store(tmp_path).latest("dinos")
+    assert len(ck.meta["vocab"]["chars"]) == 27  # a-z and the newline, as in the assignment
+    assert ck.meta["corpus"]["options"]["lowercase"] is True
+    r = invoke(["train", DINOS, "--store", str(tmp_path / "k"), "-q", "--steps", "2", *SMALL])
+    assert len(Store(tmp_path / "k").latest("dinos").meta["vocab"]["chars"]) == 53
