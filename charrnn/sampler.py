@@ -329,7 +329,7 @@ class Sampler:
         want = logprob
         out = np.zeros((n, max_length), dtype=np.int64)
         length = np.full(n, max_length)
-        logprob = np.zeros(n) if want else np.full(n, np.nan)
+        total = np.zeros(n) if want else np.full(n, np.nan)  # log-probability of each sample
         finished = np.zeros(n, dtype=bool)
         active = np.arange(n)  # streams still generating; the state holds only these
         eos = -1 if self.eos is None else self.eos
@@ -337,7 +337,7 @@ class Sampler:
             ids, lp = drawer(logits, want_logprob=want)
             out[active, t] = ids
             if want:
-                logprob[active] += lp
+                total[active] += lp
             done = ids == eos
             if done.any():
                 length[active[done]] = t
@@ -354,7 +354,7 @@ class Sampler:
         return [
             Sample(
                 prime + decode(out[i, : length[i]]),
-                float(logprob[i]),
+                float(total[i]),
                 int(length[i]),
                 bool(finished[i]),
             )
