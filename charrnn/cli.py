@@ -825,12 +825,9 @@ def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
         from charrnn.errors import CheckpointError
 
         raise CheckpointError(f"{ck.path}: checkpoint metadata is malformed ({e})") from None
-    shapes = param_shapes(cfg)
-    expected = {f"param.{k}": (v, cfg.dtype) for k, v in shapes.items()}
-    validate_arrays(ck.path, ck.arrays, expected)
-    params = Params(shapes, cfg.dtype)
-    for k in shapes:
-        params[k][...] = ck.arrays[f"param.{k}"]
+    expected = {f"param.{k}": (v, cfg.dtype) for k, v in param_shapes(cfg).items()}
+    validate_arrays(ck.path, ck.arrays, expected)  # one-line errors naming the file
+    params = Params.from_arrays(cfg, ck.arrays)
     if vocab.size != cfg.vocab_size:
         from charrnn.errors import CheckpointError
 

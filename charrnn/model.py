@@ -126,6 +126,21 @@ class Params:
     def copy(self) -> Params:
         return Params(self.shapes, self.flat.dtype, self.flat.copy())
 
+    @classmethod
+    def from_arrays(cls, cfg: ModelConfig, arrays, prefix: str = "param.") -> Params:
+        """The parameters of ``cfg`` copied from named arrays (e.g. a checkpoint's).
+
+        Raises KeyError for a missing array and ValueError for a wrong shape.
+        """
+        shapes = param_shapes(cfg)
+        params = cls(shapes, cfg.dtype)
+        for name, shape in shapes.items():
+            arr = arrays[prefix + name]
+            if arr.shape != shape:
+                raise ValueError(f"parameter {name} has shape {arr.shape}, expected {shape}")
+            params[name][...] = arr
+        return params
+
 
 def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
     """Uniform(±1/√H) weights, zero biases; LSTM forget-gate bias cfg.forget_bias (default 1:

@@ -232,23 +232,14 @@ class TrainState:
             model_cfg = ModelConfig.from_json(meta["model"])
             saved_optim = OptimConfig.from_json(meta["optim"])
             train_cfg = TrainConfig.from_json(meta["train"])
-            shapes = param_shapes(model_cfg)
-            params = Params(shapes, model_cfg.dtype)
-            for name, shape in shapes.items():
-                arr = arrays[f"param.{name}"]
-                if arr.shape != shape:
-                    raise CheckpointError(
-                        f"parameter {name} has shape {arr.shape}, expected {shape}"
-                    )
-                params[name][...] = arr
-            model = CharRNN(model_cfg, params)
+            model = CharRNN(model_cfg, Params.from_arrays(model_cfg, arrays))
             ocfg = optim_cfg or saved_optim
             if ocfg.name != saved_optim.name:
                 raise CheckpointError(
                     f"run was trained with --optimizer {saved_optim.name}; "
                     "pass --fresh to start over with another optimizer"
                 )
-            opt = Optimizer(ocfg, params.flat.size, model.dtype)
+            opt = Optimizer(ocfg, model.params.flat.size, model.dtype)
             for k in opt.state:
                 opt.state[k][...] = arrays[f"opt.{k}"]
             opt.t = int(meta["optimizer_t"])
