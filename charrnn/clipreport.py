@@ -332,14 +332,7 @@ def _groups(doc: dict, unit: str) -> Table:
         vt = (pick, rows[pick]["threshold"])
     where = "the run's --clip-norm" if gt["source"] == "clip_norm" else "the suggested threshold"
     title = "Per parameter group: pre-clip L2 norm of each group"
-    t = Table(
-        title=title,
-        title_justify="left",
-        title_style="bold",
-        box=None,
-        pad_edge=False,
-        padding=(0, 1),
-    )
+    t = _titled_table(title)
     t.add_column("group")
     for h in ("p50", "p90", "p99", "max", f"max at {unit}", "share p50"):
         t.add_column(h, justify="right")
@@ -384,16 +377,21 @@ def _groups(doc: dict, unit: str) -> Table:
     return t
 
 
-def _probe_tables(doc: dict) -> list[Any]:
-    p = doc["probe"]
-    nt = Table(
-        title="Norm clipping at other thresholds (the direction is kept: cosine 1)",
+def _titled_table(title: str) -> Table:
+    """A borderless table with a bold left-aligned title: the report's one table style."""
+    return Table(
+        title=title,
         title_justify="left",
         title_style="bold",
         box=None,
         pad_edge=False,
         padding=(0, 1),
     )
+
+
+def _probe_tables(doc: dict) -> list[Any]:
+    p = doc["probe"]
+    nt = _titled_table("Norm clipping at other thresholds (the direction is kept: cosine 1)")
     for h in ("clip_norm", "what", "batches clipped", "mean scale", "cos(clipped, raw)"):
         nt.add_column(h, justify="left" if h == "what" else "right")
     for r in p["norm_thresholds"]:
@@ -404,14 +402,7 @@ def _probe_tables(doc: dict) -> list[Any]:
             scale(r["mean_scale"]),
             f"{r['cosine']:.4f}",
         )
-    vt = Table(
-        title="Value clipping at a few thresholds (entry by entry: the direction turns)",
-        title_justify="left",
-        title_style="bold",
-        box=None,
-        pad_edge=False,
-        padding=(0, 1),
-    )
+    vt = _titled_table("Value clipping at a few thresholds (entry by entry: the direction turns)")
     for h in ("clip_value", "what", "entries clamped", "batches affected", "cos mean", "cos min"):
         vt.add_column(h, justify="left" if h == "what" else "right")
     for r in p["value_thresholds"]:
