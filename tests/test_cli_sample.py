@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from charrnn.cli import _load_for_inference
 from charrnn.console import Log
-from charrnn.sampler import SampleOptions, choose, sampling_probs
 from charrnn.scoring import score_lines, score_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,45 +132,6 @@ def test_bad_temperature_is_a_usage_error(store, t):
     r = sample(store, "dinos", "-t", t)
     assert r.exit_code == 2 and "temperature" in r.stderr.lower()
     assert r.stdout == ""
-
-
-def test_top_k_never_leaves_the_top_k():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(5000, 30)) * 3
-    ids = choose(logits, SampleOptions(1.5, top_k=4), rng)
-    top4 = np.argsort(-logits, axis=1)[:, :4]
-    assert all(i in row for i, row in zip(ids, top4, strict=True))
-    assert len(np.unique(ids)) > 4  # different rows, different winners
-
-
-def test_top_p_keeps_the_smallest_nucleus():
-    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
-    p = sampling_probs(logits, SampleOptions(1.0, top_p=0.75))
-    np.testing.assert_allclose(p, [[0.5 / 0.8, 0.3 / 0.8, 0, 0]])
-    p = sampling_probs(logits, SampleOptions(1.0, top_p=0.85))
-    assert np.count_nonzero(p) == 3
-
-
-def test_sampling_follows_the_softmax():
-    rng = np.random.default_rng(1)
-    logits = np.log(np.array([[0.7, 0.2, 0.1]] * 20000))
-    ids = choose(logits, SampleOptions(1.0), rng)
-    freq = np.bincount(ids, minlength=3) / len(ids)
-    np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
-
-
-@pytest.mark.parametrize("B, T", [(1, 1.0), (2, 0.7), (64, 1.3)])
-def test_drawer_follows_the_tempered_softmax(B, T):
-    """Gumbel-max (small batches) and inverse CDF (large) both sample softmax(logits / T)."""
-    from charrnn.sampler import Drawer
-
-    logits = np.log(np.array([0.6, 0.25, 0.1, 0.05]))[:, None].repeat(B, axis=1)
-    want = np.exp(logits[:, 0] / T) / np.exp(logits[:, 0] / T).sum()
-    drawer = Drawer(SampleOptions(T), np.random.default_rng(3))
-    n = max(1, 40000 // B)
-    ids = np.concatenate([drawer(logits)[0] for _ in range(n)])
-    freq = np.bincount(ids, minlength=4) / len(ids)
-    np.testing.assert_allclose(freq, want, atol=0.012)
 
 
 def test_prime_is_echoed_and_unknown_prime_is_a_clear_error(store):
@@ -298,39 +258,6 @@ def test_broken_pipe_is_not_an_error(store):
     assert len(p.stdout.splitlines()) == 3
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr and "Error" not in p.stderr
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        dict(cell="rnn"),
-        dict(cell="rnn", activation="relu"),
-        dict(cell="gru", layers=2),
-        dict(cell="lstm", layers=2),
-        dict(cell="lstm", peephole=True, embedding=5),
-    ],
-    ids=["rnn", "rnn-relu", "gru-2", "lstm-2", "lstm-peep-emb"],
-)
-def test_generation_kernel_equals_model_step(kw):
-    """The sampler's lean kernel computes exactly CharRNN.step (float64, 1e-12)."""
-    from charrnn.model import CharRNN, ModelConfig, init_params
-    from charrnn.sampler import Kernel
-
-    cfg = ModelConfig(vocab_size=11, hidden=6, dtype="float64", **kw)
-    rng = np.random.default_rng(0)
-    params = init_params(cfg, rng)
-    params.flat[...] = rng.uniform(-0.9, 0.9, params.flat.shape)
-    model = CharRNN(cfg, params)
-    kernel = Kernel(model)
-    B = 3
-    ref_state = model.initial_state(B)
-    state = kernel.initial_state(B)
-    for _ in range(6):
-        ids = rng.integers(0, 11, B)
-        ref_logits, ref_state = model.step(ids, ref_state)
-        logits = kernel.step(ids, state)
-        np.testing.assert_allclose(logits.T, ref_logits, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(state, ref_state, rtol=0, atol=1e-12)
 
 
 def test_sample_never_imports_rich_tqdm_or_torch(store):
