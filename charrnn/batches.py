@@ -117,3 +117,181 @@ def eval_batches(
     if B < 1:
         B, T = 1, n - 1  # one stream, one batch as long as the split allows
     return StreamBatches(ids, start, stop, B, T, split="validation")
+
+
+# --------------------------------------------------------------------------- names mode
+#
+# A names corpus is a list of lines; each line is one example that starts where the
+# sampler starts (the zero state fed the newline) and ends by predicting the newline:
+#
+#     x = [EOS, c1, ..., cn]      y = [c1, ..., cn, EOS]
+#
+# Lines of similar length are batched together and padded on the right; a (B, T)
+# mask marks the real positions, so padding adds nothing to the loss or gradients.
+
+MAX_LINE_STEPS = 256  # default cap on targets per line: a longer line trains on its head
+POOL_BATCHES = 32  # lines are sorted by length within pools of this many batches
+
+
+def line_spans(ids: np.ndarray, eos: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, lengths) of every line of ``ids``, newline excluded, each (n_lines,) int64.
+
+    A final line without a newline counts; an empty corpus has no lines.
+    """
+    ends = np.flatnonzero(ids == eos).astype(np.int64)  # (n_newlines,)
+    n = int(ids.shape[0])
+    if n and (len(ends) == 0 or ends[-1] != n - 1):
+        ends = np.append(ends, n)  # the last line has no newline
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else ends
+    return starts, ends - starts
+
+
+def split_lines(
+    ids: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    val_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) line indices: a seeded random sample of the distinct non-empty lines.
+
+    Validation holds ``round(val_fraction * distinct)`` distinct lines (at least 1 when
+    val_fraction > 0 and there are two, never all), each once; training holds every
+    line, duplicates included, whose text is not a validation line, so no name is on
+    both sides. The sample depends only on the text of the distinct lines and
+    ``seed``, not on their order in the file or on the training seed.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    keys = [
+        ids[s : s + n].tobytes() for s, n in zip(starts.tolist(), lengths.tolist(), strict=True)
+    ]
+    distinct = sorted({k for k, n in zip(keys, lengths.tolist(), strict=True) if n > 0})
+    n_val = int(round(len(distinct) * val_fraction))
+    if val_fraction > 0 and len(distinct) >= 2:
+        n_val = min(max(n_val, 1), len(distinct) - 1)
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    val_keys = {distinct[i] for i in order[:n_val].tolist()}
+    first: dict[bytes, int] = {}
+    train = []
+    for i, k in enumerate(keys):
+        if k in val_keys:
+            first.setdefault(k, i)
+        else:
+            train.append(i)
+    val = sorted(first.values())
+    return np.array(train, dtype=np.int64), np.array(val, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class LineBatches:
+    """Batches of whole lines for names mode: (x, y, mask), each (B, T), padded on the right.
+
+    Line i is ``ids[starts[i] : starts[i] + lengths[i]]``. Every epoch visits every
+    line once, in an order drawn from ``seed`` and the epoch number (so batch k is a
+    function of k alone and a resumed run reads what it would have read); within
+    pools of POOL_BATCHES batches the lines are sorted by length, so padding stays
+    small. ``shuffle=False`` keeps the file order sorted by length (validation).
+    A line of ``max_steps`` characters or more is trained on its first ``max_steps``
+    characters as targets: its tail and its newline are not (counted in n_capped).
+    """
+
+    ids: np.ndarray  # (N,) the whole token array (may be a memmap)
+    starts: np.ndarray  # (n,) first index of each line
+    lengths: np.ndarray  # (n,) characters of each line, newline excluded
+    eos: int  # the newline's id: the first input and the last target of every line
+    batch_size: int  # B, lines per batch (the last batches of a pool may hold one fewer)
+    seed: int = 0  # the epoch order
+    shuffle: bool = True
+    max_steps: int = MAX_LINE_STEPS  # T cap: a line is at most this many targets
+    _steps: np.ndarray = field(init=False, repr=False)  # (n,) targets per line, capped
+    _cache: dict = field(init=False, repr=False, default_factory=dict)  # epoch -> plan
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_steps < 1:
+            raise ValueError("batch_size and max_steps must be at least 1")
+        if len(self.starts) != len(self.lengths):
+            raise ValueError("starts and lengths differ in length")
+        if len(self.starts) == 0:
+            raise CorpusError("names mode needs at least one training line")
+        steps = np.minimum(np.asarray(self.lengths, dtype=np.int64) + 1, self.max_steps)
+        steps.flags.writeable = False
+        object.__setattr__(self, "_steps", steps)
+
+    @property
+    def n_lines(self) -> int:
+        return len(self.starts)
+
+    @property
+    def n_capped(self) -> int:
+        """Lines longer than the cap: their newline (and tail) are not targets."""
+        return int((np.asarray(self.lengths) + 1 > self.max_steps).sum())
+
+    @property
+    def n_chars(self) -> int:
+        """Targets per epoch: every character of every line plus its newline (capped)."""
+        return int(self._steps.sum())
+
+    @property
+    def pools(self) -> list[int]:
+        """Lines in each pool of an epoch (the same every epoch)."""
+        pool = self.batch_size * POOL_BATCHES
+        n = self.n_lines
+        return [min(pool, n - i) for i in range(0, n, pool)]
+
+    @property
+    def n_batches(self) -> int:
+        """Batches per epoch."""
+        return sum(-(-p // self.batch_size) for p in self.pools)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def _plan(self, epoch: int) -> list[np.ndarray]:
+        """The line indices of every batch of ``epoch``, in the order they are served."""
+        plan = self._cache.get(epoch)
+        if plan is not None:
+            return plan
+        n = self.n_lines
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(n)  # (n,) this epoch's order
+        else:
+            rng = None
+            perm = np.argsort(self._steps, kind="stable")
+        plan = []
+        i = 0
+        for p in self.pools:
+            chunk = perm[i : i + p]
+            i += p
+            chunk = chunk[np.argsort(self._steps[chunk], kind="stable")]  # similar lengths
+            plan.extend(np.array_split(chunk, -(-p // self.batch_size)))
+        if rng is not None:
+            plan = [plan[j] for j in rng.permutation(len(plan))]  # no short-to-long drift
+        self._cache.clear()  # one epoch at a time: bounded memory
+        self._cache[epoch] = plan
+        return plan
+
+    def lines_of(self, k: int) -> np.ndarray:
+        """Indices of the lines in batch ``k`` (k counts on across epochs)."""
+        if k < 0:
+            raise IndexError(f"batch {k} out of range")
+        return self._plan(k // self.n_batches)[k % self.n_batches]
+
+    def batch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, mask) of batch ``k``: x, y (B, T) int32, mask (B, T) bool.
+
+        Row b is one line, ``x = [EOS, c1..cn]`` and ``y = [c1..cn, EOS]``, padded on
+        the right (mask False) to the longest line of the batch. No state is carried.
+        """
+        rows = self.lines_of(k)
+        steps = self._steps[rows]  # (B,) targets per line
+        B, T = len(rows), int(steps.max())
+        mask = np.arange(T)[None, :] < steps[:, None]  # (B, T) real positions
+        full = np.full((B, T + 1), self.eos, dtype=np.int32)  # (B, T+1) EOS-padded
+        lengths = np.minimum(self.lengths[rows], steps)  # (B,) characters used (capped)
+        for b, (s, n) in enumerate(zip(self.starts[rows].tolist(), lengths.tolist(), strict=True)):
+            full[b, 1 : n + 1] = self.ids[s : s + n]  # the line; then EOS (the last target)
+        x = np.ascontiguousarray(full[:, :-1])  # (B, T)
+        y = np.ascontiguousarray(full[:, 1:])  # (B, T) shifted by one
+        return x, y, mask

@@ -349,12 +349,15 @@ class CharRNN:
         state: np.ndarray | None = None,
         *,
         rng: np.random.Generator | None = None,
+        mask: np.ndarray | None = None,
     ):
         """Forward, softmax cross-entropy and backpropagation through time.
 
         x, y: (B, T) integer ids (y is x shifted by one). The loss is the mean over
         all B·T positions of -log ŷ<t>[y<t>] (the lectures' sum over time, divided
-        by the number of characters). Returns (loss, grads: Params, final_state,
+        by the number of characters). ``mask`` (B, T) bool marks the real positions
+        of padded lines: the mean is then over those only and padding adds nothing
+        to the loss or the gradients. Returns (loss, grads: Params, final_state,
         d_state0) where d_state0 is ∂loss/∂state, shaped like state.
 
         For speed, ``grads`` is the same Params object on every call, overwritten
@@ -377,13 +380,21 @@ class CharRNN:
         np.exp(logits, out=logits)
         s = ws("rowsum", (N,), self.dtype)
         np.sum(logits, axis=1, out=s)
-        loss = float(np.mean(np.log(s) - zy, dtype=np.float64))
+        nll = np.log(s) - zy  # (N,)
+        w = None  # (N,) 1 on real positions, 0 on padding (when a mask is given)
+        if mask is not None:
+            w = np.ascontiguousarray(mask.T, dtype=self.dtype).reshape(N)  # time-major
+            N = max(int(mask.sum()), 1)
+            nll *= w
+        loss = float(np.sum(nll, dtype=np.float64) / N)
         # ∂loss/∂logits = (ŷ - onehot(y)) / N, in place
         np.reciprocal(s, out=s)
         s *= 1.0 / N
+        if w is not None:
+            s *= w
         logits *= s[:, None]
         dlogits = logits
-        dlogits[rows, yt] -= 1.0 / N
+        dlogits[rows, yt] -= 1.0 / N if w is None else w / N
         if self._grads is None:
             self._grads = self.params.zeros_like()
         dstate = self._backward(dlogits, cache, self._grads, ws)

@@ -1,4 +1,5 @@
-"""The training loop: truncated BPTT over B parallel streams, silent.
+"""The training loop, silent: truncated BPTT over B parallel streams (prose), or
+batches of whole lines from the start state (names mode).
 
 The trainer yields statistics; the caller (the CLI) decides what to show and
 when to checkpoint. Everything needed to resume exactly lives in
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.batches import StreamBatches
+from charrnn.batches import LineBatches, StreamBatches
 from charrnn.errors import CheckpointError, DivergedError
 from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
 from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
@@ -32,6 +33,9 @@ class TrainConfig:
     eval_max_batches: int = 50  # cap on validation batches per pass (bounded time on big corpora)
     max_nonfinite: int = 5  # consecutive non-finite steps before training stops
     seed: int = 0  # initial parameters, dropout masks
+    lines: bool = False  # names mode: each line one example from the start state, B lines a batch
+    split_seed: int = 0  # names mode: which distinct lines are validation (not the training seed)
+    patience: int = 0  # stop after this many validations without a new best (0: never)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1:
@@ -40,6 +44,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         if self.eval_every < 1 or self.eval_max_batches < 1 or self.max_nonfinite < 1:
             raise ValueError("eval_every, eval_max_batches and max_nonfinite must be positive")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, not {self.patience}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,6 +169,7 @@ class EvalStats:
     step: int
     val_loss: float  # nats/char
     improved: bool  # best so far: the caller saves it as the best checkpoint
+    early_stop: bool = False  # patience ran out: this was the last validation of the run
 
 
 class TrainState:
@@ -264,10 +271,24 @@ class TrainState:
             raise CheckpointError(f"checkpoint metadata is malformed: {e}") from None
 
 
-def evaluate(model: CharRNN, batches: StreamBatches | None, max_batches: int) -> float:
-    """Mean nats/char over (up to max_batches of) a split, state carried from zero."""
+def evaluate(
+    model: CharRNN, batches: StreamBatches | LineBatches | None, max_batches: int
+) -> float:
+    """Mean nats/char over (up to max_batches of) a split, state carried from zero.
+
+    Lines (names mode) are all scored, each from the start state, newline included:
+    the per-name loss of ``score --per-line``, as total nats over total characters.
+    """
     if batches is None:
         return math.nan
+    if isinstance(batches, LineBatches):
+        total, count = 0.0, 0
+        for k in range(batches.n_batches):
+            x, y, mask = batches.batch(k)
+            nll, _ = model.nll(x, y)  # (B, T) from the zero state
+            total += float(nll[mask].sum(dtype=np.float64))
+            count += int(mask.sum())
+        return total / count if count else math.nan
     state = model.initial_state(batches.batch_size)
     total, count = 0.0, 0
     for k in range(min(batches.n_batches, max_batches)):
@@ -280,8 +301,8 @@ def evaluate(model: CharRNN, batches: StreamBatches | None, max_batches: int) ->
 
 def train(
     ts: TrainState,
-    batches: StreamBatches,
-    val: StreamBatches | None,
+    batches: StreamBatches | LineBatches,
+    val: StreamBatches | LineBatches | None,
     *,
     total_steps: int,
     time_budget: float | None = None,
@@ -293,6 +314,9 @@ def train(
     Yields StepStats after every step and EvalStats after every validation pass
     (every ``eval_every`` steps, and at the end). The data position is a function
     of the step number, so a resumed run reads exactly the batches it would have.
+    With LineBatches (names mode) every batch starts from the zero state and the
+    loss is masked to the real characters. With ``patience`` set, the run ends after
+    that many validations without a new best (the last EvalStats says early_stop).
     """
     cfg = ts.train_cfg
     model, opt = ts.model, ts.optimizer
@@ -300,6 +324,7 @@ def train(
     offsets = segment_offsets(sizes)
     work = np.empty_like(model.params.flat)
     nb = batches.n_batches
+    lines = isinstance(batches, LineBatches)
     bad_in_a_row = 0
     t_start = time.perf_counter()
     t_last = t_start
@@ -310,13 +335,18 @@ def train(
             break
         if time_budget is not None and time.perf_counter() - t_start >= time_budget:
             break
-        k = ts.step % nb
-        if k == 0:
-            ts.hidden[...] = 0.0  # a new epoch: every stream starts over
-        x, y = batches.batch(k)
+        if lines:  # names: each line from the start state, nothing carried
+            x, y, mask = batches.batch(ts.step)
+            state, n_real = None, int(mask.sum())
+        else:
+            k = ts.step % nb
+            if k == 0:
+                ts.hidden[...] = 0.0  # a new epoch: every stream starts over
+            x, y = batches.batch(k)
+            state, mask, n_real = ts.hidden, None, x.size
         lr = opt.cfg.lr_at(ts.step)
         with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
-            loss, grads, hidden, _ = model.loss_and_grads(x, y, ts.hidden, rng=ts.rng)
+            loss, grads, hidden, _ = model.loss_and_grads(x, y, state, rng=ts.rng, mask=mask)
             clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm, work)
         group_norms = np.sqrt(
             np.bincount(seg_group, weights=clip.param_norms**2, minlength=len(groups))
@@ -329,12 +359,13 @@ def train(
             bad_in_a_row = 0
             with np.errstate(all="ignore"):
                 opt.step(model.params.flat, grads.flat, lr)
-            ts.hidden[...] = hidden
+            if not lines:
+                ts.hidden[...] = hidden
         ts.step += 1
         now = time.perf_counter()
         ts.elapsed += now - t_last
         t_last = now
-        chars += x.size
+        chars += n_real  # padding excluded
         h = ts.history
         h.step.append(ts.step)
         h.loss.append(loss if not skipped else math.nan)
@@ -361,8 +392,11 @@ def train(
                 f"row (step {ts.step}); lower the learning rate or clip gradients (--clip-norm 5)"
             )
         if ts.step % cfg.eval_every == 0 or ts.step == total_steps:
-            yield _evaluate(ts, val)
+            ev = _evaluate(ts, val)
+            yield ev
             last_eval = ts.step
+            if ev.early_stop:
+                return
     stopped = bool(stop_flag and stop_flag[0])
     if last_eval != ts.step and ts.step > 0 and not stopped:
         yield _evaluate(ts, val)
@@ -376,4 +410,14 @@ def _evaluate(ts: TrainState, val: StreamBatches | None) -> EvalStats:
     if math.isfinite(loss):  # no validation split: nothing to record
         ts.history.val_step.append(ts.step)
         ts.history.val_loss.append(loss)
-    return EvalStats(ts.step, loss, improved)
+    patience = ts.train_cfg.patience
+    return EvalStats(ts.step, loss, improved, bool(patience) and evals_since_best(ts) >= patience)
+
+
+def evals_since_best(ts: TrainState) -> int:
+    """Validations since the best one (0 when the latest is the best): patience's count,
+    read from the history so that a resumed run counts on exactly."""
+    v = ts.history.val_loss
+    if not v:
+        return 0
+    return len(v) - 1 - int(np.argmin(v))

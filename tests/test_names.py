@@ -1,0 +1,260 @@
+"""Names mode: each line one example from the sampler's start state.
+
+* a padded, masked batch of lines has the loss and gradients of the sum over
+  its lines run one at a time (float64), and a finite-difference check of the
+  masked loss;
+* the validation split is deterministic, disjoint and independent of the
+  training seed;
+* training and sampling start from the same state (zero state fed the newline);
+* the trainer's names-mode validation equals `score --per-line` on those names.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from charrnn.batches import LineBatches, line_spans, split_lines
+from charrnn.errors import CorpusError
+from charrnn.model import CharRNN, ModelConfig, init_params
+from charrnn.optim import OptimConfig
+from charrnn.sampler import Sampler
+from charrnn.scoring import score_lines
+from charrnn.tokenizer import Vocab
+from charrnn.trainer import EvalStats, TrainConfig, TrainState, evaluate, train
+
+NAMES = ["ann", "bo", "carla", "di", "eve", "fitzgerald", "ann", "gus", "", "hal", "io", "jo"]
+
+
+def _corpus(lines=NAMES):
+    text = "\n".join(lines) + "\n"
+    vocab = Vocab.from_text(text)
+    return text, vocab, vocab.encode(text)
+
+
+def _model(vocab: Vocab, cell: str = "lstm", seed: int = 0, layers: int = 1) -> CharRNN:
+    cfg = ModelConfig(vocab_size=vocab.size, cell=cell, hidden=5, layers=layers, dtype="float64")
+    rng = np.random.default_rng(seed)
+    params = init_params(cfg, rng)
+    params.flat[...] = rng.uniform(-0.6, 0.6, params.flat.shape)
+    return CharRNN(cfg, params)
+
+
+def test_line_spans_cover_every_line():
+    text, vocab, ids = _corpus()
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    got = [vocab.decode(ids[s : s + n]) for s, n in zip(starts, lengths, strict=True)]
+    assert got == NAMES
+    # a last line without a newline counts
+    ids2 = vocab.encode("ab\ncd")
+    s2, n2 = line_spans(ids2, vocab.eos_id)
+    assert s2.tolist() == [0, 3] and n2.tolist() == [2, 2]
+    assert [len(a) for a in line_spans(ids[:0], vocab.eos_id)] == [0, 0]
+
+
+def _lines_of(batches: LineBatches, vocab: Vocab, k: int) -> list[str]:
+    x, y, mask = batches.batch(k)
+    out = []
+    for b in range(x.shape[0]):
+        n = int(mask[b].sum())
+        assert x[b, 0] == vocab.eos_id  # every line starts from the newline
+        assert (x[b, 1:n] == y[b, : n - 1]).all()  # targets are the inputs shifted by one
+        assert y[b, n - 1] == vocab.eos_id  # ... and end with the newline
+        assert not mask[b, n:].any()  # padding only on the right
+        out.append(vocab.decode(y[b, : n - 1]))
+    return out
+
+
+def test_every_epoch_visits_every_line_once_in_a_seeded_order():
+    text, vocab, ids = _corpus()
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    lb = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=3, seed=5)
+    assert lb.n_batches == 4 and lb.n_chars == len(text)
+    epochs = []
+    for e in range(3):
+        seen = []
+        for k in range(e * lb.n_batches, (e + 1) * lb.n_batches):
+            seen += _lines_of(lb, vocab, k)
+        assert sorted(seen) == sorted(NAMES)
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    again = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=3, seed=5)
+    assert [_lines_of(again, vocab, k) for k in range(8, 12)] == [
+        _lines_of(lb, vocab, k) for k in range(8, 12)
+    ]  # batch k is a function of k: resume reads the same batches
+    other = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=3, seed=6)
+    assert [_lines_of(other, vocab, k) for k in range(4)] != epochs[0]
+
+
+def test_lines_of_similar_length_share_a_batch():
+    rng = np.random.default_rng(0)
+    names = ["x" * int(n) for n in rng.integers(1, 40, 2000)]
+    text, vocab, ids = _corpus(names)
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    lb = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=32, seed=0)
+    real = padded = 0
+    for k in range(lb.n_batches):
+        _, _, mask = lb.batch(k)
+        real += int(mask.sum())
+        padded += mask.size
+    assert real == lb.n_chars
+    assert padded < 1.05 * real  # unsorted batches of 32 would pad about 50%
+
+
+def test_long_lines_are_capped_not_dropped():
+    names = ["ab", "abcdefghij"]
+    text, vocab, ids = _corpus(names)
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    lb = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=2, max_steps=4)
+    assert lb.n_capped == 1
+    x, y, mask = lb.batch(0)
+    long = int(np.argmax(mask.sum(axis=1)))
+    assert vocab.decode(x[long]) == "\nabc" and vocab.decode(y[long]) == "abcd"
+    assert mask[long].all()
+
+
+def test_padded_batch_equals_the_sum_over_single_lines():
+    """Loss × chars and gradients × chars of a masked batch = the sum over its lines."""
+    text, vocab, ids = _corpus()
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    lb = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=4, seed=1)
+    for cell in ("rnn", "gru", "lstm"):
+        model = _model(vocab, cell, layers=2)
+        x, y, mask = lb.batch(0)
+        assert not mask.all()  # the batch really is padded
+        loss, grads, _, _ = model.loss_and_grads(x, y, None, mask=mask)
+        n = int(mask.sum())
+        batch_total = loss * n
+        batch_grads = grads.flat.copy() * n
+        total = 0.0
+        summed = np.zeros_like(batch_grads)
+        for b in range(x.shape[0]):
+            m = int(mask[b].sum())
+            lb_, g, _, _ = model.loss_and_grads(x[b : b + 1, :m], y[b : b + 1, :m], None)
+            total += lb_ * m
+            summed += g.flat * m
+        assert math.isclose(batch_total, total, rel_tol=1e-12)
+        np.testing.assert_allclose(batch_grads, summed, rtol=1e-10, atol=1e-13)
+        # padding is ignored whatever it holds
+        x2 = np.where(mask, x, (x + 1) % vocab.size)
+        y2 = np.where(mask, y, (y + 2) % vocab.size)
+        loss2, grads2, _, _ = model.loss_and_grads(x2, y2, None, mask=mask)
+        assert loss2 == pytest.approx(loss, rel=1e-13)
+        np.testing.assert_allclose(grads2.flat * n, batch_grads, rtol=1e-10, atol=1e-13)
+
+
+def test_masked_loss_gradient_check():
+    text, vocab, ids = _corpus()
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    lb = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=3, seed=2)
+    model = _model(vocab, "gru")
+    x, y, mask = lb.batch(1)
+    assert not mask.all()
+    _, grads, _, _ = model.loss_and_grads(x, y, None, mask=mask)
+    ana = grads.flat.copy()
+    flat = model.params.flat
+    num = np.zeros_like(flat)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + 1e-5
+        up = model.loss_and_grads(x, y, None, mask=mask)[0]
+        flat[i] = old - 1e-5
+        down = model.loss_and_grads(x, y, None, mask=mask)[0]
+        flat[i] = old
+        num[i] = (up - down) / 2e-5
+    err = np.abs(num - ana).max() / max(np.abs(num).max(), np.abs(ana).max())
+    assert err < 1e-6
+
+
+def test_validation_split_is_deterministic_disjoint_and_distinct():
+    rng = np.random.default_rng(0)
+    names = [f"n{int(i)}" for i in rng.integers(0, 300, 1000)]  # many duplicates
+    text, vocab, ids = _corpus(names)
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    tr, va = split_lines(ids, starts, lengths, 0.1, seed=3)
+
+    def texts(idx):
+        return [vocab.decode(ids[starts[i] : starts[i] + lengths[i]]) for i in idx]
+
+    val, train = texts(va), texts(tr)
+    distinct = set(names)
+    assert len(val) == len(set(val)) == round(0.1 * len(distinct))
+    assert not set(val) & set(train)  # no name on both sides
+    assert len(train) + sum(names.count(v) for v in val) == len(names)  # duplicates train
+    tr2, va2 = split_lines(ids, starts, lengths, 0.1, seed=3)
+    assert tr2.tolist() == tr.tolist() and va2.tolist() == va.tolist()
+    _, va3 = split_lines(ids, starts, lengths, 0.1, seed=4)
+    assert set(texts(va3)) != set(val)
+    # the sample depends on the set of names, not on the order of the file
+    shuffled = list(reversed(names))
+    t2, v2, ids2 = _corpus(shuffled)
+    s2, n2 = line_spans(ids2, v2.eos_id)
+    _, va4 = split_lines(ids2, s2, n2, 0.1, seed=3)
+    assert {v2.decode(ids2[s2[i] : s2[i] + n2[i]]) for i in va4} == set(val)
+
+
+def test_two_distinct_lines_are_enough():
+    text, vocab, ids = _corpus(["rex", "rex", "fido"])
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    tr, va = split_lines(ids, starts, lengths, 0.1, seed=0)
+    assert len(va) == 1 and len(tr) >= 1
+    assert split_lines(ids, starts, lengths, 0.0, seed=0)[1].size == 0
+
+
+def test_training_and_sampling_start_from_the_same_state():
+    """The first training position sees what the sampler's first draw sees."""
+    text, vocab, ids = _corpus()
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    lb = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=4, seed=0)
+    model = _model(vocab, "lstm", layers=2)
+    x, y, mask = lb.batch(0)
+    logits, _, _ = model.forward(x, None)  # (T*B, V) time-major
+    first = logits[: x.shape[0]]  # (B, V) position 0 of every line
+    _, start_logits = Sampler(model, vocab).start(x.shape[0])  # (V, B)
+    np.testing.assert_allclose(first, start_logits.T, rtol=1e-10, atol=1e-12)
+
+
+def test_names_validation_is_the_per_line_score():
+    names = NAMES[:8]
+    text, vocab, ids = _corpus(names)
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    val = LineBatches(ids, starts, lengths, vocab.eos_id, batch_size=3, shuffle=False)
+    model = _model(vocab, "gru")
+    rows = score_lines(model, vocab, names)
+    want = -sum(lp for lp, _ in rows) / sum(n for _, n in rows)
+    assert evaluate(model, val, 1) == pytest.approx(want, rel=1e-12)
+
+
+def _names_run(patience: int, steps: int = 60, eval_every: int = 5):
+    text, vocab, ids = _corpus(NAMES * 3)
+    starts, lengths = line_spans(ids, vocab.eos_id)
+    tr, va = split_lines(ids, starts, lengths, 0.3, seed=0)
+    lb = LineBatches(ids, starts[tr], lengths[tr], vocab.eos_id, batch_size=4, seed=0)
+    val = LineBatches(ids, starts[va], lengths[va], vocab.eos_id, 64, shuffle=False)
+    cfg = ModelConfig(vocab_size=vocab.size, hidden=16)
+    tc = TrainConfig(batch_size=4, lines=True, eval_every=eval_every, patience=patience)
+    ts = TrainState.fresh(cfg, OptimConfig(lr=0.05), tc)
+    return ts, list(train(ts, lb, val, total_steps=steps))
+
+
+def test_names_training_learns_and_early_stopping_stops():
+    ts, events = _names_run(patience=0, steps=60)
+    evals = [e for e in events if isinstance(e, EvalStats)]
+    assert ts.step == 60 and not any(e.early_stop for e in evals)
+    losses = [e.loss for e in events if not isinstance(e, EvalStats)]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    # with lr 0.05 on 8 names validation overfits quickly: patience ends the run
+    ts2, events2 = _names_run(patience=2, steps=400)
+    evals2 = [e for e in events2 if isinstance(e, EvalStats)]
+    assert evals2[-1].early_stop and ts2.step < 400
+    assert sum(e.early_stop for e in evals2) == 1
+    best = int(np.argmin([e.val_loss for e in evals2]))
+    assert len(evals2) - 1 - best == 2
+
+
+def test_line_batches_need_a_line():
+    ids = np.zeros(0, dtype=np.int32)
+    with pytest.raises(CorpusError):
+        LineBatches(ids, ids.astype(np.int64), ids.astype(np.int64), 0, 4)
