@@ -384,3 +384,105 @@ class Sampler:
                 j = 0
             if i < length - 1:
                 logits = self.kernel.step(ids, state)
+
+
+# --------------------------------------------------------------------------- names: filters
+#
+# The sampling contract of names mode: exactly n names that pass the filters, each tagged
+# with where it comes from (makemore's categories), drawn in batches until n are found
+# or a bounded number of draws is spent.
+
+ORIGINS = ("train", "val", "new")
+
+
+@dataclass(frozen=True)
+class KnownLines:
+    """Hashes of the corpus's lines (sorted, unique) and of its validation lines."""
+
+    lines: np.ndarray  # (n,) int64 every non-empty line of the corpus (train and validation)
+    val: np.ndarray  # (m,) int64 the validation lines (empty when the run had none)
+
+    def origin(self, line: str) -> str:
+        """ "val" for a validation line, "train" for another corpus line, else "new"."""
+        if is_known(line, self.val):
+            return "val"
+        return "train" if is_known(line, self.lines) else "new"
+
+
+@dataclass(frozen=True)
+class NameFilter:
+    min_length: int = 1  # fewest characters; 1 redraws empty names (0: a corpus with blank lines)
+    novel: bool = False  # only names that are neither training nor validation lines
+    unique: bool = False  # no name twice in the output
+
+    def __post_init__(self) -> None:
+        if self.min_length < 0:
+            raise ValueError(f"min_length must be >= 0, not {self.min_length}")
+
+
+@dataclass
+class NameDraws:
+    """What :func:`draw_names` found: the names in draw order and why others were dropped."""
+
+    samples: list[Sample]  # the names kept, at most n
+    origins: list[str | None]  # "train" | "val" | "new" for each; None without KnownLines
+    draws: int  # names generated, kept or not
+    rejected: dict[str, int]  # reason ("short", "known", "repeat") -> names dropped
+    complete: bool  # n names found within the budget
+
+
+def max_draws(n: int) -> int:
+    """The draw budget for n names: generous enough that only a filter that the model can
+    hardly meet runs out, bounded so that `sample` always ends."""
+    return 50 * n + 1000
+
+
+def draw_names(
+    sampler: Sampler,
+    n: int,
+    max_length: int,
+    opts: SampleOptions,
+    rng: np.random.Generator,
+    *,
+    prime: str = "",
+    filt: NameFilter = NameFilter(),
+    known: KnownLines | None = None,
+    logprob: bool = True,
+    budget: int | None = None,
+    group: int = 4096,
+) -> NameDraws:
+    """Draw names in batches of at most ``group`` until ``n`` pass ``filt`` or ``budget``
+    draws (default :func:`max_draws`) are spent. ``known`` is needed for novel names and
+    origin tags. The text checked is the whole name, prime included."""
+    if filt.novel and known is None:
+        raise ValueError("novel names need the corpus's known lines")
+    budget = max_draws(n) if budget is None else budget
+    kept: list[Sample] = []
+    origins: list[str | None] = []
+    seen: set[str] = set()
+    rejected = {"short": 0, "known": 0, "repeat": 0}
+    draws = 0
+    while len(kept) < n and draws < budget:
+        missing = n - len(kept)
+        # draw a little more than missing once filters have bitten (fewer rounds)
+        ask = missing if draws == 0 else min(group, max(16, 2 * missing))
+        ask = min(ask, group, budget - draws)
+        for s in sampler.lines(ask, max_length, opts, rng, prime, logprob=logprob):
+            draws += 1
+            if len(s.text) < filt.min_length:
+                rejected["short"] += 1
+                continue
+            where = known.origin(s.text) if known is not None else None
+            if filt.novel and where != "new":
+                rejected["known"] += 1
+                continue
+            if filt.unique:
+                if s.text in seen:
+                    rejected["repeat"] += 1
+                    continue
+                seen.add(s.text)
+            kept.append(s)
+            origins.append(where)
+            if len(kept) == n:
+                break
+    return NameDraws(kept, origins, draws, rejected, len(kept) == n)

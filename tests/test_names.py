@@ -258,3 +258,94 @@ def test_line_batches_need_a_line():
     ids = np.zeros(0, dtype=np.int32)
     with pytest.raises(CorpusError):
         LineBatches(ids, ids.astype(np.int64), ids.astype(np.int64), 0, 4)
+
+
+# --------------------------------------------------------------------------- sampling contract
+
+
+def _sampler(eos_bias: float = 0.0, seed: int = 0):
+    from charrnn.sampler import Sampler
+
+    text, vocab, ids = _corpus(["ab", "ba", "a", "b"])
+    cfg = ModelConfig(vocab_size=vocab.size, hidden=4)
+    model = CharRNN(cfg, rng=np.random.default_rng(seed))
+    model.params["Wya"][...] = 0.0
+    model.params["by"][...] = 0.0
+    model.params["by"][vocab.eos_id] = eos_bias  # how often a name ends (empty: at once)
+    return Sampler(model, vocab), vocab
+
+
+def _known(train, val):
+    from charrnn.sampler import KnownLines, line_hashes
+
+    return KnownLines(line_hashes([*train, *val]), line_hashes(val))
+
+
+def test_n_names_are_exactly_n_non_empty_names():
+    from charrnn.sampler import NameFilter, SampleOptions, draw_names
+
+    smp, _ = _sampler(eos_bias=1.0)  # about 1 draw in 2 is empty
+    plain = smp.lines(200, 20, SampleOptions(), np.random.default_rng(0))
+    assert sum(s.text == "" for s in plain) > 50  # the raw sampler does draw empty names
+    got = draw_names(smp, 200, 20, SampleOptions(), np.random.default_rng(0))
+    assert got.complete and len(got.samples) == 200
+    assert all(s.text for s in got.samples)
+    assert got.rejected["short"] == got.draws - 200 > 50
+    # min_length 0 (a corpus with blank lines) keeps empty names
+    with_blank = draw_names(
+        smp, 200, 20, SampleOptions(), np.random.default_rng(0), filt=NameFilter(0)
+    )
+    assert any(s.text == "" for s in with_blank.samples) and with_blank.draws == 200
+    longer = draw_names(smp, 50, 20, SampleOptions(), np.random.default_rng(1), filt=NameFilter(3))
+    assert longer.complete and all(len(s.text) >= 3 for s in longer.samples)
+
+
+def test_origin_tags_and_novel_names():
+    from charrnn.sampler import NameFilter, SampleOptions, draw_names
+
+    smp, _ = _sampler(eos_bias=0.5)
+    known = _known(train=["a", "ab"], val=["b", "ba"])
+    got = draw_names(smp, 300, 6, SampleOptions(), np.random.default_rng(0), known=known)
+    for s, where in zip(got.samples, got.origins, strict=True):
+        want = "val" if s.text in ("b", "ba") else "train" if s.text in ("a", "ab") else "new"
+        assert where == want
+    assert {"train", "val", "new"} <= set(got.origins)
+    novel = draw_names(
+        smp,
+        100,
+        6,
+        SampleOptions(),
+        np.random.default_rng(0),
+        filt=NameFilter(novel=True),
+        known=known,
+    )
+    assert novel.complete and len(novel.samples) == 100
+    assert not {s.text for s in novel.samples} & {"a", "ab", "b", "ba"}  # neither train nor val
+    assert set(novel.origins) == {"new"} and novel.rejected["known"] > 0
+    with pytest.raises(ValueError):
+        draw_names(
+            smp, 1, 6, SampleOptions(), np.random.default_rng(0), filt=NameFilter(novel=True)
+        )
+
+
+def test_unique_and_a_filter_that_cannot_be_met():
+    from charrnn.sampler import NameFilter, SampleOptions, draw_names
+
+    smp, _ = _sampler(eos_bias=3.0)  # almost every name has 1 or 2 characters
+    uniq = draw_names(
+        smp, 4, 2, SampleOptions(), np.random.default_rng(0), filt=NameFilter(unique=True)
+    )
+    assert uniq.complete and len({s.text for s in uniq.samples}) == 4
+    # only 2 + 4 names of at most 2 characters exist: 10 unique ones cannot be found
+    short = draw_names(
+        smp,
+        10,
+        2,
+        SampleOptions(),
+        np.random.default_rng(0),
+        filt=NameFilter(unique=True),
+        budget=3000,
+    )
+    assert not short.complete and short.draws == 3000
+    assert len(short.samples) == len({s.text for s in short.samples}) == 6
+    assert short.rejected["repeat"] == 3000 - 6 - short.rejected["short"]
