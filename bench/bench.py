@@ -359,28 +359,34 @@ def load_torch(disabled: bool):
 
 
 class Data:
-    """tiny-shakespeare as charrnn reads it: the ids both engines train on."""
+    """tiny-shakespeare as charrnn reads it: the ids both engines train on, split as
+    ``charrnn train`` splits them (charrnn.session.split_batches)."""
 
     def __init__(self) -> None:
-        from charrnn.batches import split_train_val
         from charrnn.corpus import load_corpus
 
         self.corpus = load_corpus(SHAKESPEARE)
         self.vocab = self.corpus.vocab
         self.V = self.vocab.size
-        self.n_train, self.n_val = split_train_val(self.corpus.n_chars, 0.1)
+
+    def train_config(self, cfg: Config, seed: int = 0):
+        from charrnn.trainer import TrainConfig
+
+        # no validation passes inside the timed loop: the race evaluates on its own
+        return TrainConfig(
+            batch_size=cfg.batch, seq_len=cfg.seq_len, val_fraction=0.1, eval_every=2**62, seed=seed
+        )
+
+    def split(self, cfg: Config):
+        from charrnn.session import split_batches
+
+        return split_batches(self.corpus.ids, self.corpus.n_chars, self.train_config(cfg))
 
     def train_batches(self, cfg: Config):
-        from charrnn.batches import make_batches
-
-        return make_batches(self.corpus.ids, 0, self.n_train, cfg.batch, cfg.seq_len)
+        return self.split(cfg).train
 
     def val_batches(self, cfg: Config):
-        from charrnn.batches import eval_batches
-
-        return eval_batches(
-            self.corpus.ids, self.n_train, self.corpus.n_chars, cfg.batch, cfg.seq_len
-        )
+        return self.split(cfg).val
 
 
 # --------------------------------------------------------------------------- engines
@@ -403,7 +409,7 @@ class CharrnnTrain:
     ) -> None:
         from charrnn.model import ModelConfig
         from charrnn.optim import OptimConfig
-        from charrnn.trainer import TrainConfig, TrainState
+        from charrnn.trainer import TrainState
 
         self.batches = data.train_batches(cfg)
         self.ts = TrainState.fresh(
@@ -415,13 +421,7 @@ class CharrnnTrain:
                 **(model_kw or {}),
             ),
             OptimConfig(name="adam", lr=lr, clip_norm=CLIP_NORM, **(optim_kw or {})),
-            TrainConfig(
-                batch_size=cfg.batch,
-                seq_len=cfg.seq_len,
-                val_fraction=0.1,
-                eval_every=2**62,
-                seed=seed,
-            ),
+            data.train_config(cfg, seed),
         )
         self.gen = None
 

@@ -7,46 +7,39 @@ terminal and the process exit status.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import functools
 import json
 import math
 import os
 import re
-import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import click
+from click.core import ParameterSource
 
 from charrnn import __version__
+from charrnn.corpus import NEWLINES, CorpusOptions
 from charrnn.errors import (
     EXIT_CODES,
     EXIT_ERROR,
     EXIT_IO,
     EXIT_SIGINT,
-    EXIT_SIGTERM,
     CharrnnError,
     CorpusError,
-    DivergedError,
     InputMissingError,
 )
+from charrnn.model import ACTIVATIONS, ModelConfig
+from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
+from charrnn.optim import OPTIMIZERS, OptimConfig
+from charrnn.session import OPTIM_OPTION, TrainRequest
+from charrnn.trainer import TrainConfig
 
-BUNDLED = (
-    Path(__file__).resolve().parent.parent / "data"
-)  # the repository's data/ (editable install)
-
-
-def _default_corpus() -> str:
-    """The bundled dinosaur names: beside the package, or in ./data of the current directory."""
-    for p in (BUNDLED / "dinos.txt", Path("data") / "dinos.txt"):
-        if p.is_file():
-            return str(p)
-    raise InputMissingError(
-        "no CORPUS given and the bundled data/dinos.txt is not here "
-        "(run from the charrnn repository, or pass a text file)"
-    )
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 ENV_HELP = (
@@ -105,10 +98,6 @@ def _emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, ensure_ascii=False, allow_nan=False))
 
 
-def _finite(x: float) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
 # --------------------------------------------------------------------------- option types
 
 
@@ -156,6 +145,22 @@ class FiniteFloat(click.ParamType):
         return x
 
 
+class OptionalFloat(click.ParamType):
+    """A number, or none/off/0 for "not at all" (clipping thresholds)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).lower() in ("0", "none", "off"):
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (or 'none')", param, ctx)
+
+
 # --------------------------------------------------------------------------- the group
 
 
@@ -175,242 +180,203 @@ def cli() -> None:
     """
 
 
-# --------------------------------------------------------------------------- train
+# --------------------------------------------------------------------------- options from configs
 
 
-def _parse_clip(value: str | None, name: str) -> float | None:
-    if value is None:
-        return None
-    if str(value).lower() in ("0", "none", "off"):
-        return None
-    try:
-        x = float(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a number (or 'none')", param_hint=name
-        ) from None
-    if not (math.isfinite(x) and x > 0):
-        raise click.BadParameter(
-            f"{value!r} must be a positive number (or 'none')", param_hint=name
-        )
-    return x
+def field_option(
+    cls: type,
+    name: str,
+    *decls: str,
+    param: str | None = None,
+    extra_help: str = "",
+    **kw: Any,
+) -> Callable[[F], F]:
+    """A click option for the dataclass field ``cls.name``: its default and help come from
+    the field (the help from ``metadata["help"]``), so they are written down only once."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default: Any = f.default
+    if default is dataclasses.MISSING:
+        default = cast(Callable[[], Any], f.default_factory)()
+    param = param or name
+    flag = "--" + param.replace("_", "-")
+    kw.setdefault("show_default", default is not None and default is not False)
+    if isinstance(default, bool) and "type" not in kw and not decls:
+        kw.setdefault("is_flag", True)
+    return click.option(
+        *(decls or (flag,)),
+        param,
+        default=default,
+        help=f.metadata["help"] + extra_help,
+        **kw,
+    )
 
 
-MODEL_OPTIONS = (
-    "cell",
-    "layers",
-    "hidden",
-    "embedding",
-    "dropout",
-    "peephole",
-    "activation",
-    "forget_bias",
+def config_options(
+    cls: type,
+    dest: str,
+    specs: dict[str, dict[str, Any]],
+    *,
+    rename: dict[str, str] | None = None,
+    fixed: dict[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """An option group: one option per field in ``specs`` (field name -> click options),
+    handed to the command as one ``cls`` instance named ``dest``. The dataclass's own
+    checks are the only checks; their ValueError becomes a usage error naming the flags."""
+    params = {name: (rename or {}).get(name, name) for name in specs}
+    flags = {name: "--" + p.replace("_", "-") for name, p in params.items()}
+    options = [
+        field_option(cls, name, *kw.get("decls", ()), param=params[name], **_without(kw, "decls"))
+        for name, kw in specs.items()
+    ]
+
+    def decorate(command: F) -> F:
+        # a generic wrapper: click calls it with every option; this group's become one object
+        @functools.wraps(command)
+        def with_config(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(p) for name, p in params.items()}
+            try:
+                kwargs[dest] = cls(**(fixed or {}), **values)
+            except ValueError as e:
+                raise usage_error(e, flags) from None
+            return command(*args, **kwargs)
+
+        wrapped: Any = with_config
+        for option in reversed(options):
+            wrapped = option(wrapped)
+        return cast(F, wrapped)
+
+    return decorate
+
+
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}
+
+
+def usage_error(e: ValueError, flags: dict[str, str]) -> click.UsageError:
+    """A dataclass's ValueError as a usage error naming the options it mentions."""
+    msg = str(e)
+    named = [flag for name, flag in flags.items() if re.search(rf"\b{name}\b", msg)]
+    if named:
+        return click.BadParameter(msg, param_hint=named)
+    return click.UsageError(msg)
+
+
+INT = {"type": int, "metavar": "N"}
+NUMBER = {"type": FiniteFloat(), "metavar": "X"}
+CLIP = {"type": OptionalFloat(), "metavar": "X|none"}
+
+model_options = config_options(
+    ModelConfig,
+    "model",
+    {
+        "cell": {"type": click.Choice(CELLS)},
+        "layers": INT,
+        "hidden": INT,
+        "embedding": INT,
+        "dropout": NUMBER,
+        "peephole": {},
+        "activation": {"type": click.Choice(ACTIVATIONS)},
+        "forget_bias": NUMBER,
+    },
+    fixed={"vocab_size": 1},  # the session takes the vocabulary size from the corpus
 )
-DATA_OPTIONS = ("batch_size", "seq_len", "val_fraction")
+data_options = config_options(
+    TrainConfig,
+    "data",
+    {"batch_size": INT, "seq_len": INT, "val_fraction": NUMBER, "eval_every": INT, "seed": INT},
+)
+optim_options = config_options(
+    OptimConfig,
+    "optim",
+    {
+        "name": {"type": click.Choice(OPTIMIZERS)},
+        "lr": NUMBER,
+        "lr_decay": NUMBER,
+        "lr_decay_every": INT,
+        "clip_norm": CLIP,
+        "clip_value": CLIP,
+    },
+    rename=OPTIM_OPTION,
+)
+reading_options = config_options(
+    CorpusOptions,
+    "reading",
+    {
+        "encoding": {},
+        "lowercase": {
+            "decls": ("--lowercase/--keep-case",),
+            "show_default": False,
+            "extra_help": " [default: lowercase for the bundled dinosaur names when no CORPUS "
+            "is given, else keep case]",
+        },
+        "newline": {"type": click.Choice(NEWLINES)},
+    },
+)
+
+
+def request_option(name: str, *decls: str, **kw: Any) -> Callable[[F], F]:
+    """An option for a TrainRequest field (default and help from the field)."""
+    return field_option(TrainRequest, name, *decls, **kw)
+
+
+# TrainRequest fields as flags, for its usage errors
+REQUEST_FLAGS = {
+    "run": "--run",
+    "steps": "--steps",
+    "epochs": "--epochs",
+    "time_budget": "--time",
+    "keep": "--keep",
+    "sample_every": "--sample-every",
+}
+
+
+def explicit_options(ctx: click.Context) -> frozenset[str]:
+    """The options the user set (command line or environment), not left at their default."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return frozenset(name for name in ctx.params if ctx.get_parameter_source(name) in given)
+
+
+# --------------------------------------------------------------------------- train
 
 
 @cli.command(epilog=_epilog())
 @click.argument("corpus", nargs=-1, type=str)
-@click.option(
-    "--run",
-    "run_name",
-    type=str,
-    default=None,
-    envvar="CHARRNN_TRAIN_RUN",
-    help="Run name in the store. [default: the first corpus file's stem]",
-)
+@request_option("run", type=str, metavar="NAME", envvar="CHARRNN_TRAIN_RUN")
 @store_option
-@click.option(
-    "--cell",
-    type=click.Choice(["rnn", "gru", "lstm"]),
-    default="lstm",
-    show_default=True,
-    help="Recurrent cell: vanilla RNN, GRU or LSTM.",
-)
-@click.option(
-    "--layers",
-    type=click.IntRange(1, 16),
-    default=1,
-    show_default=True,
-    help="Stacked recurrent layers (a deep RNN).",
-)
-@click.option(
-    "--hidden",
-    type=click.IntRange(1, 8192),
-    default=128,
-    show_default=True,
-    help="Hidden units per layer.",
-)
-@click.option(
-    "--embedding",
-    type=click.IntRange(0, 8192),
-    default=0,
-    show_default=True,
-    help="Learned input embedding size; 0 feeds one-hot characters as in the lectures.",
-)
-@click.option(
-    "--dropout",
-    type=FiniteFloat(0.0),
-    default=0.0,
-    show_default=True,
-    help="Dropout on the non-recurrent connections during training, in [0, 1).",
-)
-@click.option("--peephole", is_flag=True, help="LSTM: the gates also see c<t-1>.")
-@click.option(
-    "--activation",
-    type=click.Choice(["tanh", "relu"]),
-    default="tanh",
-    show_default=True,
-    help="Vanilla RNN activation.",
-)
-@click.option(
-    "--forget-bias",
-    type=FiniteFloat(),
-    default=1.0,
-    show_default=True,
-    help="LSTM: initial bias of the forget gate (1 remembers by default; 0 learns faster early).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1),
-    default=32,
-    show_default=True,
-    help="Parallel streams B per batch.",
-)
-@click.option(
-    "--seq-len",
-    type=click.IntRange(1),
-    default=64,
-    show_default=True,
-    help="Truncated backpropagation-through-time length T.",
-)
-@click.option(
-    "--val-fraction",
-    type=FiniteFloat(0.0),
-    default=0.1,
-    show_default=True,
-    help="Tail fraction of the corpus held out for validation.",
-)
-@click.option(
-    "--optimizer",
-    type=click.Choice(["adam", "sgd", "adagrad", "rmsprop"]),
-    default="adam",
-    show_default=True,
-    help="Optimizer.",
-)
-@click.option(
-    "--lr",
-    type=FiniteFloat(0.0, min_open=True),
-    default=2e-3,
-    show_default=True,
-    help="Learning rate.",
-)
-@click.option(
-    "--lr-decay",
-    type=FiniteFloat(0.0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Multiply the learning rate by this every --lr-decay-every steps.",
-)
-@click.option(
-    "--lr-decay-every",
-    type=click.IntRange(1),
-    default=1000,
-    show_default=True,
-    help="Steps between learning-rate decays.",
-)
-@click.option(
-    "--clip-norm",
-    type=str,
-    default="5",
-    show_default=True,
-    help="Rescale gradients whose global L2 norm exceeds this ('none' to disable).",
-)
-@click.option(
-    "--clip-value",
-    type=str,
-    default=None,
-    help="Clamp every gradient entry to ±this (the assignment uses 5). [default: none]",
-)
-@click.option(
-    "--steps",
-    type=click.IntRange(1),
-    default=None,
-    help="Total steps for the run (re-running after a kill finishes the same job). "
-    "[default: 1000 unless --epochs or --time is given]",
-)
-@click.option(
-    "--epochs",
-    type=FiniteFloat(0.0, min_open=True),
-    default=None,
-    help="Total epochs for the run, instead of --steps.",
-)
-@click.option(
-    "--time",
-    "time_budget",
-    type=Duration(),
-    default=None,
-    envvar="CHARRNN_TRAIN_TIME",
-    help="Time budget for this invocation (90s, 10m, 1h); saves and exits 0 when spent.",
-)
-@click.option(
-    "--eval-every",
-    type=click.IntRange(1),
-    default=250,
-    show_default=True,
-    help="Steps between validation passes; each is followed by a checkpoint.",
-)
-@click.option(
-    "--keep",
-    type=click.IntRange(1),
-    default=3,
-    show_default=True,
-    help="Checkpoints kept per run (plus the best by validation loss).",
-)
-@click.option(
-    "--encoding",
-    type=str,
-    default="utf-8",
-    show_default=True,
-    help="Corpus encoding (a leading UTF-8 BOM is dropped).",
-)
-@click.option(
-    "--lowercase/--keep-case",
-    default=None,
-    help="Lowercase the corpus, as the assignment's 27-character dinosaur model does. "
-    "[default: lowercase for the bundled dinosaur names when no CORPUS is given, else keep case]",
-)
-@click.option(
-    "--newline",
-    type=click.Choice(["lf", "keep"]),
-    default="lf",
-    show_default=True,
-    help="lf: CRLF and lone CR become LF; keep: leave line endings as they are.",
-)
-@click.option("--fresh", is_flag=True, help="Start the run over instead of resuming it.")
-@click.option(
-    "--allow-changed-corpus",
-    is_flag=True,
-    help="Resume even though the corpus changed since the last checkpoint.",
-)
-@click.option("--wait", is_flag=True, help="Wait for a run locked by another process.")
-@click.option(
-    "--sample-every",
-    type=click.IntRange(0),
-    default=500,
-    show_default=True,
-    help="On a terminal, show a few samples every this many steps (0: never).",
-)
-@seed_option(0, "Seed for the initial parameters and dropout.")
+@model_options
+@data_options
+@optim_options
+@request_option("steps", **INT)
+@request_option("epochs", **NUMBER)
+@request_option("time_budget", "--time", type=Duration(), envvar="CHARRNN_TRAIN_TIME")
+@request_option("keep", **INT)
+@reading_options
+@request_option("fresh")
+@request_option("allow_changed_corpus")
+@request_option("wait")
+@request_option("sample_every", **INT)
 @json_option
 @quiet_option
 @click.pass_context
 def train(
     ctx: click.Context,
     corpus: tuple[str, ...],
-    run_name: str | None,
+    run: str | None,
     store: Path | None,
-    **opts: Any,
+    model: ModelConfig,
+    data: TrainConfig,
+    optim: OptimConfig,
+    steps: int | None,
+    epochs: float | None,
+    time_budget: float | None,
+    keep: int,
+    reading: CorpusOptions,
+    fresh: bool,
+    allow_changed_corpus: bool,
+    wait: bool,
+    sample_every: int,
+    json: bool,
+    quiet: bool,
 ) -> None:
     """Learn a character model of CORPUS (files or -, read in order).
 
@@ -420,384 +386,35 @@ def train(
     --epochs are totals for the run, so a killed cron job simply finishes.
     Ctrl-C or SIGTERM saves a checkpoint first, then exits 130 / 143.
     """
-    from charrnn.batches import eval_batches, make_batches, split_train_val
     from charrnn.console import Log
-    from charrnn.corpus import CorpusOptions, load_corpus
-    from charrnn.model import ModelConfig
-    from charrnn.optim import OptimConfig
-    from charrnn.trainer import EvalStats, TrainConfig, TrainState
-    from charrnn.trainer import train as train_loop
+    from charrnn.session import run_training
 
-    log = Log(opts["quiet"])
-    paths = list(corpus) or [_default_corpus()]
-    if opts["lowercase"] is None:  # the bundled default is the assignment's lowercase corpus
-        opts["lowercase"] = not corpus
-    if paths.count("-") > 1:
-        raise click.UsageError("stdin ('-') can be read only once")
-    if run_name is None:
-        run_name = "stdin" if paths[0] == "-" else _run_name_from(Path(paths[0]).stem)
-    elif not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", run_name):
-        raise click.BadParameter(
-            "use letters, digits, '.', '_' and '-' (not starting with '.')", param_hint="--run"
+    try:
+        request = TrainRequest(
+            corpus=corpus,
+            run=run,
+            store=store,
+            model=model,
+            optim=optim,
+            train=data,
+            reading=reading,
+            steps=steps,
+            epochs=epochs,
+            time_budget=time_budget,
+            keep=keep,
+            fresh=fresh,
+            allow_changed_corpus=allow_changed_corpus,
+            wait=wait,
+            sample_every=sample_every,
+            explicit=explicit_options(ctx),
         )
-    if opts["dropout"] >= 1:
-        raise click.BadParameter("must be < 1", param_hint="--dropout")
-    if opts["val_fraction"] >= 1:
-        raise click.BadParameter("must be < 1", param_hint="--val-fraction")
-    if opts["lr_decay"] > 1:
-        raise click.BadParameter("must be <= 1", param_hint="--lr-decay")
-    if opts["peephole"] and opts["cell"] != "lstm":
-        raise click.BadParameter("peepholes exist only for --cell lstm", param_hint="--peephole")
-    clip_norm = _parse_clip(opts["clip_norm"], "--clip-norm")
-    clip_value = _parse_clip(opts["clip_value"], "--clip-value")
-    optim_cfg = OptimConfig(
-        name=opts["optimizer"],
-        lr=opts["lr"],
-        lr_decay=opts["lr_decay"],
-        lr_decay_every=opts["lr_decay_every"],
-        clip_norm=clip_norm,
-        clip_value=clip_value,
-    )
-    copts = CorpusOptions(
-        encoding=opts["encoding"], newline=opts["newline"], lowercase=opts["lowercase"]
-    )
-    st = _store(store)
-    run_dir = st.run_dir(run_name)  # validates the name
-
-    with st.lock(run_name, wait=opts["wait"]):
-        for p in st.clean_leftovers(run_name):
-            log.info(f"removed leftover {p}")
-        t0 = time.perf_counter()
-        cp = load_corpus(paths, copts, cache_dir=run_dir / "cache")
-        _prune_token_cache(run_dir / "cache", cp.sha256)
-        log.info(
-            f"corpus {', '.join(cp.sources)}: {cp.n_chars:,} characters, "
-            f"{cp.vocab.size} distinct, {'one item per line' if cp.is_lines else 'prose'} "
-            f"({time.perf_counter() - t0:.1f}s)"
-        )
-
-        ts = None
-        resumed_from = None
-        if opts["fresh"]:
-            pass  # the old checkpoints go once the new run is known to start (below)
-        elif st.checkpoints(run_name):
-            ck = st.latest(run_name, on_warning=log.warn)
-            _check_resume(ctx, ck.meta, cp, opts)
-            ts = TrainState.from_checkpoint(
-                ck.arrays, ck.meta, _resumed_optim(ctx, ck.meta, optim_cfg)
-            )
-            log.info(f"resuming run '{run_name}' from step {ts.step} ({ck.path.name})")
-            resumed_from = ck.path
-        if ts is None:
-            model_cfg = ModelConfig(
-                vocab_size=cp.vocab.size,
-                cell=opts["cell"],
-                hidden=opts["hidden"],
-                layers=opts["layers"],
-                embedding=opts["embedding"],
-                dropout=opts["dropout"],
-                peephole=opts["peephole"],
-                activation=opts["activation"],
-                forget_bias=opts["forget_bias"],
-            )
-            train_cfg = TrainConfig(
-                batch_size=opts["batch_size"],
-                seq_len=opts["seq_len"],
-                val_fraction=opts["val_fraction"],
-                eval_every=opts["eval_every"],
-                seed=opts["seed"],
-            )
-            ts = TrainState.fresh(model_cfg, optim_cfg, train_cfg)
-        elif _explicit(ctx, "eval_every"):
-            import dataclasses
-
-            ts.train_cfg = dataclasses.replace(ts.train_cfg, eval_every=opts["eval_every"])
-        tc = ts.train_cfg
-
-        n_train, n_val = split_train_val(cp.n_chars, tc.val_fraction)
-        batches = make_batches(cp.ids, 0, n_train, tc.batch_size, tc.seq_len)
-        val = eval_batches(cp.ids, n_train, cp.n_chars, tc.batch_size, tc.seq_len)
-
-        if opts["steps"] is not None:
-            total = opts["steps"]
-        elif opts["epochs"] is not None:
-            total = max(1, round(opts["epochs"] * batches.n_batches))
-        elif opts["time_budget"] is not None:
-            total = 2**62  # the time budget decides
-        else:
-            total = 1000
-        if ts.step >= total:
-            log.info(
-                f"run '{run_name}' already has {ts.step} steps (target {total}); nothing to do"
-            )
-            _train_summary(opts, run_name, ts, resumed_from, batches, 0.0, "done", cp)
-            return
-        if opts["fresh"]:  # the new settings and corpus are valid: now the old run may go
-            removed = _remove_checkpoints(st, run_name)
-            if removed:
-                log.info(f"--fresh: removed {removed} checkpoint(s) of run '{run_name}'")
-        extra = _corpus_arrays(cp)
-        corpus_meta = _corpus_meta(cp)
-
-        def save(best: bool) -> Path:
-            arrays, meta = ts.to_checkpoint()
-            arrays.update(extra)
-            meta["corpus"] = corpus_meta
-            meta["vocab"] = cp.vocab.to_json()
-            meta["run"] = run_name
-            meta["charrnn"] = __version__
-            return st.save(run_name, ts.step, arrays, meta, best=best, keep=opts["keep"])
-
-        stop: list[Any] = [False, None]
-        handlers = _install_stop_handlers(stop)
-        sampler_rng = None
-        from charrnn.sampler import SampleOptions, Sampler
-
-        bar = log.progress(total if total < 2**62 else 0, ts.step, f"train {run_name}")
-        log.info(
-            f"training {ts.model.cfg.cell} {ts.model.cfg.layers}x{ts.model.cfg.hidden} "
-            f"on {n_train:,} characters ({batches.n_batches} batches of "
-            f"{tc.batch_size}x{tc.seq_len} per epoch), validating on {n_val:,}"
-        )
-        t_start = time.perf_counter()
-        saved_step = ts.step
-        last_path = resumed_from
-        status = "done"
-        last_val = math.nan
-        cps = 0.0
-        try:
-            for ev in train_loop(
-                ts, batches, val, total_steps=total, time_budget=opts["time_budget"], stop_flag=stop
-            ):
-                if isinstance(ev, EvalStats):
-                    last_val = ev.val_loss
-                    last_path = save(ev.improved)
-                    saved_step = ts.step
-                    msg = (
-                        f"step {ev.step}: val {ev.val_loss:.4f} nats/char "
-                        f"({ev.val_loss / math.log(2):.3f} bits)"
-                        f"{' best' if ev.improved else ''}  {cps / 1e3:.1f}k chars/s  "
-                        f"saved {last_path.name}"
-                    )
-                    log.info(msg)
-                    continue
-                cps = ev.chars_per_sec
-                if ev.skipped:
-                    log.warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
-                post = {"loss": f"{ev.loss:.3f}", "cps": f"{cps / 1e3:.1f}k"}
-                if math.isfinite(last_val):
-                    post["val"] = f"{last_val:.3f}"
-                bar.update(1, **post)
-                if (
-                    bar.bar is not None
-                    and opts["sample_every"]
-                    and ev.step % opts["sample_every"] == 0
-                ):
-                    import numpy as np
-
-                    if sampler_rng is None:
-                        sampler_rng = np.random.default_rng(opts["seed"] + 1)
-                    smp = Sampler(ts.model, cp.vocab)
-                    if cp.is_lines:
-                        got = smp.lines(3, 60, SampleOptions(0.8), sampler_rng)
-                        log.info("  samples: " + " | ".join(s.text for s in got))
-                    else:
-                        text = "".join(
-                            next(smp.stream(120, SampleOptions(0.8), sampler_rng, chunk=120))[0]
-                        )
-                        log.info("  sample: " + text.replace("\n", " / "))
-        except KeyboardInterrupt:  # a second Ctrl-C: leave now; the last checkpoint stands
-            bar.close()
-            log.close_progress()
-            _restore_handlers(handlers)
-            raise
-        except DivergedError:
-            # skipped steps never touched the parameters: save them (finite, or the store
-            # refuses) so that clip-stats can show what happened, then exit 3
-            bar.close()
-            log.close_progress()
-            if ts.step != saved_step:
-                try:
-                    path = save(False)
-                    log.info(f"saved {path} for `charrnn clip-stats {run_name}`")
-                except CharrnnError as e:
-                    log.warn(f"not saved: {e}")
-            _restore_handlers(handlers)
-            raise
-        except BaseException:
-            _restore_handlers(handlers)
-            raise
-        bar.close()
-        log.close_progress()
-        elapsed = time.perf_counter() - t_start
-        if stop[0]:
-            status = "interrupted"
-        elif ts.step < total:
-            status = "time budget spent"
-        if ts.step != saved_step:
-            last_path = save(False)  # a signal now only sets the flag: the save completes
-        _restore_handlers(handlers)
-        log.info(
-            f"{status}: run '{run_name}' at step {ts.step}"
-            f"{f'/{total}' if total < 2**62 else ''} in {elapsed:.1f}s"
-            + (f", saved {last_path}" if last_path else "")
-        )
-        _train_summary(opts, run_name, ts, last_path, batches, elapsed, status, cp)
-        if stop[0]:
-            sys.exit(EXIT_SIGINT if stop[1] == signal.SIGINT else EXIT_SIGTERM)
-
-
-def _prune_token_cache(cache: Path, sha: str) -> None:
-    """Drop token caches of older corpus versions and temp files of killed loads (under the
-    run's lock, so no other writer is at work here)."""
-    keep = f"tokens-{sha[:20]}"
-    if cache.is_dir():
-        for p in cache.iterdir():
-            if p.is_file() and not p.name.startswith(keep):
-                p.unlink(missing_ok=True)
-
-
-def _run_name_from(stem: str) -> str:
-    """A valid run name from a file stem: 'my names' -> 'my-names'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-") or "corpus"
-
-
-def _remove_checkpoints(st, run: str) -> int:
-    """--fresh: the run's checkpoints go (under the lock) so step numbers start over."""
-    paths = st.checkpoints(run)
-    best = st.run_dir(run) / "best.npz"
-    for p in [*paths, best]:
-        p.unlink(missing_ok=True)
-    return len(paths)
-
-
-def _corpus_meta(cp) -> dict[str, Any]:
-    return {
-        "sources": list(cp.sources),
-        "sha256": cp.sha256,
-        "n_chars": cp.n_chars,
-        "n_lines": cp.n_lines,
-        "is_lines": cp.is_lines,
-        "options": cp.options.to_json(),
-    }
-
-
-def _corpus_arrays(cp) -> dict[str, Any]:
-    """Hashes of the training lines (names corpora), so `sample --novel` needs no corpus."""
-    if not cp.is_lines or cp.n_chars > 50_000_000:
-        return {}
-    from charrnn.sampler import line_hashes
-
-    return {"corpus.line_hashes": line_hashes(cp.lines())}
-
-
-def _explicit(ctx: click.Context, name: str) -> bool:
-    """Whether the user set this option (command line or environment), not its default."""
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(name) in (
-        ParameterSource.COMMANDLINE,
-        ParameterSource.ENVIRONMENT,
-    )
-
-
-OPTIM_OPTIONS = {
-    "lr": "lr",
-    "lr_decay": "lr_decay",
-    "lr_decay_every": "lr_decay_every",
-    "clip_norm": "clip_norm",
-    "clip_value": "clip_value",
-}
-
-
-def _resumed_optim(ctx: click.Context, meta: dict, given):
-    """The saved optimizer settings, with the ones given explicitly now taking over."""
-    import dataclasses
-
-    from charrnn.optim import OptimConfig
-
-    saved = OptimConfig.from_json(meta.get("optim", {}))
-    if _explicit(ctx, "optimizer") and given.name != saved.name:
-        raise click.UsageError(
-            f"run '{meta.get('run')}' was trained with --optimizer {saved.name}; pass --fresh "
-            "to start over with another optimizer, or --run NAME for a new run"
-        )
-    changes = {
-        field: getattr(given, field) for opt, field in OPTIM_OPTIONS.items() if _explicit(ctx, opt)
-    }
-    return dataclasses.replace(saved, **changes)
-
-
-def _check_resume(ctx: click.Context, meta: dict, cp, opts: dict) -> None:
-    """Refuse to resume with a changed corpus or with explicitly different model options."""
-    old = meta.get("corpus", {})
-    if old.get("sha256") != cp.sha256 and not opts["allow_changed_corpus"]:
-        raise CorpusError(
-            f"the corpus changed since run '{meta.get('run')}' was last saved; pass "
-            "--allow-changed-corpus to resume on it, --fresh to start over, or --run NAME"
-        )
-    vocab = meta.get("vocab", {}).get("chars")
-    if vocab is not None and list(vocab) != list(cp.vocab.chars):
-        raise CorpusError(
-            "the corpus has a different character set than the saved run; "
-            "pass --fresh to start over or --run NAME for a new run"
-        )
-    saved = {**meta.get("model", {}), **meta.get("train", {})}
-    for name in (*MODEL_OPTIONS, *DATA_OPTIONS):
-        if _explicit(ctx, name) and name in saved and saved[name] != opts[name]:
-            flag = "--" + name.replace("_", "-")
-            raise click.UsageError(
-                f"run '{meta.get('run')}' was trained with {flag} {saved[name]}; pass --fresh "
-                "to start over with new settings, or --run NAME for a new run"
-            )
-
-
-def _train_summary(opts, run, ts, path, batches, elapsed, status, cp) -> None:
-    if not opts["json"]:
-        return
-    h = ts.history
-    train_loss = next((x for x in reversed(h.loss) if math.isfinite(x)), math.nan)
-    doc = {
-        "run": run,
-        "status": status,
-        "step": ts.step,
-        "epoch": ts.step / batches.n_batches,
-        "train_loss": _finite(train_loss),
-        "val_loss": _finite(h.val_loss[-1]) if h.val_loss else None,
-        "val_bits_per_char": _finite(h.val_loss[-1] / math.log(2)) if h.val_loss else None,
-        "best_val_loss": _finite(ts.best_val),
-        "seconds": elapsed,
-        "checkpoint": str(path) if path else None,
-        "model": ts.model.cfg.to_json(),
-        "corpus": {
-            "sources": list(cp.sources),
-            "n_chars": cp.n_chars,
-            "vocab_size": cp.vocab.size,
-            "is_lines": cp.is_lines,
-        },
-    }
-    _emit_json(doc)
-
-
-def _install_stop_handlers(stop: list[Any]):
-    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. Second: leave at once."""
-
-    def handler(signum, frame):
-        if stop[0]:
-            raise KeyboardInterrupt
-        stop[0] = True
-        stop[1] = signum
-
-    old = {}
-    for s in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread (some test runners)
-            old[s] = signal.signal(s, handler)
-    return old
-
-
-def _restore_handlers(old) -> None:
-    for s, h in old.items():
-        signal.signal(s, h)
+    except ValueError as e:
+        raise usage_error(e, REQUEST_FLAGS) from None
+    result = run_training(request, Log(quiet))
+    if json:
+        _emit_json(result.summary())
+    if result.return_code:
+        ctx.exit(result.return_code)
 
 
 # --------------------------------------------------------------------------- loading a model
@@ -999,7 +616,7 @@ def sample(
         )
         attempts += len(batch)
         for s in batch:
-            if novel and is_known(s.text, hashes):
+            if hashes is not None and is_known(s.text, hashes):
                 rejected += 1
                 continue
             if json:

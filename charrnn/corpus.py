@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -44,7 +44,8 @@ _CACHE_FORMAT = 1
 _SLICE_CHARS = 1 << 18
 # ids scanned at a time when measuring line lengths of a possibly mapped array
 _SCAN_IDS = 1 << 24
-_NEWLINES = ("lf", "keep")
+NEWLINES = ("lf", "keep")  # the newline policies
+_NEWLINES = NEWLINES
 _UTF8_NAMES = ("utf-8", "utf-8-sig")
 _BOMS_UTF32 = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 _BOMS_UTF16 = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -60,9 +61,16 @@ _LINES_EMPTY_FRACTION = 0.05
 class CorpusOptions:
     """How bytes become characters; part of the corpus hash and of every checkpoint."""
 
-    encoding: str = "utf-8"  # input encoding; utf-8 strips a leading BOM
-    newline: str = "lf"  # "lf": CRLF and lone CR become LF; "keep": left as they are
-    lowercase: bool = False  # the assignment's dinosaur model is lowercase (27 characters)
+    encoding: str = field(  # input encoding; utf-8 strips a leading BOM
+        default="utf-8", metadata={"help": "Corpus encoding (a leading UTF-8 BOM is dropped)."}
+    )
+    newline: str = field(  # "lf": CRLF and lone CR become LF; "keep": left as they are
+        default="lf",
+        metadata={"help": "lf: CRLF and lone CR become LF; keep: leave line endings as they are."},
+    )
+    lowercase: bool = field(  # the assignment's dinosaur model is lowercase (27 characters)
+        default=False, metadata={"help": "Lowercase the corpus (27 characters for the dinosaurs)."}
+    )
 
     def __post_init__(self) -> None:
         if self.newline not in _NEWLINES:

@@ -38,6 +38,12 @@ class CharrnnError(Exception):
     exit_code = EXIT_ERROR
 
 
+class ConfigError(CharrnnError):
+    """A setting conflicts with the saved run or with another setting."""
+
+    exit_code = EXIT_USAGE
+
+
 class CorpusError(CharrnnError):
     """The corpus cannot be used: empty, too short, binary, badly encoded."""
 

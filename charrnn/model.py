@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,19 +26,41 @@ from charrnn import cells
 from charrnn.cells import GATES
 
 CELLS = tuple(GATES)
+ACTIVATIONS = ("tanh", "relu")  # the vanilla RNN's choices
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int  # V: number of distinct characters
-    cell: str = "lstm"  # "rnn" (vanilla), "gru" or "lstm"
-    hidden: int = 128  # H: units per layer
-    layers: int = 1  # L: stacked recurrent layers
-    embedding: int = 0  # E: learned input embedding size; 0 = one-hot input (the lectures)
-    dropout: float = 0.0  # drop rate on the non-recurrent connections, training only
-    peephole: bool = False  # lstm only: gates also see c<t-1>
-    activation: str = "tanh"  # rnn only: "tanh" or "relu"
-    forget_bias: float = 1.0  # lstm only: initial bias of Γf (1 = remember at the start)
+    cell: str = field(
+        default="lstm", metadata={"help": "Recurrent cell: vanilla RNN, GRU or LSTM."}
+    )
+    hidden: int = field(default=128, metadata={"help": "Hidden units per layer (H), 1 or more."})
+    layers: int = field(default=1, metadata={"help": "Recurrent layers stacked (L), 1 or more."})
+    embedding: int = field(  # E: learned input embedding size; 0 = one-hot input (the lectures)
+        default=0,
+        metadata={"help": "Size of a learned character embedding (E); 0 feeds one-hot characters."},
+    )
+    dropout: float = field(  # drop rate on the non-recurrent connections, training only
+        default=0.0,
+        metadata={
+            "help": "Share of the connections between layers dropped while training, in [0, 1)."
+        },
+    )
+    peephole: bool = field(  # lstm only: gates also see c<t-1>
+        default=False,
+        metadata={"help": "LSTM only: the gates also look at the memory cell (peepholes)."},
+    )
+    activation: str = field(  # rnn only: "tanh" or "relu"
+        default="tanh", metadata={"help": "Vanilla RNN only: the hidden activation."}
+    )
+    forget_bias: float = field(  # lstm only: initial bias of Γf (1 = remember at the start)
+        default=1.0,
+        metadata={
+            "help": "LSTM only: starting bias of the forget gate; 1 remembers at first, "
+            "0 learns faster early on."
+        },
+    )
     dtype: str = "float32"  # float64 for gradient checks
 
     def __post_init__(self) -> None:
@@ -48,7 +70,7 @@ class ModelConfig:
             raise ValueError("vocab_size, hidden and layers must be positive, embedding >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.activation not in ("tanh", "relu"):
+        if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be tanh or relu, not {self.activation!r}")
         if self.peephole and self.cell != "lstm":
             raise ValueError("peephole connections exist only for the lstm cell")

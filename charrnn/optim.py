@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,22 +19,41 @@ OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"  # sgd (the assignment), adam, adagrad (min-char-rnn), rmsprop (char-rnn)
-    lr: float = 2e-3  # learning rate
-    lr_decay: float = 1.0  # multiply the learning rate by this ...
-    lr_decay_every: int = 1000  # ... every this many steps (1.0 = constant rate)
+    name: str = field(  # sgd (the assignment), adam, adagrad (min-char-rnn), rmsprop (char-rnn)
+        default="adam", metadata={"help": "How the weights are updated."}
+    )
+    lr: float = field(default=2e-3, metadata={"help": "Learning rate, greater than 0."})
+    lr_decay: float = field(  # multiply the learning rate by this ...
+        default=1.0,
+        metadata={
+            "help": "Multiply the learning rate by this every --lr-decay-every steps, "
+            "in (0, 1]; 1 keeps it constant."
+        },
+    )
+    lr_decay_every: int = field(  # ... every this many steps (1.0 = constant rate)
+        default=1000, metadata={"help": "Steps between learning-rate decays, 1 or more."}
+    )
     beta1: float = 0.9  # adam: first-moment decay
     beta2: float = 0.999  # adam: second-moment decay
     alpha: float = 0.95  # rmsprop: squared-gradient decay (char-rnn's decay_rate)
     eps: float = 1e-8  # adam/adagrad/rmsprop: added to the denominator
-    clip_value: float | None = None  # clamp each gradient entry to ±clip_value (assignment: 5)
-    clip_norm: float | None = 5.0  # rescale the gradient when its global L2 norm exceeds this
+    clip_value: float | None = field(  # clamp each gradient entry to ±clip_value (assignment: 5)
+        default=None,
+        metadata={"help": "Clamp every gradient entry to ±this (the course uses 5); none: off."},
+    )
+    clip_norm: float | None = field(  # rescale the gradient when its global L2 norm exceeds this
+        default=5.0,
+        metadata={
+            "help": "Scale the gradient down when its overall size (L2 norm) "
+            "exceeds this; none: off."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.name!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a positive number, not {self.lr}")
+            raise ValueError(f"lr (learning rate) must be a positive number, not {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], not {self.lr_decay}")
         if self.lr_decay_every < 1:

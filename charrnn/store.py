@@ -99,6 +99,16 @@ _PARSE_ERRORS = (
 Warn = Callable[[str], None]
 
 
+def is_run_name(name: object) -> bool:
+    """The run-name rule: ``[A-Za-z0-9._-]+``, not starting with a dot."""
+    return isinstance(name, str) and bool(_RUN_RE.fullmatch(name)) and not name.startswith(".")
+
+
+def run_name_from(stem: str) -> str:
+    """A valid run name from a file stem: 'my names' -> 'my-names'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-") or "corpus"
+
+
 def default_root() -> Path:
     """The store directory: ``$CHARRNN_STORE`` if set and non-empty, else ``./checkpoints``."""
     value = os.environ.get(ENV_VAR, "")
@@ -340,7 +350,7 @@ class Store:
     def run_dir(self, run: str) -> Path:
         """The run's directory; the name must be ``[A-Za-z0-9._-]+`` without a leading dot
         (so it can never escape the store or hide as a dotfile)."""
-        if not isinstance(run, str) or not _RUN_RE.fullmatch(run) or run.startswith("."):
+        if not is_run_name(run):
             raise CheckpointError(
                 f"invalid run name {run!r}: use letters, digits, '.', '_' and '-', "
                 "not starting with '.'"
@@ -382,7 +392,7 @@ class Store:
         infos = []
         for entry in entries:
             name = entry.name
-            if not _RUN_RE.fullmatch(name) or name.startswith("."):
+            if not is_run_name(name):
                 continue
             if not entry.is_dir():
                 continue
@@ -646,7 +656,7 @@ class Store:
             raise InputMissingError(f"no checkpoint file at {spec}")
 
         run, _, selector = spec.partition(":")
-        if not _RUN_RE.fullmatch(run) or run.startswith("."):
+        if not is_run_name(run):
             raise InputMissingError(
                 f"no run or checkpoint file named {spec!r} in {_show(self.root)}; "
                 f"{self._runs_hint()}"

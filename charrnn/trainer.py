@@ -26,13 +26,29 @@ from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offset
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32  # B: parallel streams
-    seq_len: int = 64  # T: steps of truncated backpropagation through time
-    val_fraction: float = 0.1  # tail of the corpus held out for validation
-    eval_every: int = 250  # steps between validation passes (each followed by a checkpoint)
+    batch_size: int = field(  # B: parallel streams
+        default=32, metadata={"help": "Text streams trained side by side (B), 1 or more."}
+    )
+    seq_len: int = field(  # T: steps of truncated backpropagation through time
+        default=64,
+        metadata={
+            "help": "Characters per stream per step: how far back gradients flow "
+            "(T, truncated backpropagation through time), 1 or more."
+        },
+    )
+    val_fraction: float = field(  # tail of the corpus held out for validation
+        default=0.1,
+        metadata={"help": "Share of the corpus, from its end, held out for validation, in [0, 1)."},
+    )
+    eval_every: int = field(  # steps between validation passes (each followed by a checkpoint)
+        default=250,
+        metadata={"help": "Steps between validation passes; each is followed by a checkpoint."},
+    )
     eval_max_batches: int = 50  # cap on validation batches per pass (bounded time on big corpora)
     max_nonfinite: int = 5  # consecutive non-finite steps before training stops
-    seed: int = 0  # initial parameters, dropout masks
+    seed: int = field(  # initial parameters, dropout masks
+        default=0, metadata={"help": "Seed for the initial weights and dropout."}
+    )
     lines: bool = False  # names mode: each line one example from the start state, B lines a batch
     split_seed: int = 0  # names mode: which distinct lines are validation (not the training seed)
     patience: int = 0  # stop after this many validations without a new best (0: never)

@@ -1,0 +1,565 @@
+"""A training session: everything ``charrnn train`` does, without the command line.
+
+    from charrnn.session import TrainRequest, run_training
+    result = run_training(TrainRequest(corpus=("data/dinos.txt",), steps=200))
+    result.return_code        # 0, or 130 / 143 when a signal stopped it (after saving)
+
+The way through one session::
+
+    TrainRequest ─ corpus, run name ─▶ lock the run ─▶ read the corpus (token cache)
+        ─▶ resume the latest checkpoint (settings checked) or start fresh
+        ─▶ trainer.train: a checkpoint at every evaluation, samples on a terminal
+        ─▶ final save ─▶ TrainResult (status, summary, return code)
+
+Settings are the config dataclasses themselves (ModelConfig, OptimConfig,
+TrainConfig, CorpusOptions); ``explicit`` names the options the user set, which
+is what resuming needs to know (an explicit --lr overrides the saved one; an
+explicit --cell that differs from the saved run is refused). Domain errors are
+raised, each with its exit code; progress and logs go through ``events`` (a
+:class:`charrnn.console.Log` or anything with the same methods), never print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from charrnn import __version__
+from charrnn.batches import StreamBatches, eval_batches, make_batches, split_train_val
+from charrnn.corpus import Corpus, CorpusOptions, load_corpus
+from charrnn.errors import (
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    CharrnnError,
+    ConfigError,
+    CorpusError,
+    DivergedError,
+    InputMissingError,
+)
+from charrnn.model import ModelConfig
+from charrnn.optim import OptimConfig
+from charrnn.store import BEST_NAME, Store, default_root, is_run_name, run_name_from
+from charrnn.trainer import EvalStats, TrainConfig, TrainState
+from charrnn.trainer import train as train_loop
+
+BUNDLED = Path(__file__).resolve().parent.parent / "data"  # the repository's data/
+DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
+UNBOUNDED = 2**62  # "no step target": the time budget or a signal ends the run
+
+# model and data settings fixed at a run's start: explicitly different ones are refused
+# on resume (eval_every may change; optimizer settings are taken over, see resumed_optim)
+FIXED_TRAIN_FIELDS = ("batch_size", "seq_len", "val_fraction")
+FIXED_MODEL_FIELDS = tuple(
+    f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("vocab_size", "dtype")
+)
+# OptimConfig's fields as the user names them (its ``name`` is the --optimizer option)
+OPTIM_OPTION = {"name": "optimizer"}
+
+
+def _no_model() -> ModelConfig:
+    return ModelConfig(vocab_size=1)  # the real vocab_size comes from the corpus
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train and how; the plain-value form of ``charrnn train``'s options."""
+
+    corpus: tuple[str, ...] = ()  # files or "-" (stdin), read in order; () = bundled dinos
+    run: str | None = field(
+        default=None, metadata={"help": "Run name in the store. [default: the corpus file's name]"}
+    )
+    store: Path | None = None  # checkpoint store; None = $CHARRNN_STORE or ./checkpoints
+    model: ModelConfig = field(default_factory=_no_model)  # vocab_size: set from the corpus
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reading: CorpusOptions = field(default_factory=CorpusOptions)
+    steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Total steps for the run (re-running after a kill finishes the same job). "
+            f"[default: {DEFAULT_STEPS} unless --epochs or --time is given]"
+        },
+    )
+    epochs: float | None = field(
+        default=None, metadata={"help": "Total epochs for the run, instead of --steps."}
+    )
+    time_budget: float | None = field(  # seconds for this invocation
+        default=None,
+        metadata={
+            "help": "Time budget for this invocation (90s, 10m, 1h); saves and exits 0 when spent."
+        },
+    )
+    keep: int = field(
+        default=3,
+        metadata={"help": "Checkpoints kept per run (plus the best by validation loss)."},
+    )
+    fresh: bool = field(
+        default=False, metadata={"help": "Start the run over instead of resuming it."}
+    )
+    allow_changed_corpus: bool = field(
+        default=False,
+        metadata={"help": "Resume even though the corpus changed since the last checkpoint."},
+    )
+    wait: float | bool = field(
+        default=False, metadata={"help": "Wait for a run locked by another process."}
+    )
+    sample_every: int = field(
+        default=500,
+        metadata={"help": "On a terminal, show a few samples every this many steps (0: never)."},
+    )
+    explicit: frozenset[str] = frozenset()  # option names the user set (not defaults)
+
+    def __post_init__(self) -> None:
+        if self.corpus.count("-") > 1:
+            raise ValueError("stdin ('-') can be read only once")
+        if self.run is not None and not is_run_name(self.run):
+            raise ValueError(
+                f"run {self.run!r}: use letters, digits, '.', '_' and '-' (not starting with '.')"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1, not {self.steps}")
+        if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ValueError(f"epochs must be a positive number, not {self.epochs}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be positive, not {self.time_budget}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be at least 1, not {self.keep}")
+        if self.sample_every < 0:
+            raise ValueError(f"sample_every must be 0 or more, not {self.sample_every}")
+
+    @property
+    def paths(self) -> list[str]:
+        """The corpus files to read: the given ones, or the bundled dinosaur names."""
+        return list(self.corpus) or [bundled_corpus()]
+
+    @property
+    def run_name(self) -> str:
+        if self.run is not None:
+            return self.run
+        first = self.paths[0]
+        return "stdin" if first == "-" else run_name_from(Path(first).stem)
+
+    @property
+    def corpus_options(self) -> CorpusOptions:
+        """How to read the corpus; the bundled names are lowercased unless told otherwise
+        (the assignment's 27-character model)."""
+        if not self.corpus and "lowercase" not in self.explicit:
+            return dataclasses.replace(self.reading, lowercase=True)
+        return self.reading
+
+    def target_steps(self, n_batches: int) -> int:
+        """The run's total steps: --steps, else --epochs, else the time budget decides."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            return max(1, round(self.epochs * n_batches))
+        return UNBOUNDED if self.time_budget is not None else DEFAULT_STEPS
+
+
+def bundled_corpus() -> str:
+    """The bundled dinosaur names: beside the package, or in ./data of the current directory."""
+    for p in (BUNDLED / "dinos.txt", Path("data") / "dinos.txt"):
+        if p.is_file():
+            return str(p)
+    raise InputMissingError(
+        "no CORPUS given and the bundled data/dinos.txt is not here "
+        "(run from the charrnn repository, or pass a text file)"
+    )
+
+
+# --------------------------------------------------------------------------- the result
+
+
+@dataclass
+class TrainResult:
+    """How a session ended; ``return_code`` is the process exit status it stands for."""
+
+    run: str
+    status: str  # "done", "interrupted" or "time budget spent"
+    state: TrainState
+    corpus: Corpus
+    n_batches: int  # training batches per epoch
+    seconds: float  # wall time of this invocation's training
+    checkpoint: Path | None  # the last checkpoint written or resumed from
+    signal: int | None = None  # the signal that stopped it
+
+    @property
+    def return_code(self) -> int:
+        if self.signal is None:
+            return EXIT_OK
+        return EXIT_SIGINT if self.signal == signal.SIGINT else EXIT_SIGTERM
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON document of ``charrnn train --json`` (snake_case, no nan)."""
+        ts, h = self.state, self.state.history
+        train_loss = next((x for x in reversed(h.loss) if math.isfinite(x)), math.nan)
+        val = h.val_loss[-1] if h.val_loss else None
+        return {
+            "run": self.run,
+            "status": self.status,
+            "step": ts.step,
+            "epoch": ts.step / self.n_batches,
+            "train_loss": finite_or_none(train_loss),
+            "val_loss": finite_or_none(val),
+            "val_bits_per_char": finite_or_none(None if val is None else val / math.log(2)),
+            "best_val_loss": finite_or_none(ts.best_val),
+            "seconds": self.seconds,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "model": ts.model.cfg.to_json(),
+            "corpus": {
+                "sources": list(self.corpus.sources),
+                "n_chars": self.corpus.n_chars,
+                "vocab_size": self.corpus.vocab.size,
+                "is_lines": self.corpus.is_lines,
+            },
+        }
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """A JSON-safe number: None for nan, inf and None."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Bar(Protocol):
+    bar: Any  # the live tqdm bar, or None when nothing is drawn
+
+    def update(self, n: int = 1, **postfix: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+class Events(Protocol):
+    """Where a session reports progress: :class:`charrnn.console.Log` fits."""
+
+    def info(self, msg: str) -> None: ...
+    def warn(self, msg: str) -> None: ...
+    def progress(self, total: int, initial: int, desc: str) -> Bar: ...
+    def close_progress(self) -> None: ...
+
+
+class Split(NamedTuple):
+    """A corpus cut for training: batches of the head, validation batches of the tail."""
+
+    train: StreamBatches
+    val: StreamBatches | None  # None when the tail is too short to score
+    n_train: int  # characters
+    n_val: int
+
+
+def split_batches(ids: np.ndarray, n_chars: int, cfg: TrainConfig) -> Split:
+    """Training and validation batches for ``cfg`` (validation shrinks to fit a short tail)."""
+    n_train, n_val = split_train_val(n_chars, cfg.val_fraction)
+    train = make_batches(ids, 0, n_train, cfg.batch_size, cfg.seq_len)
+    val = eval_batches(ids, n_train, n_chars, cfg.batch_size, cfg.seq_len)
+    return Split(train, val, n_train, n_val)
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def resumed_optim(meta: dict[str, Any], given: OptimConfig, explicit: frozenset[str]):
+    """The saved optimizer settings, with the ones set explicitly now taking over."""
+    saved = OptimConfig.from_json(meta.get("optim", {}))
+    if "optimizer" in explicit and given.name != saved.name:
+        raise ConfigError(
+            f"run '{meta.get('run')}' was trained with --optimizer {saved.name}; pass --fresh "
+            "to start over with another optimizer, or --run NAME for a new run"
+        )
+    changes = {
+        f.name: getattr(given, f.name)
+        for f in dataclasses.fields(OptimConfig)
+        if f.name != "name" and OPTIM_OPTION.get(f.name, f.name) in explicit
+    }
+    return dataclasses.replace(saved, **changes)
+
+
+def check_resume(meta: dict[str, Any], corpus: Corpus, request: TrainRequest) -> None:
+    """Refuse to resume with a changed corpus or with explicitly different model options."""
+    old = meta.get("corpus", {})
+    if old.get("sha256") != corpus.sha256 and not request.allow_changed_corpus:
+        raise CorpusError(
+            f"the corpus changed since run '{meta.get('run')}' was last saved; pass "
+            "--allow-changed-corpus to resume on it, --fresh to start over, or --run NAME"
+        )
+    vocab = meta.get("vocab", {}).get("chars")
+    if vocab is not None and list(vocab) != list(corpus.vocab.chars):
+        raise CorpusError(
+            "the corpus has a different character set than the saved run; "
+            "pass --fresh to start over or --run NAME for a new run"
+        )
+    given = {
+        **{name: getattr(request.model, name) for name in FIXED_MODEL_FIELDS},
+        **{name: getattr(request.train, name) for name in FIXED_TRAIN_FIELDS},
+    }
+    saved = {**meta.get("model", {}), **meta.get("train", {})}
+    for name, value in given.items():
+        if name in request.explicit and name in saved and saved[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"run '{meta.get('run')}' was trained with {flag} {saved[name]}; pass --fresh "
+                "to start over with new settings, or --run NAME for a new run"
+            )
+
+
+# --------------------------------------------------------------------------- the session
+
+
+def run_training(request: TrainRequest, events: Events | None = None) -> TrainResult:
+    """Train as ``request`` says; raises CharrnnError subclasses (each with its exit code)."""
+    if events is None:
+        from charrnn.console import Log
+
+        events = Log(quiet=True)
+    store = Store(request.store if request.store is not None else default_root())
+    run = request.run_name
+    run_dir = store.run_dir(run)
+    with store.lock(run, wait=request.wait):
+        for p in store.clean_leftovers(run):
+            events.info(f"removed leftover {p}")
+        t0 = time.perf_counter()
+        corpus = load_corpus(request.paths, request.corpus_options, cache_dir=run_dir / "cache")
+        _prune_token_cache(run_dir / "cache", corpus.sha256)
+        events.info(
+            f"corpus {', '.join(corpus.sources)}: {corpus.n_chars:,} characters, "
+            f"{corpus.vocab.size} distinct, "
+            f"{'one item per line' if corpus.is_lines else 'prose'} "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
+        state, resumed_from = _start_or_resume(store, run, corpus, request, events)
+        split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg)
+        total = request.target_steps(split.train.n_batches)
+        if state.step >= total:
+            events.info(
+                f"run '{run}' already has {state.step} steps (target {total}); nothing to do"
+            )
+            return TrainResult(run, "done", state, corpus, split.train.n_batches, 0.0, resumed_from)
+        if request.fresh:  # the new settings and corpus are valid: now the old run may go
+            removed = _remove_checkpoints(store, run)
+            if removed:
+                events.info(f"--fresh: removed {removed} checkpoint(s) of run '{run}'")
+        saver = _Saver(store, run, state, corpus, request.keep)
+        return _train(request, events, state, corpus, split, total, saver, resumed_from)
+
+
+def _start_or_resume(
+    store: Store, run: str, corpus: Corpus, request: TrainRequest, events: Events
+) -> tuple[TrainState, Path | None]:
+    """The run's latest checkpoint, checked against the request, or a fresh state."""
+    if not request.fresh and store.checkpoints(run):
+        ck = store.latest(run, on_warning=events.warn)
+        check_resume(ck.meta, corpus, request)
+        optim = resumed_optim(ck.meta, request.optim, request.explicit)
+        state = TrainState.from_checkpoint(ck.arrays, ck.meta, optim)
+        if "eval_every" in request.explicit:
+            state.train_cfg = dataclasses.replace(
+                state.train_cfg, eval_every=request.train.eval_every
+            )
+        events.info(f"resuming run '{run}' from step {state.step} ({ck.path.name})")
+        return state, ck.path
+    model = dataclasses.replace(request.model, vocab_size=corpus.vocab.size)
+    return TrainState.fresh(model, request.optim, request.train), None
+
+
+class _Saver:
+    """Writes the session's state as a checkpoint of the run, corpus facts included."""
+
+    def __init__(self, store: Store, run: str, state: TrainState, corpus: Corpus, keep: int):
+        self.store, self.run, self.state, self.keep = store, run, state, keep
+        self.extra = _corpus_arrays(corpus)
+        self.corpus_meta = _corpus_meta(corpus)
+        self.vocab = corpus.vocab.to_json()
+        self.saved_step = state.step
+
+    def __call__(self, best: bool) -> Path:
+        arrays, meta = self.state.to_checkpoint()
+        arrays.update(self.extra)
+        meta["corpus"] = self.corpus_meta
+        meta["vocab"] = self.vocab
+        meta["run"] = self.run
+        meta["charrnn"] = __version__
+        path = self.store.save(self.run, self.state.step, arrays, meta, best=best, keep=self.keep)
+        self.saved_step = self.state.step
+        return path
+
+    @property
+    def unsaved(self) -> bool:
+        return self.state.step != self.saved_step
+
+
+def _train(
+    request: TrainRequest,
+    events: Events,
+    state: TrainState,
+    corpus: Corpus,
+    split: Split,
+    total: int,
+    save: _Saver,
+    last_path: Path | None,
+) -> TrainResult:
+    """The loop around trainer.train: saves, progress, signals, the final save."""
+    run, cfg = save.run, state.train_cfg
+    stop: list[Any] = [False, None]  # [stop requested, signal number]
+    bar = events.progress(total if total < UNBOUNDED else 0, state.step, f"train {run}")
+    events.info(
+        f"training {state.model.cfg.cell} {state.model.cfg.layers}x{state.model.cfg.hidden} "
+        f"on {split.n_train:,} characters ({split.train.n_batches} batches of "
+        f"{cfg.batch_size}x{cfg.seq_len} per epoch), validating on {split.n_val:,}"
+    )
+    show_samples = _sample_shower(request, state, corpus, events)
+    t_start = time.perf_counter()
+    last_val, chars_per_sec = math.nan, 0.0
+    with _stop_on_signals(stop):
+        try:
+            for ev in train_loop(
+                state,
+                split.train,
+                split.val,
+                total_steps=total,
+                time_budget=request.time_budget,
+                stop_flag=stop,
+            ):
+                if isinstance(ev, EvalStats):
+                    last_val = ev.val_loss
+                    last_path = save(ev.improved)
+                    events.info(
+                        f"step {ev.step}: val {ev.val_loss:.4f} nats/char "
+                        f"({ev.val_loss / math.log(2):.3f} bits)"
+                        f"{' best' if ev.improved else ''}  {chars_per_sec / 1e3:.1f}k chars/s  "
+                        f"saved {last_path.name}"
+                    )
+                    continue
+                chars_per_sec = ev.chars_per_sec
+                if ev.skipped:
+                    events.warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
+                postfix = {"loss": f"{ev.loss:.3f}", "cps": f"{chars_per_sec / 1e3:.1f}k"}
+                if math.isfinite(last_val):
+                    postfix["val"] = f"{last_val:.3f}"
+                bar.update(1, **postfix)
+                if bar.bar is not None:
+                    show_samples(ev.step)
+        except DivergedError:
+            # skipped steps never touched the parameters: save them (finite, or the store
+            # refuses) so that clip-stats can show what happened; the caller exits 3
+            _close(bar, events)
+            if save.unsaved:
+                try:
+                    events.info(f"saved {save(False)} for `charrnn clip-stats {run}`")
+                except CharrnnError as e:
+                    events.warn(f"not saved: {e}")
+            raise
+        except BaseException:  # a second Ctrl-C and the like: the last checkpoint stands
+            _close(bar, events)
+            raise
+        _close(bar, events)
+        elapsed = time.perf_counter() - t_start
+        if save.unsaved:
+            last_path = save(False)  # a signal now only sets the flag: the save completes
+    status = "interrupted" if stop[0] else "done" if state.step >= total else "time budget spent"
+    events.info(
+        f"{status}: run '{run}' at step {state.step}"
+        f"{f'/{total}' if total < UNBOUNDED else ''} in {elapsed:.1f}s"
+        + (f", saved {last_path}" if last_path else "")
+    )
+    n_batches = split.train.n_batches
+    signum = stop[1] if stop[0] else None
+    return TrainResult(run, status, state, corpus, n_batches, elapsed, last_path, signum)
+
+
+def _close(bar: Bar, events: Events) -> None:
+    bar.close()
+    events.close_progress()
+
+
+def _sample_shower(
+    request: TrainRequest, state: TrainState, corpus: Corpus, events: Events
+) -> Callable[[int], None]:
+    """Every ``sample_every`` steps, a few samples of the model so far (terminals only)."""
+    rng: list[np.random.Generator] = []  # made on first use: no draw unless shown
+
+    def show(step: int) -> None:
+        if not request.sample_every or step % request.sample_every:
+            return
+        from charrnn.sampler import SampleOptions, Sampler
+
+        if not rng:
+            rng.append(np.random.default_rng(state.train_cfg.seed + 1))
+        sampler = Sampler(state.model, corpus.vocab)
+        if corpus.is_lines:
+            got = sampler.lines(3, 60, SampleOptions(0.8), rng[0])
+            events.info("  samples: " + " | ".join(s.text for s in got))
+        else:
+            chunk = next(sampler.stream(120, SampleOptions(0.8), rng[0], chunk=120))
+            events.info("  sample: " + "".join(chunk[0]).replace("\n", " / "))
+
+    return show
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: list[Any]) -> Iterator[None]:
+    """First SIGINT/SIGTERM: finish the step, save, stop. Second: leave at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop[0]:
+            raise KeyboardInterrupt
+        stop[0] = True
+        stop[1] = signum
+
+    old = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread (some test runners)
+            old[s] = signal.signal(s, handler)
+    try:
+        yield
+    finally:  # restored after the final save
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _prune_token_cache(cache: Path, sha: str) -> None:
+    """Drop token caches of older corpus versions and temp files of killed loads (under the
+    run's lock, so no other writer is at work here)."""
+    keep = f"tokens-{sha[:20]}"
+    if cache.is_dir():
+        for p in cache.iterdir():
+            if p.is_file() and not p.name.startswith(keep):
+                p.unlink(missing_ok=True)
+
+
+def _remove_checkpoints(store: Store, run: str) -> int:
+    """--fresh: the run's checkpoints go (under the lock) so step numbers start over."""
+    paths = store.checkpoints(run)
+    for p in [*paths, store.run_dir(run) / BEST_NAME]:
+        p.unlink(missing_ok=True)
+    return len(paths)
+
+
+def _corpus_meta(corpus: Corpus) -> dict[str, Any]:
+    return {
+        "sources": list(corpus.sources),
+        "sha256": corpus.sha256,
+        "n_chars": corpus.n_chars,
+        "n_lines": corpus.n_lines,
+        "is_lines": corpus.is_lines,
+        "options": corpus.options.to_json(),
+    }
+
+
+def _corpus_arrays(corpus: Corpus) -> dict[str, Any]:
+    """Hashes of the training lines (names corpora), so `sample --novel` needs no corpus."""
+    if not corpus.is_lines or corpus.n_chars > 50_000_000:
+        return {}
+    from charrnn.sampler import line_hashes
+
+    return {"corpus.line_hashes": line_hashes(corpus.lines())}
