@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.clipstats import Series, bucket_max
+from charrnn.clipstats import Series, columns, norm_dist
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # eighths of a cell, bottom up
 LABEL_W = 9  # y-axis label width
@@ -83,7 +83,7 @@ def chart(
     """Pre-clip norm over steps: max per column, the threshold as a dotted row,
     columns above it in red, spikes (▲) and non-finite steps (×) marked below."""
     cols = max(10, min(100, width - LABEL_W - 2))
-    b = bucket_max(series.step, series.grad_norm, cols, series.skipped)
+    b = columns(series, cols)
     vals = b["max"]  # (C,) largest finite norm per column
     n = vals.shape[0]
     fin = np.isfinite(vals)
@@ -91,7 +91,7 @@ def chart(
         return [Text("  no finite gradient norm to draw", style="red")]  # unreachable: checked
     top = float(vals[fin].max())
     positive = vals[fin & (vals > 0)]
-    med = float(np.median(series.grad_norm[series.finite]))
+    med = norm_dist(series).percentile([50])[0]
     log = positive.size > 0 and med > 0 and top > LOG_RATIO * med
     hi = top
     thr_note = ""
@@ -161,13 +161,13 @@ def chart(
         marks.append(" " * (w - 1))
     if any_mark:
         lines.append(marks)
-    first, last = str(series.step[0]), str(series.step[-1])
+    first, last = str(b["first"][0]), str(b["last"][-1])
     unit = "batch" if threshold_name.startswith("probe") else "step"
     left = f"{unit} {first}"
     lines.append(
         Text(" " * (LABEL_W + 1) + left + last.rjust(max(n * w - len(left), len(last) + 1)))
     )
-    per = series.step.shape[0] / n
+    per = series.count / n
     legend = [
         f"the largest pre-clip norm in each column ({'1' if per <= 1 else f'~{per:.2g}'} "
         f"{unit if per <= 1 else units(unit)} per column)",
@@ -210,6 +210,17 @@ def _header(doc: dict) -> list[Text]:
                 f"({st['count']} steps, {st['nonfinite']} non-finite)"
             )
         )
+        hs = doc.get("history") or {}
+        if hs.get("steps_summarized"):
+            out.append(
+                Text(
+                    f"the last {hs['steps_in_full']} steps are kept one by one; the "
+                    f"{hs['steps_summarized']} before step {hs['exact_from_step']} are "
+                    "summarized: percentiles are approximate (within ~1.2%); counts, max, "
+                    "clipping and every spike are exact",
+                    style="dim",
+                )
+            )
     else:
         corpus = ", ".join("standard input" if c == "-" else c for c in p["corpus"])
         out.append(

@@ -65,6 +65,17 @@ key is always present (``null`` where it does not apply):
     ``"clip"``, ``"exploding"`` (clip, and there were spikes or non-finite steps),
     ``"not_needed"`` (tight norms; ``clip_norm`` is then a safety net that would
     never bite) or ``"no_data"``.
+``history``
+    ``{steps_in_full, steps_summarized, exact_from_step, percentiles, spikes,
+    events_dropped}``: how much of the series is known step by step. A run's history
+    keeps its last few thousand steps in full and summarizes the earlier ones
+    (:mod:`charrnn.history`); once it does (``steps_summarized`` > 0), percentiles,
+    shares and ``fraction_over_threshold`` are read off sketches, within about 1.2%
+    (``percentiles: "approximate"``), while counts, means, min, max, the clipping
+    figures, every spike and every non-finite step stay exact. ``spikes`` is
+    ``"filtered"`` when ``--spike-factor``/``--window`` differ from the rule the
+    trainer recorded spikes with (10x / 50): the summarized steps then show the
+    recorded spikes that pass the new factor. A probe is always exact.
 ``probe``
     null in history mode; in probe mode ``{corpus, batches, batch_size, seq_len,
     loss_mean, parameters, norm_thresholds: [{threshold, labels, fraction_clipped,
@@ -77,17 +88,27 @@ key is always present (``null`` where it does not apply):
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from charrnn.history import (
+    SHARE_BINS,
+    SPIKE_FACTOR,
+    SPIKE_WINDOW,
+    History,
+    Past,
+    norm_bin,
+    norm_bin_value,
+    running_median,
+    share_bin,
+    share_bin_value,
+)
+
 SCHEMA = "charrnn.clip-stats/1"
 ASSIGNMENT_CLIP = 5.0  # the assignment clips every gradient entry to ±5
-SPIKE_FACTOR = 10.0  # a spike: norm above this many times its running median ...
-SPIKE_WINDOW = 50  # ... the median of the previous this many finite norms
 SUGGEST_PERCENTILE = 90.0  # suggested clip_norm: this percentile of non-spike norms
 TIGHT_RATIO = 2.0  # p99 within this factor of the median: norms are tight
 TOP_LEVEL_KEYS = (
@@ -104,6 +125,7 @@ TOP_LEVEL_KEYS = (
     "group_threshold",
     "events",
     "suggestion",
+    "history",
     "probe",
 )
 
@@ -112,8 +134,29 @@ TOP_LEVEL_KEYS = (
 
 
 @dataclass(frozen=True, eq=False)
+class Recorded:
+    """Events the trainer found as it recorded each step, over the whole run."""
+
+    spike_step: np.ndarray  # (K,) int64
+    spike_norm: np.ndarray  # (K,) pre-clip global norm of the spike
+    spike_median: np.ndarray  # (K,) running median it was compared with
+    spike_group: np.ndarray  # (K,) int64 index of the largest group at that step
+    spike_scale: np.ndarray  # (K,) norm-clipping factor applied to it
+    bad_steps: np.ndarray  # (N,) int64 non-finite or skipped steps
+    dropped: int  # events beyond the history's cap: counted, not kept
+    factor: float = SPIKE_FACTOR  # the spike rule they were found with
+    window: int = SPIKE_WINDOW
+
+
+@dataclass(frozen=True, eq=False)
 class Series:
-    """Per-step gradient measurements, from a run's history or from a probe."""
+    """Per-step gradient measurements, from a run's history or from a probe.
+
+    The arrays hold the steps known one by one: every step of a probe or of a short
+    run, the recent window of a long one. ``past`` then summarizes the steps before
+    ``step[0]`` (see :mod:`charrnn.history`) and ``recorded`` holds every spike and
+    non-finite step of the run.
+    """
 
     step: np.ndarray  # (S,) int64, 1-based step (probe: batch number)
     grad_norm: np.ndarray  # (S,) pre-clip global L2 norm; nan where non-finite
@@ -123,6 +166,8 @@ class Series:
     group_norms: np.ndarray  # (S, G) pre-clip L2 norm per group; nan where non-finite
     groups: tuple[str, ...]  # (G,) lecture names: l0.Wf, l0.bf, ..., Wya, by
     loss: np.ndarray  # (S,) nats/char, nan where non-finite
+    past: Past | None = None  # summaries of the steps before step[0] (long runs)
+    recorded: Recorded | None = None  # the run's events as recorded (history only)
 
     def __post_init__(self) -> None:
         S = self.step.shape[0]
@@ -134,36 +179,213 @@ class Series:
                 f"group_norms has shape {self.group_norms.shape}, "
                 f"expected ({S}, {len(self.groups)})"
             )
+        if self.past is not None and self.past.n_groups != len(self.groups):
+            raise ValueError(
+                f"the summaries have {self.past.n_groups} groups, not {len(self.groups)}"
+            )
 
     @property
     def finite(self) -> np.ndarray:
         """(S,) bool: steps whose gradient was finite (clipping applied to them)."""
         return np.isfinite(self.grad_norm)
 
+    @property
+    def n_past(self) -> int:
+        """Steps known only through the summaries."""
+        return self.past.n if self.past is not None else 0
+
+    @property
+    def count(self) -> int:
+        """Steps of the whole series."""
+        return self.n_past + self.step.shape[0]
+
+    @property
+    def first_step(self) -> int | None:
+        if self.n_past:
+            assert self.past is not None
+            return self.past.first
+        return int(self.step[0]) if self.step.shape[0] else None
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], groups: Sequence[str]) -> Series:
         """The recorded history of a checkpoint's arrays (``hist.*``); empty if there is none."""
-        from charrnn.trainer import History
+        return cls.from_history(History.from_arrays(arrays), groups)
 
-        h = History.from_arrays(arrays)
-        S, G = len(h.step), len(groups)
-        gn = np.asarray(h.grad_norm, dtype=np.float64).reshape(S)
-        group_norms = (
-            np.stack(h.group_norms).astype(np.float64) if h.group_norms else np.zeros((0, G))
-        )
+    @classmethod
+    def from_history(cls, h: History, groups: Sequence[str]) -> Series:
+        S, G = h.step.shape[0], len(groups)
+        gn = h.grad_norm.astype(np.float64)
+        group_norms = h.group_norms.astype(np.float64) if S else np.zeros((0, G))
         if group_norms.shape != (S, G):
             raise ValueError(f"hist.group_norms has shape {group_norms.shape}, expected {(S, G)}")
         group_norms[~np.isfinite(gn)] = np.nan  # stored as 0 on non-finite steps
+        past = h.past if h.past is not None and h.past.n else None
         return cls(
-            step=np.asarray(h.step, dtype=np.int64).reshape(S),
+            step=h.step.astype(np.int64),
             grad_norm=gn,
-            scale=np.asarray(h.scale, dtype=np.float64).reshape(S),
-            value_frac=np.asarray(h.value_frac, dtype=np.float64).reshape(S),
-            skipped=np.asarray(h.skipped, dtype=bool).reshape(S),
+            scale=h.scale.astype(np.float64),
+            value_frac=h.value_frac.astype(np.float64),
+            skipped=h.skipped.astype(bool),
             group_norms=group_norms,
             groups=tuple(groups),
-            loss=np.asarray(h.loss, dtype=np.float64).reshape(S),
+            loss=h.loss.astype(np.float64),
+            past=past,
+            recorded=Recorded(
+                spike_step=np.array(h.spike_step, np.int64),
+                spike_norm=np.array(h.spike_norm, np.float64),
+                spike_median=np.array(h.spike_median, np.float64),
+                spike_group=np.array(h.spike_group, np.int64),
+                spike_scale=np.array(h.spike_scale, np.float64),
+                bad_steps=np.array(h.bad_steps, np.int64),
+                dropped=h.events_dropped,
+            ),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class Dist:
+    """The finite values of one quantity over a series: some known one by one, the
+    others (a long run's past) as sketch counts with their exact count, sum, min and
+    max. With no sketch every statistic is exact (numpy's linear percentiles); with
+    one, percentiles and fractions over a threshold are read off the bins."""
+
+    exact: np.ndarray  # (N,) finite values known one by one
+    counts: np.ndarray | None = None  # (bins,) sketch of the other values
+    n: int = 0  # how many values the sketch holds, their sum, min and max
+    total: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+    share: bool = False  # linear [0, 1] bins (shares), else log bins (norms)
+
+    @property
+    def size(self) -> int:
+        return int(self.exact.size) + self.n
+
+    @property
+    def approximate(self) -> bool:
+        return self.n > 0
+
+    def _bin(self, v: np.ndarray) -> np.ndarray:
+        return share_bin(v) if self.share else norm_bin(v)
+
+    def _value(self, i: np.ndarray) -> np.ndarray:
+        return share_bin_value(i) if self.share else norm_bin_value(i)
+
+    def min(self) -> float:
+        parts = ([float(self.exact.min())] if self.exact.size else []) + (
+            [self.lo] if self.n else []
+        )
+        return min(parts) if parts else math.nan
+
+    def max(self) -> float:
+        parts = ([float(self.exact.max())] if self.exact.size else []) + (
+            [self.hi] if self.n else []
+        )
+        return max(parts) if parts else math.nan
+
+    def mean(self) -> float:
+        if self.size == 0:
+            return math.nan
+        return (float(self.exact.sum()) + self.total) / self.size
+
+    def percentile(self, qs: Sequence[float]) -> list[float]:
+        if self.size == 0:
+            return [math.nan] * len(qs)
+        if not self.approximate:
+            return [float(v) for v in np.percentile(self.exact, qs)]
+        assert self.counts is not None
+        counts = self.counts + np.bincount(self._bin(self.exact), minlength=self.counts.shape[0])
+        cum = np.cumsum(counts)  # (bins,)
+        k = np.floor(np.asarray(qs, dtype=np.float64) / 100 * (self.size - 1))  # sorted rank
+        i = np.searchsorted(cum, k, side="right")  # bin holding that rank
+        return [float(v) for v in np.clip(self._value(i), self.min(), self.max())]
+
+    def fraction_over(self, threshold: float) -> float:
+        """Fraction of the values above ``threshold`` (sketched values: those in bins
+        above it, and the share of its own bin that lies above it)."""
+        if self.size == 0:
+            return math.nan
+        over = float((self.exact > threshold).sum())
+        if self.n and self.hi > threshold:
+            assert self.counts is not None
+            b = int(self._bin(np.array([threshold]))[0])
+            over += float(self.counts[b + 1 :].sum())
+            # the threshold's own bin: the part above it, values spread evenly in the bin
+            # (in log10 for norms)
+            lo_edge, hi_edge = self._value(np.array([b - 0.5, b + 0.5]))
+            if self.share:
+                part = (hi_edge - threshold) / (hi_edge - lo_edge)
+            else:
+                part = math.log(hi_edge / threshold) / math.log(hi_edge / lo_edge)
+            over += float(self.counts[b]) * min(max(part, 0.0), 1.0)
+        return over / self.size
+
+    def summary(self) -> dict[str, float | None]:
+        """The keys of :func:`percentiles`."""
+        if self.size == 0:
+            return dict.fromkeys(("min", "p50", "p90", "p95", "p99", "max", "mean"))
+        q = self.percentile([50, 90, 95, 99])
+        return {
+            "min": self.min(),
+            "p50": q[0],
+            "p90": q[1],
+            "p95": q[2],
+            "p99": q[3],
+            "max": self.max(),
+            "mean": self.mean(),
+        }
+
+
+def norm_dist(s: Series) -> Dist:
+    """The finite pre-clip global norms of the whole series."""
+    v = s.grad_norm[s.finite]
+    p = s.past
+    if p is None or p.finite == 0:
+        return Dist(v)
+    return Dist(v, p.norm_counts, p.finite, p.norm_sum, p.norm_min, p.norm_max)
+
+
+def group_dist(s: Series, j: int) -> Dist:
+    v = s.group_norms[s.finite, j]
+    p = s.past
+    if p is None or p.finite == 0:
+        return Dist(v)
+    c = p.group_counts[j]
+    # the group's past min is not kept: the lowest non-empty bin's lower edge stands in
+    lo = float(norm_bin_value(np.flatnonzero(c)[0] - 0.5)) if c.any() else 0.0
+    return Dist(
+        v,
+        c,
+        int(c.sum()),
+        float((c * norm_bin_value(np.arange(c.size))).sum()),
+        lo,
+        float(p.group_max[j]),
+    )
+
+
+def share_dist(s: Series, j: int) -> Dist:
+    """Each step's share of the squared global norm in group ``j``."""
+    fin = s.finite
+    total = s.grad_norm[fin]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, s.group_norms[fin, j] ** 2 / total**2, np.nan)
+    share = share[np.isfinite(share)]
+    p = s.past
+    if p is None or p.finite == 0:
+        return Dist(share, share=True)
+    c = p.share_counts[j]
+    nz = np.flatnonzero(c)
+    if nz.size == 0:
+        return Dist(share, share=True)
+    return Dist(
+        share,
+        c,
+        int(c.sum()),
+        float((c * share_bin_value(np.arange(c.size))).sum()),
+        float(nz[0]) / SHARE_BINS,
+        float(nz[-1] + 1) / SHARE_BINS,
+        share=True,
+    )
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -206,27 +428,6 @@ def round_sig(x: float, digits: int = 2) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def running_median(x: np.ndarray, window: int, min_history: int = 1) -> np.ndarray:
-    """(S,) median of the finite values among the previous ``window`` entries of ``x``
-    (the entry itself excluded); nan where fewer than ``min_history`` are finite."""
-    x = np.asarray(x, dtype=np.float64)
-    S = x.shape[0]
-    out = np.full(S, np.nan)
-    if S == 0:
-        return out
-    window = max(1, min(window, S))  # a longer window than the series sees the same values
-    padded = np.concatenate([np.full(window, np.nan), x])  # (W+S,)
-    view = np.lib.stride_tricks.sliding_window_view(padded, window)[:S]  # (S, W) previous W
-    for lo in range(0, S, 8192):  # bounded memory on long runs
-        block = view[lo : lo + 8192]
-        enough = np.isfinite(block).sum(axis=1) >= max(min_history, 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan rows: nan, masked below
-            med = np.nanmedian(block, axis=1)
-        out[lo : lo + 8192] = np.where(enough, med, np.nan)
-    return out
-
-
 def find_spikes(
     step: np.ndarray, norm: np.ndarray, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -265,33 +466,71 @@ def bucket_max(
     }
 
 
+def columns(s: Series, n: int) -> dict[str, np.ndarray]:
+    """:func:`bucket_max` of the whole series in at most ``n`` columns: the past's
+    buckets and the steps known one by one, grouped by their position in the run."""
+    p = s.past
+    if p is None:
+        return bucket_max(s.step, s.grad_norm, n, s.skipped)
+    S = s.step.shape[0]
+    K = p.b_first.shape[0]
+    # segments: the past's buckets, then one per step of the window
+    start = np.concatenate([np.arange(K) * p.width, p.n + np.arange(S)])  # (K+S,) position
+    first = np.concatenate([p.b_first, s.step])
+    last = np.concatenate([p.b_last, s.step])
+    mx = np.concatenate([np.where(p.b_finite > 0, p.b_max, np.nan), s.grad_norm])
+    bad = np.concatenate([p.b_bad > 0, ~s.finite | s.skipped])
+    cols = max(1, min(n, s.count))
+    edges = np.linspace(0, s.count, cols + 1)
+    col = np.searchsorted(edges, start, side="right") - 1  # (K+S,) column of each segment
+    used, starts = np.unique(col, return_index=True)  # segments are in column order
+    filled = np.where(np.isfinite(mx), mx, -np.inf)
+    top = np.maximum.reduceat(filled, starts)
+    ends = np.r_[starts[1:], col.shape[0]] - 1
+    return {
+        "first": first[starts],
+        "last": last[ends],
+        "max": np.where(np.isfinite(top), top, np.nan),
+        "nonfinite": np.add.reduceat(bad.astype(np.intp), starts) > 0,
+    }
+
+
 # --------------------------------------------------------------------------- the summary
 
 
 def clipping_summary(s: Series, clip_norm: float | None, clip_value: float | None) -> dict:
-    """How often each clipping mode bit, and by how much, over the finite steps."""
+    """How often each clipping mode bit, and by how much, over the finite steps (exact
+    over the whole run: the summaries keep these counts and sums)."""
     fin = s.finite
-    n = int(fin.sum())
     scale = s.scale[fin]
     clipped = scale < 1.0
-    k = int(clipped.sum())
     vf = s.value_frac[fin]
-    kv = int((vf > 0).sum())
+    p = s.past if s.past is not None else Past(len(s.groups))
+    n = int(fin.sum()) + p.finite
+    k = int(clipped.sum()) + p.clipped
+    kv = int((vf > 0).sum()) + p.vf_steps
+    mins = [float(scale.min())] if scale.size else []
+    maxes = [float(vf.max())] if vf.size else []
+    if p.finite:
+        mins.append(p.scale_min)
+        maxes.append(p.vf_max)
     return {
         "norm": {
             "threshold": clip_norm,
             "clipped_steps": k,
             "fraction_clipped": k / n if n else None,
-            "mean_scale": _f(scale.mean()) if n else None,
-            "mean_scale_when_clipped": _f(scale[clipped].mean()) if k else None,
-            "min_scale": _f(scale.min()) if n else None,
+            "mean_scale": _f((scale.sum() + p.scale_sum) / n) if n else None,
+            "mean_scale_when_clipped": (
+                _f((scale[clipped].sum() + p.scale_clipped_sum) / k) if k else None
+            ),
+            "min_scale": _f(min(mins)) if n else None,
         },
         "value": {
             "threshold": clip_value,
-            "fraction_entries": _f(vf.mean()) if n else None,
+            "fraction_entries": _f((vf.sum() + p.vf_sum) / n) if n else None,
             "steps_with_clamping": kv,
             "fraction_steps": kv / n if n else None,
-            "max_fraction_entries": _f(vf.max()) if n else None,
+            "max_fraction_entries": _f(max(maxes)) if n else None,
         },
     }
 
@@ -306,16 +545,41 @@ def suggest(
     configured_fraction: float | None = None,
     unit: str = "step",
 ) -> dict:
+    """:func:`suggest_dist` of an (S,) array of norms and its (S,) spike mask."""
+    fin = np.isfinite(norm)
+    return suggest_dist(
+        Dist(norm[fin]),
+        Dist(norm[fin & ~spike]),
+        int(spike.sum()),
+        n_nonfinite,
+        percentile,
+        tight_ratio,
+        configured,
+        configured_fraction,
+        unit,
+    )
+
+
+def suggest_dist(
+    norms: Dist,
+    healthy: Dist,
+    n_spikes: int,
+    n_nonfinite: int,
+    percentile: float = SUGGEST_PERCENTILE,
+    tight_ratio: float = TIGHT_RATIO,
+    configured: float | None = None,
+    configured_fraction: float | None = None,
+    unit: str = "step",
+) -> dict:
     """A clip_norm for this model and learning rate, and the reason for it.
 
-    The ``percentile`` of the finite norms of the steps that were not spikes: clipping
-    there cuts the rare large steps and leaves typical ones untouched. When the norms
-    are tight (p99 within ``tight_ratio`` × the median) and nothing exploded, clipping
-    is not needed: the value offered is then a safety net (twice the largest norm).
+    ``norms``: the finite pre-clip norms; ``healthy``: those of the steps that were not
+    spikes. The ``percentile`` of the healthy norms: clipping there cuts the rare large
+    steps and leaves typical ones untouched. When the norms are tight (p99 within
+    ``tight_ratio`` × the median) and nothing exploded, clipping is not needed: the
+    value offered is then a safety net (twice the largest norm).
     """
-    fin = np.isfinite(norm)
-    healthy = norm[fin & ~spike]
-    if healthy.size == 0 or float(norm[fin].max()) == 0.0:
+    if healthy.size == 0 or norms.max() == 0.0:
         why = (
             "no finite gradient norm was recorded"
             if healthy.size == 0
@@ -328,11 +592,10 @@ def suggest(
             "fraction_clipped": None,
             "reason": why,
         }
-    p50, pq, p99 = np.percentile(healthy, [50, percentile, 99])
-    n_spikes = int(spike.sum())
+    p50, pq, p99 = healthy.percentile([50, percentile, 99])
     pct = f"{percentile:g}"
     if n_spikes == 0 and n_nonfinite == 0 and p99 <= tight_ratio * p50:
-        value = round_sig(2 * float(norm[fin].max()))
+        value = round_sig(2 * norms.max())
         verdict, used = "not_needed", None
         reason = (
             f"the pre-clip norms are tightly distributed (p99 is {p99 / p50:.1f}x the "
@@ -370,11 +633,9 @@ def suggest(
                 f"{_units(unit)} (median {p50:.3g}) untouched"
             )
     if configured is not None:
-        mx = float(norm[fin].max())
+        mx = norms.max()
         frac = (
-            float(np.mean(norm[fin] > configured))
-            if configured_fraction is None
-            else configured_fraction
+            norms.fraction_over(configured) if configured_fraction is None else configured_fraction
         )  # recorded: value clipping may have acted first
         if frac == 0:
             why = (
@@ -389,7 +650,7 @@ def suggest(
         "verdict": verdict,
         "clip_norm": value,
         "percentile": used,
-        "fraction_clipped": float(np.mean(norm[fin] > value)),
+        "fraction_clipped": norms.fraction_over(value),
         "reason": reason,
     }
 
@@ -401,27 +662,27 @@ def group_table(
     norm alone exceeded ``threshold``. ``fraction_entries``: (G, K) probe-only exact
     fractions of each group's entries above each value threshold."""
     fin = s.finite
-    gn = s.group_norms[fin]  # (F, G)
-    total = s.grad_norm[fin]  # (F,)
     step = s.step[fin]
     rows = []
     for j, name in enumerate(s.groups):
-        col = gn[:, j]
-        pc = percentiles(col)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(total > 0, col**2 / total**2, np.nan)
-        share = share[np.isfinite(share)]
+        col = s.group_norms[fin, j]
+        d = group_dist(s, j)
+        p50, p90, p99 = d.percentile([50, 90, 99])
+        max_step = int(step[np.argmax(col)]) if col.size else None
+        if s.past is not None and s.past.finite and (not col.size or d.max() > col.max()):
+            max_step = int(s.past.group_max_step[j])
+        share = share_dist(s, j)
         rows.append(
             {
                 "name": name,
-                "p50": pc["p50"],
-                "p90": pc["p90"],
-                "p99": pc["p99"],
-                "max": pc["max"],
-                "max_step": int(step[np.argmax(col)]) if col.size else None,
-                "share_p50": _f(np.median(share)) if share.size else None,
+                "p50": _f(p50),
+                "p90": _f(p90),
+                "p99": _f(p99),
+                "max": _f(d.max()),
+                "max_step": max_step,
+                "share_p50": _f(share.percentile([50])[0]) if share.size else None,
                 "fraction_over_threshold": (
-                    float(np.mean(col > threshold)) if threshold is not None and col.size else None
+                    d.fraction_over(threshold) if threshold is not None and d.size else None
                 ),
                 "fraction_entries": (
                     None if fraction_entries is None else [float(x) for x in fraction_entries[j]]
@@ -434,25 +695,68 @@ def group_table(
 def events_summary(
     s: Series, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW
 ) -> tuple[dict, np.ndarray]:
-    """Spikes and non-finite steps; also returns the (S,) spike mask."""
-    idx, med = find_spikes(s.step, s.grad_norm, factor, window)
-    mask = np.zeros(s.step.shape[0], dtype=bool)
-    mask[idx] = True
-    spikes = []
-    for i, m in zip(idx.tolist(), med.tolist(), strict=True):
-        row = s.group_norms[i]
-        top = s.groups[int(np.nanargmax(row))] if np.isfinite(row).any() else None
-        spikes.append(
-            {
-                "step": int(s.step[i]),
-                "grad_norm": float(s.grad_norm[i]),
-                "running_median": float(m),
-                "ratio": float(s.grad_norm[i] / m),
-                "top_group": top,
-                "scale": float(s.scale[i]),
-            }
-        )
-    nonfinite = s.step[~s.finite | s.skipped].tolist()
+    """Spikes and non-finite steps; also returns the (S,) spike mask of the steps known
+    one by one.
+
+    A series with a past takes the events its history recorded. They were found with
+    the default rule; another ``factor`` or ``window`` is applied exactly to the steps
+    known one by one, and to the recorded spikes of the past as a filter (a higher
+    factor keeps those whose ratio exceeds it; the past cannot show more spikes than
+    the default rule found there).
+    """
+    S = s.step.shape[0]
+    mask = np.zeros(S, dtype=bool)
+    rec = s.recorded
+    rows: list[tuple[int, float, float, str | None, float]] = []  # step, norm, median, group, scale
+    if s.past is not None and rec is not None:
+        default = factor == rec.factor and window == rec.window
+        keep = np.ones(rec.spike_step.shape[0], bool)
+        if not default:  # the window is recomputed with the asked rule; the past is filtered
+            if S:
+                keep &= rec.spike_step < s.step[0]
+            keep &= rec.spike_norm > factor * rec.spike_median
+        for i in np.flatnonzero(keep).tolist():
+            g = int(rec.spike_group[i])
+            top = s.groups[g] if 0 <= g < len(s.groups) else None
+            rows.append(
+                (
+                    int(rec.spike_step[i]),
+                    float(rec.spike_norm[i]),
+                    float(rec.spike_median[i]),
+                    top,
+                    float(rec.spike_scale[i]),
+                )
+            )
+        if default:
+            mask = np.isin(s.step, rec.spike_step)
+        else:
+            idx, med = find_spikes(s.step, s.grad_norm, factor, window)
+            mask[idx] = True
+            for i, m in zip(idx.tolist(), med.tolist(), strict=True):
+                rows.append(
+                    (int(s.step[i]), float(s.grad_norm[i]), float(m), _top(s, i), float(s.scale[i]))
+                )
+            rows.sort(key=lambda r: r[0])
+        nonfinite = rec.bad_steps.tolist()
+    else:
+        idx, med = find_spikes(s.step, s.grad_norm, factor, window)
+        mask[idx] = True
+        for i, m in zip(idx.tolist(), med.tolist(), strict=True):
+            rows.append(
+                (int(s.step[i]), float(s.grad_norm[i]), float(m), _top(s, i), float(s.scale[i]))
+            )
+        nonfinite = s.step[~s.finite | s.skipped].tolist()
+    spikes = [
+        {
+            "step": st,
+            "grad_norm": gn,
+            "running_median": m,
+            "ratio": gn / m,
+            "top_group": top,
+            "scale": sc,
+        }
+        for st, gn, m, top, sc in rows
+    ]
     doc = {
         "factor": float(factor),
         "window": int(window),
@@ -462,6 +766,27 @@ def events_summary(
         "nonfinite_steps": nonfinite,
     }
     return doc, mask
+
+
+def _top(s: Series, i: int) -> str | None:
+    """The group with the largest norm at window entry ``i``."""
+    row = s.group_norms[i]
+    return s.groups[int(np.nanargmax(row))] if np.isfinite(row).any() else None
+
+
+def resolution(s: Series, factor: float, window: int) -> dict:
+    """What is exact in the summary of ``s`` (the ``history`` key of the JSON document)."""
+    n_past = s.n_past
+    rec = s.recorded
+    rule_kept = factor == SPIKE_FACTOR and window == SPIKE_WINDOW
+    return {
+        "steps_in_full": int(s.step.shape[0]),
+        "steps_summarized": n_past,
+        "exact_from_step": int(s.step[0]) if n_past and s.step.shape[0] else s.first_step,
+        "percentiles": "approximate" if n_past else "exact",
+        "spikes": "exact" if not n_past or rule_kept else "filtered",
+        "events_dropped": rec.dropped if rec is not None else 0,
+    }
 
 
 def summarize(
@@ -478,30 +803,56 @@ def summarize(
     ``clip_norm``/``clip_value``: the run's configured thresholds (None when off);
     ``unit``: what one entry of the series is called in the reasons ("step", "batch").
     """
-    fin = s.finite
     events, spike = events_summary(s, factor, window)
     n_nonfinite = len(events["nonfinite_steps"])
     clipping = clipping_summary(s, clip_norm, clip_value)
-    sug = suggest(
-        s.grad_norm,
-        spike,
+    norms = norm_dist(s)
+    # the healthy norms: without the spikes (those of the past leave the sketch's bins)
+    healthy = Dist(s.grad_norm[s.finite & ~spike])
+    if norms.approximate:
+        assert norms.counts is not None
+        past_spikes = (
+            np.array(
+                [e["grad_norm"] for e in events["spikes"] if e["step"] < s.step[0]],
+                dtype=np.float64,
+            )
+            if s.step.shape[0]
+            else np.array([e["grad_norm"] for e in events["spikes"]])
+        )
+        counts = norms.counts - np.bincount(norm_bin(past_spikes), minlength=norms.counts.shape[0])
+        healthy = Dist(
+            healthy.exact,
+            np.maximum(counts, 0),
+            norms.n - past_spikes.size,
+            norms.total - float(past_spikes.sum()),
+            norms.lo,
+            norms.hi,
+        )
+    sug = suggest_dist(
+        norms,
+        healthy,
+        events["spike_count"],
         n_nonfinite,
         configured=clip_norm,
         configured_fraction=clipping["norm"]["fraction_clipped"],
         unit=unit,
     )
-    gn = percentiles(s.grad_norm)
-    gn["max_step"] = int(s.step[np.nanargmax(s.grad_norm)]) if fin.any() else None
+    gn: dict[str, Any] = {k: _f(v) for k, v in norms.summary().items()}
+    fin = s.finite
+    max_step = int(s.step[np.nanargmax(s.grad_norm)]) if fin.any() else None
+    if s.past is not None and s.past.finite and (not fin.any() or s.past.norm_max >= norms.max()):
+        max_step = s.past.norm_max_step
+    gn["max_step"] = max_step
     thr: float | None = clip_norm if clip_norm is not None else sug["clip_norm"]
     source = "clip_norm" if clip_norm is not None else ("suggested" if thr is not None else None)
     gthr = {"value": thr, "source": source}
-    S = s.step.shape[0]
+    S = s.count
     return {
         "steps": {
             "count": S,
-            "first": int(s.step[0]) if S else None,
-            "last": int(s.step[-1]) if S else None,
-            "finite": int(fin.sum()),
+            "first": s.first_step,
+            "last": int(s.step[-1]) if s.step.shape[0] else (s.past.last if s.past else None),
+            "finite": int(fin.sum()) + (s.past.finite if s.past is not None else 0),
             "nonfinite": n_nonfinite,
         },
         "grad_norm": gn,
@@ -510,6 +861,7 @@ def summarize(
         "group_threshold": gthr,
         "events": events,
         "suggestion": sug,
+        "history": resolution(s, factor, window),
     }
 
 

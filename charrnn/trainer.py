@@ -13,13 +13,14 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from charrnn.batches import LineBatches, StreamBatches
 from charrnn.errors import CheckpointError, DivergedError
+from charrnn.history import History
 from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
 from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
 
@@ -102,69 +103,6 @@ def norm_groups(cfg: ModelConfig) -> tuple[list[int], list[str], np.ndarray]:
             sizes.append(n)
             seg_group.append(group(pname))
     return sizes, names, np.array(seg_group, dtype=np.intp)
-
-
-@dataclass
-class History:
-    """Per-step record kept in every checkpoint (what clip-stats reports)."""
-
-    step: list[int] = field(default_factory=list)  # 1-based step number
-    loss: list[float] = field(default_factory=list)  # training loss, nats/char (nan if skipped)
-    grad_norm: list[float] = field(default_factory=list)  # global L2 norm before clipping
-    scale: list[float] = field(default_factory=list)  # norm-clipping factor applied (1 = none)
-    value_frac: list[float] = field(default_factory=list)  # fraction of entries value-clipped
-    lr: list[float] = field(default_factory=list)
-    skipped: list[bool] = field(default_factory=list)  # non-finite: the update was not applied
-    group_norms: list[np.ndarray] = field(default_factory=list)  # (P,) per lecture-named group
-    val_step: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)  # nats/char on the validation split
-
-    SCALARS = ("step", "loss", "grad_norm", "scale", "value_frac", "lr", "skipped")
-
-    def to_arrays(self, n_groups: int) -> dict[str, np.ndarray]:
-        out = {
-            "hist.step": np.asarray(self.step, dtype=np.int64),
-            "hist.loss": np.asarray(self.loss, dtype=np.float64),
-            "hist.grad_norm": np.asarray(self.grad_norm, dtype=np.float64),
-            "hist.scale": np.asarray(self.scale, dtype=np.float64),
-            "hist.value_frac": np.asarray(self.value_frac, dtype=np.float64),
-            "hist.lr": np.asarray(self.lr, dtype=np.float64),
-            "hist.skipped": np.asarray(self.skipped, dtype=bool),
-            "hist.group_norms": (
-                np.stack(self.group_norms) if self.group_norms else np.zeros((0, n_groups))
-            ).astype(np.float64),
-            "val.step": np.asarray(self.val_step, dtype=np.int64),
-            "val.loss": np.asarray(self.val_loss, dtype=np.float64),
-        }
-        # non-finite steps are recorded as nan by design; the store refuses non-finite
-        # floats, so they travel as a mask and are restored on load
-        for key in ("hist.loss", "hist.grad_norm"):
-            arr = out[key]
-            bad = ~np.isfinite(arr)
-            out[key + ".nonfinite"] = bad
-            out[key] = np.where(bad, 0.0, arr)
-        return out
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
-        h = cls()
-        if "hist.step" not in arrays:
-            return h
-        loss = arrays["hist.loss"].copy()
-        gn = arrays["hist.grad_norm"].copy()
-        loss[arrays["hist.loss.nonfinite"]] = np.nan
-        gn[arrays["hist.grad_norm.nonfinite"]] = np.nan
-        h.step = arrays["hist.step"].tolist()
-        h.loss = loss.tolist()
-        h.grad_norm = gn.tolist()
-        h.scale = arrays["hist.scale"].tolist()
-        h.value_frac = arrays["hist.value_frac"].tolist()
-        h.lr = arrays["hist.lr"].tolist()
-        h.skipped = arrays["hist.skipped"].tolist()
-        h.group_norms = list(arrays["hist.group_norms"])
-        h.val_step = arrays["val.step"].tolist()
-        h.val_loss = arrays["val.loss"].tolist()
-        return h
 
 
 @dataclass
@@ -383,18 +321,20 @@ def train(
         t_last = now
         chars += n_real  # padding excluded
         h = ts.history
-        h.step.append(ts.step)
-        h.loss.append(loss if not skipped else math.nan)
-        h.grad_norm.append(clip.norm if clip.finite else math.nan)
-        h.scale.append(clip.scale)
-        h.value_frac.append(clip.value_fraction)
-        h.lr.append(lr)
-        h.skipped.append(skipped)
-        h.group_norms.append(np.where(np.isfinite(group_norms), group_norms, 0.0))
+        h.record(
+            ts.step,
+            loss if not skipped else math.nan,
+            clip.norm if clip.finite else math.nan,
+            clip.scale,
+            clip.value_fraction,
+            lr,
+            skipped,
+            np.where(np.isfinite(group_norms), group_norms, 0.0),
+        )
         yield StepStats(
             ts.step,
-            h.loss[-1],
-            h.grad_norm[-1],
+            float(h.loss[-1]),
+            float(h.grad_norm[-1]),
             clip.scale,
             clip.value_fraction,
             lr,
@@ -424,16 +364,18 @@ def _evaluate(ts: TrainState, val: StreamBatches | None) -> EvalStats:
     if improved:
         ts.best_val = loss
     if math.isfinite(loss):  # no validation split: nothing to record
-        ts.history.val_step.append(ts.step)
-        ts.history.val_loss.append(loss)
+        ts.history.record_val(ts.step, loss)
     patience = ts.train_cfg.patience
     return EvalStats(ts.step, loss, improved, bool(patience) and evals_since_best(ts) >= patience)
 
 
 def evals_since_best(ts: TrainState) -> int:
     """Validations since the best one (0 when the latest is the best): patience's count,
-    read from the history so that a resumed run counts on exactly."""
+    read from the history so that a resumed run counts on exactly. The history keeps
+    the last VAL_KEEP results: a best older than those counts as VAL_KEEP ago."""
     v = ts.history.val_loss
     if not v:
         return 0
+    if min(v) > ts.best_val:
+        return len(v)
     return len(v) - 1 - int(np.argmin(v))

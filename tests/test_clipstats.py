@@ -236,14 +236,16 @@ def test_probe_measures_what_the_trainer_would_have_clipped():
 def test_series_round_trips_through_the_recorded_history():
     h = History()
     for i, (gn, skipped) in enumerate([(1.0, False), (math.nan, True), (3.0, False)]):
-        h.step.append(i + 1)
-        h.loss.append(math.nan if skipped else 2.0)
-        h.grad_norm.append(gn)
-        h.scale.append(1.0)
-        h.value_frac.append(0.0)
-        h.lr.append(0.1)
-        h.skipped.append(skipped)
-        h.group_norms.append(np.array([gn * 0.6, gn * 0.8]) if not skipped else np.zeros(2))
+        h.record(
+            i + 1,
+            math.nan if skipped else 2.0,
+            gn,
+            1.0,
+            0.0,
+            0.1,
+            skipped,
+            np.array([gn * 0.6, gn * 0.8]) if not skipped else np.zeros(2),
+        )
     s = cs.Series.from_arrays(h.to_arrays(2), ["Wax", "Wya"])
     assert s.step.tolist() == [1, 2, 3]
     assert np.isnan(s.grad_norm[1]) and np.isnan(s.group_norms[1]).all()
@@ -424,9 +426,12 @@ def test_json_schema_is_stable(store):
             "group_threshold",
             "events",
             "suggestion",
+            "history",
             "probe",
         )
         assert doc["schema"] == "charrnn.clip-stats/1"
+        assert doc["history"]["percentiles"] == "exact"  # short runs are known step by step
+        assert doc["history"]["steps_summarized"] == 0
         assert set(doc["config"]) == {
             "cell",
             "layers",
