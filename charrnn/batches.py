@@ -9,6 +9,7 @@ carried from one batch to the next. Numpy only, no copies beyond one batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,18 @@ def split_train_val(n: int, val_fraction: float) -> tuple[int, int]:
 def min_train_chars(batch_size: int, seq_len: int) -> int:
     """The fewest training characters that give one batch: B streams of T+1."""
     return batch_size * (seq_len + 1)
+
+
+def fit_batch(n: int, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(B, T) for ``n`` training characters: the given ones if one batch fits, else fewer
+    streams, then (one stream) shorter steps. CorpusError below 2 characters."""
+    if n >= min_train_chars(batch_size, seq_len):
+        return batch_size, seq_len
+    if n < 2:
+        raise CorpusError(f"the training split has {n} character(s); it needs at least 2")
+    if n >= seq_len + 1:
+        return n // (seq_len + 1), seq_len
+    return 1, n - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -295,3 +308,42 @@ class LineBatches:
         x = np.ascontiguousarray(full[:, :-1])  # (B, T)
         y = np.ascontiguousarray(full[:, 1:])  # (B, T) shifted by one
         return x, y, mask
+
+
+EVAL_LINES = 256  # lines per validation batch (no gradients: larger batches are cheaper)
+
+
+class LineSplit(NamedTuple):
+    """A names corpus cut for training: batches of the training lines, the validation lines."""
+
+    train: LineBatches
+    val: LineBatches | None  # None without validation lines
+    val_index: np.ndarray  # (m,) line numbers of the validation lines (one per distinct name)
+    starts: np.ndarray  # (n_lines,) every line of the corpus
+    lengths: np.ndarray  # (n_lines,)
+
+
+def line_split(
+    ids: np.ndarray,
+    eos: int,
+    batch_size: int,
+    val_fraction: float,
+    split_seed: int,
+    seed: int,
+    max_steps: int = MAX_LINE_STEPS,
+) -> LineSplit:
+    """Names mode: validation = a seeded sample of the distinct lines (``split_seed``),
+    training = the other lines in batches of ``min(batch_size, lines)`` drawn in an order
+    from ``seed``. CorpusError when no line is left for training."""
+    starts, lengths = line_spans(ids, eos)
+    tr, va = split_lines(ids, starts, lengths, val_fraction, split_seed)
+    if not (lengths[tr] > 0).any():
+        raise CorpusError("names mode needs at least one non-empty line to train on")
+    B = min(batch_size, len(tr))
+    train = LineBatches(ids, starts[tr], lengths[tr], eos, B, seed, max_steps=max_steps)
+    val = None
+    if len(va):
+        val = LineBatches(
+            ids, starts[va], lengths[va], eos, EVAL_LINES, shuffle=False, max_steps=max_steps
+        )
+    return LineSplit(train, val, va, starts, lengths)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from charrnn.batches import (
     StreamBatches,
     eval_batches,
+    fit_batch,
     make_batches,
     min_train_chars,
     split_train_val,
@@ -167,3 +168,17 @@ def test_eval_batches_always_yields_a_batch_from_two_characters(n, B, T):
     assert sb.n_batches >= 1
     assert sb.batch_size <= B and sb.seq_len <= T
     _check_tiling(sb, ids)
+
+
+def test_fit_batch_shrinks_the_batch_then_the_steps():
+    assert fit_batch(2080, 32, 64) == (32, 64)  # fits: unchanged
+    assert fit_batch(2079, 32, 64) == (31, 64)  # fewer streams first
+    assert fit_batch(650, 32, 64) == (10, 64)
+    assert fit_batch(64, 32, 64) == (1, 63)  # then one shorter stream
+    assert fit_batch(2, 32, 64) == (1, 1)
+    for n in (2, 3, 64, 65, 100, 2079, 5000):
+        B, T = fit_batch(n, 32, 64)
+        assert n >= B * (T + 1) and 1 <= B <= 32 and 1 <= T <= 64
+        StreamBatches(np.zeros(n, dtype=np.int32), 0, n, B, T)  # one batch at least
+    with pytest.raises(CorpusError):
+        fit_batch(1, 32, 64)

@@ -349,3 +349,18 @@ def test_unique_and_a_filter_that_cannot_be_met():
     assert not short.complete and short.draws == 3000
     assert len(short.samples) == len({s.text for s in short.samples}) == 6
     assert short.rejected["repeat"] == 3000 - 6 - short.rejected["short"]
+
+
+def test_line_split_fits_tiny_corpora():
+    from charrnn.batches import line_split
+
+    text, vocab, ids = _corpus(["rex", "fido"])
+    sp = line_split(ids, vocab.eos_id, 32, 0.1, split_seed=0, seed=0)
+    assert sp.train.n_lines == 1 and sp.train.batch_size == 1
+    assert sp.val is not None and sp.val.n_lines == 1
+    text, vocab, ids = _corpus(["rex"])
+    sp = line_split(ids, vocab.eos_id, 32, 0.1, split_seed=0, seed=0)
+    assert sp.train.n_lines == 1 and sp.val is None
+    text, vocab, ids = _corpus(["", ""])
+    with pytest.raises(CorpusError):
+        line_split(ids, vocab.eos_id, 32, 0.1, split_seed=0, seed=0)
