@@ -37,6 +37,7 @@ from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
 from charrnn.optim import OPTIMIZERS, OptimConfig
 from charrnn.session import OPTIM_OPTION, TrainRequest
+from charrnn.store import Store, default_root
 from charrnn.trainer import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,6 +60,7 @@ def _epilog() -> str:
 def store_option(f):
     return click.option(
         "--store",
+        "store_dir",
         type=click.Path(file_okay=False, path_type=Path),
         envvar="CHARRNN_STORE",
         show_envvar=True,
@@ -88,9 +90,7 @@ def seed_option(default: int | None, help: str):
     )
 
 
-def _store(path: Path | None):
-    from charrnn.store import Store, default_root
-
+def open_store(path: Path | None) -> Store:
     return Store(path if path is not None else default_root())
 
 
@@ -362,7 +362,7 @@ def train(
     ctx: click.Context,
     corpus: tuple[str, ...],
     run: str | None,
-    store: Path | None,
+    store_dir: Path | None,
     model: ModelConfig,
     data: TrainConfig,
     optim: OptimConfig,
@@ -393,7 +393,7 @@ def train(
         request = TrainRequest(
             corpus=corpus,
             run=run,
-            store=store,
+            store=store_dir,
             model=model,
             optim=optim,
             train=data,
@@ -420,45 +420,48 @@ def train(
 # --------------------------------------------------------------------------- loading a model
 
 
-def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
+def _load_for_inference(store_dir: Path | None, spec: str | None, best: bool, log):
     """(checkpoint, model, vocab) from a run name, a path, or the latest run."""
     from charrnn.model import CharRNN, ModelConfig, Params, param_shapes
     from charrnn.store import validate_arrays
     from charrnn.tokenizer import Vocab
 
-    st = _store(store)
+    store = open_store(store_dir)
     if best:
         if spec is not None and Path(spec).is_file():
             raise click.UsageError("--best takes a run name, not a checkpoint file")
-        run = spec if spec is not None else st.latest_run()
-        ck = st.resolve(f"{run}:best" if run else None, on_warning=log.warn)
+        run = spec if spec is not None else store.latest_run()
+        checkpoint = store.resolve(f"{run}:best" if run else None, on_warning=log.warn)
     else:
-        ck = st.resolve(spec, on_warning=log.warn)
-    meta = ck.meta
+        checkpoint = store.resolve(spec, on_warning=log.warn)
+    meta = checkpoint.meta
     try:
         cfg = ModelConfig.from_json(meta["model"])
         vocab = Vocab.from_json(meta["vocab"])
     except (KeyError, TypeError, ValueError) as e:
         from charrnn.errors import CheckpointError
 
-        raise CheckpointError(f"{ck.path}: checkpoint metadata is malformed ({e})") from None
+        raise CheckpointError(
+            f"{checkpoint.path}: checkpoint metadata is malformed ({e})"
+        ) from None
     expected = {f"param.{k}": (v, cfg.dtype) for k, v in param_shapes(cfg).items()}
-    validate_arrays(ck.path, ck.arrays, expected)  # one-line errors naming the file
-    params = Params.from_arrays(cfg, ck.arrays)
+    validate_arrays(checkpoint.path, checkpoint.arrays, expected)  # one-line errors naming the file
+    params = Params.from_arrays(cfg, checkpoint.arrays)
     if vocab.size != cfg.vocab_size:
         from charrnn.errors import CheckpointError
 
         raise CheckpointError(
-            f"{ck.path}: vocabulary has {vocab.size} characters, model expects {cfg.vocab_size}"
+            f"{checkpoint.path}: vocabulary has {vocab.size} characters, "
+            f"model expects {cfg.vocab_size}"
         )
-    return ck, CharRNN(cfg, params), vocab
+    return checkpoint, CharRNN(cfg, params), vocab
 
 
 # --------------------------------------------------------------------------- sample
 
 
 @cli.command(epilog=_epilog())
-@click.argument("checkpoint", required=False, metavar="[RUN|CHECKPOINT]")
+@click.argument("spec", required=False, metavar="[RUN|CHECKPOINT]")
 @store_option
 @click.option(
     "-n",
@@ -529,8 +532,8 @@ def _load_for_inference(store: Path | None, spec: str | None, best: bool, log):
 @json_option
 @quiet_option
 def sample(
-    checkpoint: str | None,
-    store: Path | None,
+    spec: str | None,
+    store_dir: Path | None,
     n: int | None,
     length: int,
     max_length: int,
@@ -560,16 +563,15 @@ def sample(
     if top_p is not None and top_p > 1:
         raise click.BadParameter("must be in (0, 1]", param_hint="--top-p")
     opts = SampleOptions(temperature, top_k, top_p)
-    ck, model, vocab = _load_for_inference(store, checkpoint, best, log)
-    names = mode == "names" or (mode == "auto" and bool(ck.meta.get("corpus", {}).get("is_lines")))
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
+    trained_on = checkpoint.meta.get("corpus", {})
+    names = mode == "names" or (mode == "auto" and bool(trained_on.get("is_lines")))
     if names and vocab.eos_id is None:
         raise CorpusError("names mode needs a newline in the vocabulary; use --mode prose")
-    from charrnn.corpus import CorpusOptions
-
     # the prime is read like the corpus was (e.g. lowercased for a --lowercase model)
-    prime = CorpusOptions.from_json(ck.meta.get("corpus", {}).get("options", {})).normalize(prime)
-    smp = Sampler(model, vocab)
-    smp.encode_prime(prime)  # fail early, before any output
+    prime = CorpusOptions.from_json(trained_on.get("options", {})).normalize(prime)
+    sampler = Sampler(model, vocab)
+    sampler.encode_prime(prime)  # fail early, before any output
     rng = np.random.default_rng(seed)
     out = sys.stdout
 
@@ -579,7 +581,7 @@ def sample(
             raise click.UsageError("--novel applies to names mode only")
         if count == 1 and not json:
             out.write(prime)
-            for chunk in smp.stream(length, opts, rng, prime=prime, n=1):
+            for chunk in sampler.stream(length, opts, rng, prime=prime, n=1):
                 out.write(chunk[0])
                 out.flush()
             out.write("\n")
@@ -589,7 +591,7 @@ def sample(
         for start in range(0, count, group):
             k = min(group, count - start)
             parts: list[list[str]] = [[prime] for _ in range(k)]
-            for chunk in smp.stream(length, opts, rng, prime=prime, n=k):
+            for chunk in sampler.stream(length, opts, rng, prime=prime, n=k):
                 for p, c in zip(parts, chunk, strict=True):
                     p.append(c)
             for p in parts:
@@ -602,16 +604,16 @@ def sample(
         return
 
     count = n or 10
-    hashes = ck.arrays.get("corpus.line_hashes") if novel else None
+    hashes = checkpoint.arrays.get("corpus.line_hashes") if novel else None
     if novel and hashes is None:
         raise CorpusError(
-            f"{ck.path} holds no list of training lines; --novel needs a names corpus"
+            f"{checkpoint.path} holds no list of training lines; --novel needs a names corpus"
         )
     done, rejected, attempts = 0, 0, 0
     group = max(1, min(4096, (1 << 24) // max_length))  # samples per batch: bounded memory
     while done < count:
         want = min(count - done, group)
-        batch = smp.lines(
+        batch = sampler.lines(
             want if not novel else max(want * 2, 16), max_length, opts, rng, prime, logprob=json
         )
         attempts += len(batch)
@@ -651,7 +653,7 @@ def sample(
 @click.argument("file", type=str)
 @click.option(
     "--model",
-    "checkpoint",
+    "spec",
     type=str,
     default=None,
     metavar="RUN|CHECKPOINT",
@@ -674,8 +676,8 @@ def sample(
 @quiet_option
 def score(
     file: str,
-    checkpoint: str | None,
-    store: Path | None,
+    spec: str | None,
+    store_dir: Path | None,
     per_line: bool,
     skip_unknown: bool,
     best: bool,
@@ -696,18 +698,18 @@ def score(
     from charrnn.tokenizer import unknown_message
 
     log = Log(quiet)
-    ck, model, vocab = _load_for_inference(store, checkpoint, best, log)
-    copts = CorpusOptions.from_json(ck.meta.get("corpus", {}).get("options", {}))
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
+    reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
     raw = _read_input(file)
     try:
-        text = raw.decode(copts.encoding)
+        text = raw.decode(reading.encoding)
     except UnicodeDecodeError as e:
-        raise CorpusError(f"{file}: invalid {copts.encoding} at byte {e.start}") from None
+        raise CorpusError(f"{file}: invalid {reading.encoding} at byte {e.start}") from None
     except LookupError:
-        raise CorpusError(f"unknown encoding {copts.encoding!r} in the checkpoint") from None
+        raise CorpusError(f"unknown encoding {reading.encoding!r} in the checkpoint") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    text = copts.normalize(text)
+    text = reading.normalize(text)
     unknown = vocab.unknown(text)
     skipped = 0
     if unknown:
@@ -749,7 +751,7 @@ def score(
     nats = -lp / n
     doc = {
         "file": file,
-        "checkpoint": str(ck.path),
+        "checkpoint": str(checkpoint.path),
         "n_chars": n,
         "logprob": lp,
         "nats_per_char": nats,
@@ -837,7 +839,7 @@ def _read_input(name: str) -> bytes:
 def clip_stats(
     ctx: click.Context,
     run: str | None,
-    store: Path | None,
+    store_dir: Path | None,
     best: bool,
     probe_paths: tuple[str, ...],
     batches: int,
@@ -871,14 +873,14 @@ def clip_stats(
         for name in ("batches", "batch_size", "seq_len"):
             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
                 raise click.UsageError(f"--{name.replace('_', '-')} applies only with --probe")
-    ck, model, vocab = _load_for_inference(store, run, best, log)
-    meta = ck.meta
+    checkpoint, model, vocab = _load_for_inference(store_dir, run, best, log)
+    meta = checkpoint.meta
     optim = meta.get("optim") or {}
     train_meta = meta.get("train") or {}
     clip_norm, clip_value = optim.get("clip_norm"), optim.get("clip_value")
     _, groups, _ = norm_groups(model.cfg)
     if probe_paths:
-        sb = _clip_probe_batches(
+        probe_batches = _clip_probe_batches(
             probe_paths,
             meta,
             vocab,
@@ -886,36 +888,40 @@ def clip_stats(
             seq_len or int(train_meta.get("seq_len", 64)),
             log,
         )
-        n = min(batches, sb.n_batches)
+        n = min(batches, probe_batches.n_batches)
         if n < batches:
             log.info(
-                f"the corpus holds only {n} batch(es) of {sb.batch_size}x{sb.seq_len}; "
+                f"the corpus holds only {n} batch(es) of "
+                f"{probe_batches.batch_size}x{probe_batches.seq_len}; "
                 "probing those (smaller --batch-size or --seq-len give more)"
             )
         log.info(
             f"probing {', '.join(p if p != '-' else 'stdin' for p in probe_paths)}: "
             f"{n} batch(es) of "
-            f"{sb.batch_size}x{sb.seq_len}, gradients only"
+            f"{probe_batches.batch_size}x{probe_batches.seq_len}, gradients only"
         )
-        pr = clipstats.probe(model, sb, n, clip_norm, clip_value)
-        series = pr.series
+        measured = clipstats.probe(model, probe_batches, n, clip_norm, clip_value)
+        series = measured.series
         stats = clipstats.summarize_probe(
-            pr, clip_norm, clip_value, factor=spike_factor, window=window
+            measured, clip_norm, clip_value, factor=spike_factor, window=window
         )
         stats["probe"] = {
             "corpus": list(probe_paths),
-            "batch_size": sb.batch_size,
-            "seq_len": sb.seq_len,
+            "batch_size": probe_batches.batch_size,
+            "seq_len": probe_batches.seq_len,
             **stats["probe"],
         }
     else:
         try:
-            series = clipstats.Series.from_arrays(ck.arrays, groups)
+            series = clipstats.Series.from_arrays(checkpoint.arrays, groups)
         except (KeyError, ValueError) as e:
-            raise CheckpointError(f"{ck.path}: training history is malformed ({e})") from None
+            raise CheckpointError(
+                f"{checkpoint.path}: training history is malformed ({e})"
+            ) from None
         if series.step.shape[0] == 0:
             raise CheckpointError(
-                f"{ck.path} holds no training history; measure fresh gradients with --probe CORPUS"
+                f"{checkpoint.path} holds no training history; "
+                "measure fresh gradients with --probe CORPUS"
             )
         stats = clipstats.summarize(
             series, clip_norm, clip_value, factor=spike_factor, window=window
@@ -925,9 +931,9 @@ def clip_stats(
     doc = {
         "schema": clipstats.SCHEMA,
         "mode": "probe" if probe_paths else "history",
-        "run": meta.get("run", ck.run),
-        "checkpoint": str(ck.path),
-        "step": ck.step,
+        "run": meta.get("run", checkpoint.run),
+        "checkpoint": str(checkpoint.path),
+        "step": checkpoint.step,
         "config": {
             "cell": cfg.cell,
             "layers": cfg.layers,
@@ -951,34 +957,35 @@ def clip_stats(
 
 def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: int, log):
     """Batches of the probe corpus in the model's ids; smaller ones if the corpus is short."""
-    from charrnn.batches import make_batches, min_train_chars
-    from charrnn.corpus import CorpusOptions, load_corpus
+    from charrnn.batches import eval_batches, make_batches, min_train_chars
+    from charrnn.corpus import load_corpus
     from charrnn.errors import VocabError
     from charrnn.tokenizer import unknown_message
 
     if list(paths).count("-") > 1:
         raise click.UsageError("stdin ('-') can be read only once")
-    cp = load_corpus(
+    corpus = load_corpus(
         list(paths), CorpusOptions.from_json(meta.get("corpus", {}).get("options", {}))
     )
-    unknown = tuple(c for c in cp.vocab.chars if c not in vocab.index)
+    unknown = tuple(c for c in corpus.vocab.chars if c not in vocab.index)
     if unknown:
         raise VocabError(
             unknown_message(unknown, ", ".join(paths))
             + "; probe with text like the training corpus",
             unknown=unknown,
         )
-    lut = vocab.encode_codepoints(cp.vocab.codepoints)  # (V',) model id of each corpus id
-    ids = lut[cp.ids]  # (N,) the corpus in the model's ids
+    lut = vocab.encode_codepoints(corpus.vocab.codepoints)  # (V',) model id of each corpus id
+    ids = lut[corpus.ids]  # (N,) the corpus in the model's ids
     n = ids.shape[0]
     if n < min_train_chars(B, T):
-        B2 = min(B, n // (T + 1))
-        B2, T2 = (B2, T) if B2 >= 1 else (1, n - 1)
+        shrunk = eval_batches(ids, 0, n, B, T)  # fewer streams, then shorter ones
+        if shrunk is None:
+            raise CorpusError(f"{', '.join(paths)} is too short to probe")
         log.info(
             f"the corpus has {n:,} characters, too few for batches of {B}x{T}; "
-            f"probing with {B2}x{T2}"
+            f"probing with {shrunk.batch_size}x{shrunk.seq_len}"
         )
-        B, T = B2, T2
+        return shrunk
     return make_batches(ids, 0, n, B, T)
 
 
@@ -988,10 +995,10 @@ def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: in
 @cli.command(epilog=_epilog())
 @store_option
 @json_option
-def runs(store: Path | None, json: bool) -> None:
+def runs(store_dir: Path | None, json: bool) -> None:
     """List the runs in the store, most recently trained last."""
-    st = _store(store)
-    infos = st.runs()
+    store = open_store(store_dir)
+    infos = store.runs()
     if json:
         _emit_json(
             [
@@ -1007,7 +1014,7 @@ def runs(store: Path | None, json: bool) -> None:
         )
         return
     if not infos:
-        click.echo(f"no runs in {st.root}", err=True)
+        click.echo(f"no runs in {store.root}", err=True)
         return
     for r in infos:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))

@@ -1,159 +1,105 @@
-"""`charrnn sample` and `charrnn score` as users and scripts run them."""
+"""`charrnn sample` as users and scripts run it: streams, seeds, names, prose, errors."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from charrnn.cli import _load_for_inference
-from charrnn.console import Log
-from charrnn.scoring import score_lines, score_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DINOS = ROOT / "data" / "dinos.txt"
 SMALL = ["--hidden", "32", "--batch-size", "16", "--seq-len", "32"]
 
 
-class _Main:
-    name = "charrnn"
-
-    def main(self, args=None, prog_name=None, **extra):
-        from charrnn.cli import main
-
-        main(list(args or []))
+@pytest.fixture
+def store(trained_store: Path) -> Path:
+    return trained_store
 
 
-def invoke(args, env=None, input=None):
-    return CliRunner().invoke(_Main(), args, env=env, input=input)
+@pytest.fixture
+def sample(invoke, store):
+    """``sample(*args, input=None)``: charrnn sample on the trained store."""
+    return lambda *args, input=None: invoke(["sample", "--store", str(store), *args], input=input)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    """A small dinosaur model and a small prose model, trained once for this module."""
-    root = tmp_path_factory.mktemp("store")
-    r = invoke(
-        [
-            "train",
-            str(DINOS),
-            "--store",
-            str(root),
-            "-q",
-            "--steps",
-            "150",
-            "--eval-every",
-            "150",
-            "--lr",
-            "0.01",
-            *SMALL,
-        ]
-    )
-    assert r.exit_code == 0, r.stderr
-    prose = root.parent / "prose.txt"
-    prose.write_text((ROOT / "data" / "tinyshakespeare.txt").read_text()[:30000])
-    r = invoke(
-        [
-            "train",
-            str(prose),
-            "--store",
-            str(root),
-            "-q",
-            "--steps",
-            "40",
-            "--eval-every",
-            "40",
-            *SMALL,
-        ]
-    )
-    assert r.exit_code == 0, r.stderr
-    return root
-
-
-def sample(store, *args, input=None):
-    return invoke(["sample", "--store", str(store), *args], input=input)
-
-
-def test_names_one_per_line_exactly_n(store):
-    r = sample(store, "dinos", "-n", "1000", "--seed", "1")
+def test_names_one_per_line_exactly_n(sample, store):
+    r = sample("dinos", "-n", "1000", "--seed", "1")
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.split("\n")
     assert lines[-1] == "" and len(lines) == 1001
     assert r.stderr == ""
 
 
-def test_no_argument_uses_the_latest_run(store):
-    r = sample(store, "--seed", "1")
+def test_no_argument_uses_the_latest_run(sample, store):
+    r = sample("--seed", "1")
     assert r.exit_code == 0, r.stderr
     # the prose model was trained last: one text of --length characters
     assert len(r.stdout) == 500 + 1
 
 
-def test_same_seed_same_bytes_and_another_seed_differs(store):
-    a = sample(store, "dinos", "-n", "50", "--seed", "7").stdout
-    b = sample(store, "dinos", "-n", "50", "--seed", "7").stdout
-    c = sample(store, "dinos", "-n", "50", "--seed", "8").stdout
+def test_same_seed_same_bytes_and_another_seed_differs(sample, store):
+    a = sample("dinos", "-n", "50", "--seed", "7").stdout
+    b = sample("dinos", "-n", "50", "--seed", "7").stdout
+    c = sample("dinos", "-n", "50", "--seed", "8").stdout
     assert a == b and a != c
 
 
-def test_seed_from_environment(store):
+def test_seed_from_environment(invoke, sample, store):
     env = {"CHARRNN_SAMPLE_SEED": "7"}
     a = invoke(["sample", "--store", str(store), "dinos", "-n", "20"], env=env).stdout
-    b = sample(store, "dinos", "-n", "20", "--seed", "7").stdout
+    b = sample("dinos", "-n", "20", "--seed", "7").stdout
     assert a == b
 
 
-def test_names_end_at_the_newline(store):
-    r = sample(store, "dinos", "-n", "200", "--seed", "3", "--json")
+def test_names_end_at_the_newline(sample, store):
+    r = sample("dinos", "-n", "200", "--seed", "3", "--json")
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == 200
     assert all("\n" not in row["text"] for row in rows)
     assert sum(row["finished"] for row in rows) >= 190
     assert all(row["logprob"] < 0 for row in rows)
-    r = sample(store, "dinos", "-n", "20", "--seed", "3", "--max-length", "4", "--json")
+    r = sample("dinos", "-n", "20", "--seed", "3", "--max-length", "4", "--json")
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert all(len(row["text"]) <= 4 for row in rows)
 
 
-def test_temperature_zero_is_greedy_and_small_temperature_agrees(store):
-    greedy = sample(store, "dinos", "-n", "5", "-t", "0").stdout
+def test_temperature_zero_is_greedy_and_small_temperature_agrees(sample, store):
+    greedy = sample("dinos", "-n", "5", "-t", "0").stdout
     assert len(set(greedy.splitlines())) == 1  # argmax: every sample identical
-    cold = sample(store, "dinos", "-n", "5", "-t", "1e-6", "--seed", "1").stdout
+    cold = sample("dinos", "-n", "5", "-t", "1e-6", "--seed", "1").stdout
     assert cold == greedy
-    top1 = sample(store, "dinos", "-n", "5", "--top-k", "1", "--seed", "9").stdout
+    top1 = sample("dinos", "-n", "5", "--top-k", "1", "--seed", "9").stdout
     assert top1 == greedy
 
 
 @pytest.mark.parametrize("t", ["-1", "nan", "inf", "-inf", "hot"])
-def test_bad_temperature_is_a_usage_error(store, t):
-    r = sample(store, "dinos", "-t", t)
+def test_bad_temperature_is_a_usage_error(sample, store, t):
+    r = sample("dinos", "-t", t)
     assert r.exit_code == 2 and "temperature" in r.stderr.lower()
     assert r.stdout == ""
 
 
-def test_prime_is_echoed_and_unknown_prime_is_a_clear_error(store):
-    r = sample(store, "dinos", "-n", "5", "--prime", "Tyr", "--seed", "1")
+def test_prime_is_echoed_and_unknown_prime_is_a_clear_error(sample, store):
+    r = sample("dinos", "-n", "5", "--prime", "Tyr", "--seed", "1")
     assert r.exit_code == 0
     assert all(line.startswith("Tyr") for line in r.stdout.splitlines())
-    r = sample(store, "dinos", "--prime", "T☃r€")
+    r = sample("dinos", "--prime", "T☃r€")
     assert r.exit_code == 65 and r.stdout == ""
     assert "'☃'" in r.stderr and "'€'" in r.stderr and "vocabulary" in r.stderr
     assert "KeyError" not in r.stderr and "Traceback" not in r.stderr
 
 
-def test_prose_streams_length_characters(store):
-    r = sample(store, "prose", "--length", "300", "--seed", "2")
+def test_prose_streams_length_characters(sample, store):
+    r = sample("prose", "--length", "300", "--seed", "2")
     assert r.exit_code == 0
     assert len(r.stdout) == 301 and r.stdout.endswith("\n")
-    r = sample(store, "prose", "--length", "50", "-n", "3", "--seed", "2", "--json")
+    r = sample("prose", "--length", "50", "-n", "3", "--seed", "2", "--json")
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["n_chars"] for row in rows] == [50, 50, 50]
 
 
-def test_novel_never_prints_a_training_line(tmp_path):
+def test_novel_never_prints_a_training_line(invoke, tmp_path):
     corpus = tmp_path / "few.txt"
     corpus.write_text("abc\nabd\nabe\nbcd\n" * 300)
     r = invoke(
@@ -188,63 +134,11 @@ def test_novel_never_prints_a_training_line(tmp_path):
     assert "rejected" in r.stderr
 
 
-def test_missing_run_and_empty_store(tmp_path, store):
+def test_missing_run_and_empty_store(invoke, sample, tmp_path, store):
     r = invoke(["sample", "--store", str(tmp_path / "empty")])
     assert r.exit_code == 66 and "charrnn train" in r.stderr
-    r = sample(store, "nosuchrun")
+    r = sample("nosuchrun")
     assert r.exit_code == 66 and "dinos" in r.stderr
-
-
-# --------------------------------------------------------------------------- score
-
-
-def _model(store, run="dinos"):
-    ck, model, vocab = _load_for_inference(store, run, False, Log(True))
-    return model, vocab
-
-
-def test_score_agrees_with_the_training_loss(store):
-    model, vocab = _model(store)
-    text = "Tyrannosaurus\nStegosaurus\nAbc"
-    lp, n = score_text(model, vocab, text, chunk=5)
-    ids = np.array([vocab.eos_id, *vocab.encode(text)])
-    loss, _ = model.loss(ids[None, :-1], ids[None, 1:])
-    assert n == len(text)
-    assert -lp / n == pytest.approx(loss, rel=1e-6)
-    r = invoke(["score", "-", "--store", str(store), "--model", "dinos", "--json"], input=text)
-    doc = json.loads(r.stdout)
-    assert doc["n_chars"] == n and doc["nats_per_char"] == pytest.approx(loss, rel=1e-6)
-    assert doc["bits_per_char"] == pytest.approx(loss / math.log(2), rel=1e-6)
-    assert doc["perplexity"] == pytest.approx(math.exp(loss), rel=1e-6)
-
-
-def test_per_line_scores_rank_real_names_above_noise(store):
-    model, vocab = _model(store)
-    rows = score_lines(model, vocab, ["Tyrannosaurus", "Xqzkwvj", ""])
-    assert rows[0][1] == len("Tyrannosaurus") + 1  # the end of line is scored too
-    assert rows[0][0] / rows[0][1] > rows[1][0] / rows[1][1]
-    # batched per-line scores equal scoring each line alone
-    lp, n = score_text(model, vocab, "Tyrannosaurus\n")
-    assert rows[0][0] == pytest.approx(lp, rel=1e-6) and rows[0][1] == n
-    r = invoke(
-        ["score", "-", "--store", str(store), "--model", "dinos", "--per-line"],
-        input="Tyrannosaurus\nXqzkwvj\n",
-    )
-    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2
-
-
-def test_score_unknown_characters(store, tmp_path):
-    f = tmp_path / "t.txt"
-    f.write_text("Tyrannosaurus €uro\n")
-    r = invoke(["score", str(f), "--store", str(store), "--model", "dinos"])
-    assert r.exit_code == 65 and "'€'" in r.stderr and "--skip-unknown" in r.stderr
-    r = invoke(
-        ["score", str(f), "--store", str(store), "--model", "dinos", "--skip-unknown", "--json"]
-    )
-    assert r.exit_code == 0
-    assert json.loads(r.stdout)["skipped_chars"] == 2  # '€' and ' '
-    r = invoke(["score", str(tmp_path / "nope.txt"), "--store", str(store)])
-    assert r.exit_code == 66
 
 
 def test_broken_pipe_is_not_an_error(store):
