@@ -15,6 +15,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +27,7 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
+from charrnn.atomic import atomic_write, dead_temp, temp_pattern
 from charrnn.errors import (
     CheckpointError,
     CorpusError,
@@ -269,10 +272,49 @@ def _describe(sources: Sequence[_Source]) -> str:
     return "the corpus (" + ", ".join(s.label for s in sources) + ")"
 
 
+def check_paths(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse, before anything else happens, what :func:`load_corpus` would refuse
+    without reading: a missing file, a directory, a device, a FIFO or a socket
+    (``/dev/zero`` would never end, a FIFO would block). ``"-"`` is stdin."""
+    for p in paths:
+        name = os.fspath(p)
+        if name != "-":
+            _check_regular(name, _stat(name))
+
+
+def _stat(name: str) -> os.stat_result:
+    try:
+        return os.stat(name)
+    except FileNotFoundError:
+        raise InputMissingError(f"corpus file not found: {name}") from None
+    except PermissionError:
+        raise InputMissingError(f"cannot read {name}: permission denied") from None
+    except OSError as e:
+        raise InputMissingError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def _check_regular(name: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputMissingError(f"{name} is a directory, not a text file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+        )
+        raise CorpusError(
+            f"{name} is {kind}, not a regular file; save the text to a file, "
+            "or pipe it in as - (standard input)"
+        )
+
+
 def _file_source(name: str) -> _Source:
     def opener() -> contextlib.AbstractContextManager[IO[bytes]]:
         try:
-            return open(name, "rb")  # noqa: SIM115 (the caller's with closes it)
+            # O_NONBLOCK: a path swapped for a FIFO since check_paths must not hang the open
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise InputMissingError(f"corpus file not found: {name}") from None
         except IsADirectoryError:
@@ -281,12 +323,15 @@ def _file_source(name: str) -> _Source:
             raise InputMissingError(f"cannot read {name}: permission denied") from None
         except OSError as e:
             raise InputMissingError(f"cannot read {name}: {e.strerror or e}") from None
+        try:
+            _check_regular(name, os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
 
     # fail on a missing file before spending a pass on the files before it
-    if not os.path.exists(name):
-        raise InputMissingError(f"corpus file not found: {name}")
-    if os.path.isdir(name):
-        raise InputMissingError(f"{name} is a directory, not a text file")
+    _check_regular(name, _stat(name))
     return _Source(name, opener)
 
 
@@ -561,10 +606,50 @@ class _CountingHash:
 
 # the token cache: tokens-<sha>.<u8|u16|u32> and its JSON sidecar tokens-<sha>.json
 
+_CACHE_NAME = r"tokens-[0-9a-f]{20}\.(?:u8|u16|u32|json)"
+_CACHE_RE = re.compile(_CACHE_NAME)
+_CACHE_TMP_RE = temp_pattern(_CACHE_NAME)
+_CACHE_TMP_OLD_RE = re.compile(rf"\.{_CACHE_NAME}\.(\d+)\.tmp")  # charrnn <= 0.1 temp names
+
+
+def _cache_stem(sha: str) -> str:
+    return f"tokens-{sha[:20]}"
+
 
 def _cache_paths(cache: Path, sha: str, dtype: np.dtype) -> tuple[Path, Path]:
-    stem = f"tokens-{sha[:20]}"
+    stem = _cache_stem(sha)
     return cache / f"{stem}.u{dtype.itemsize * 8}", cache / f"{stem}.json"
+
+
+def prune_token_cache(cache: Path, sha: str) -> list[Path]:
+    """Remove token caches of other corpus versions and temp files of killed loads;
+    return what was removed. Only files charrnn names this way are touched: anything
+    else in the directory (notes, symlinks, subdirectories) is left alone. Call it
+    under the run's lock, so that no other writer is at work here.
+    """
+    keep = _cache_stem(sha) + "."
+    try:
+        entries = list(os.scandir(cache))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        name = entry.name
+        ours = (_CACHE_RE.fullmatch(name) is not None and not name.startswith(keep)) or (
+            dead_temp(name, _CACHE_TMP_RE) or dead_temp(name, _CACHE_TMP_OLD_RE)
+        )
+        if not ours or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreIOError(
+                f"cannot remove old token cache {entry.path}: {e.strerror or e}"
+            ) from None
+        removed.append(Path(entry.path))
+    return sorted(removed)
 
 
 def _read_cache(cache: Path, sha: str) -> tuple[np.ndarray, Vocab, int, int] | None:
@@ -619,8 +704,10 @@ def _write_cache(
         "vocab": vocab.to_json(),
     }
     # the tokens first: a sidecar only ever points at a complete token file
-    _atomic_write(tokens_path, write_tokens)
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(tokens_path, write_tokens, "the token cache")
+    atomic_write(
+        meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()), "the token cache"
+    )
     return np.memmap(tokens_path, dtype=vocab.dtype, mode="r", shape=(scan.n_chars,))
 
 
@@ -629,26 +716,3 @@ def _mkdir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise StoreIOError(f"cannot create the cache directory {path}: {e.strerror or e}") from None
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write to a temp name, fsync, then rename: a kill never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StoreIOError(f"cannot write the token cache {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where we can
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -35,7 +35,7 @@ import numpy as np
 
 from charrnn import __version__
 from charrnn.batches import StreamBatches, eval_batches, make_batches, split_train_val
-from charrnn.corpus import Corpus, CorpusOptions, load_corpus
+from charrnn.corpus import Corpus, CorpusOptions, check_paths, load_corpus, prune_token_cache
 from charrnn.errors import (
     EXIT_OK,
     EXIT_SIGINT,
@@ -325,12 +325,13 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
     store = Store(request.store if request.store is not None else default_root())
     run = request.run_name
     run_dir = store.run_dir(run)
+    check_paths(request.paths)  # a device or FIFO would hang while holding the lock
     with store.lock(run, wait=request.wait):
         for p in store.clean_leftovers(run):
             events.info(f"removed leftover {p}")
         t0 = time.perf_counter()
         corpus = load_corpus(request.paths, request.corpus_options, cache_dir=run_dir / "cache")
-        _prune_token_cache(run_dir / "cache", corpus.sha256)
+        prune_token_cache(run_dir / "cache", corpus.sha256)
         events.info(
             f"corpus {', '.join(corpus.sources)}: {corpus.n_chars:,} characters, "
             f"{corpus.vocab.size} distinct, "
@@ -525,16 +526,6 @@ def _stop_on_signals(stop: list[Any]) -> Iterator[None]:
     finally:  # restored after the final save
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def _prune_token_cache(cache: Path, sha: str) -> None:
-    """Drop token caches of older corpus versions and temp files of killed loads (under the
-    run's lock, so no other writer is at work here)."""
-    keep = f"tokens-{sha[:20]}"
-    if cache.is_dir():
-        for p in cache.iterdir():
-            if p.is_file() and not p.name.startswith(keep):
-                p.unlink(missing_ok=True)
 
 
 def _remove_checkpoints(store: Store, run: str) -> int:

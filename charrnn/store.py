@@ -36,8 +36,8 @@ import json
 import math
 import os
 import re
-import secrets
 import shutil
+import stat
 import time
 import zipfile
 import zlib
@@ -46,10 +46,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from charrnn.atomic import atomic_write, dead_temp, fsync_dir, temp_name, temp_pattern
 from charrnn.errors import CheckpointError, InputMissingError, LockedError, StoreIOError
 
 __all__ = [
@@ -73,12 +74,13 @@ META_KEY = "__meta__"  # reserved member holding the JSON header
 BEST_NAME = "best.npz"
 LOCK_NAME = "lock"
 TRAIN_HINT = "train one with: charrnn train CORPUS"
+_LOCK_ATTEMPTS = 5  # a run directory replaced this often while we wait is not an accident
 
 _RUN_RE = re.compile(r"[A-Za-z0-9._-]+")
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.npz")
 # temp files: a dot so listings and globs skip them, the writer's pid so the
 # cleaner can tell a dead writer from a live one
-_TMP_RE = re.compile(r"\.(?:ckpt-\d+|best)\.npz\.tmp-(\d+)-[0-9a-f]+")
+_TMP_RE = temp_pattern(r"ckpt-\d+\.npz|best\.npz")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 # what a damaged or foreign byte string can make zipfile / np.lib.format raise;
@@ -148,18 +150,6 @@ def _show(path: Path) -> str:
     return s if path.is_absolute() or s.startswith(".") else f"./{s}"
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make renames and unlinks in ``path`` durable (some filesystems refuse; that is fine)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def _unlink_quiet(path: Path) -> None:
     with suppress(OSError):
         os.unlink(path)
@@ -174,10 +164,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _strerror(e: OSError) -> str:
@@ -341,6 +327,7 @@ class Store:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser()
+        self._held: dict[str, tuple[int, int]] = {}  # run -> (st_dev, st_ino) of its locked dir
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -455,21 +442,8 @@ class Store:
         members = self._members(run, step, arrays, meta)
 
         self._mkdir(d)
-        tmp = _tmp_name(final)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                _write_npz(f, members)
-                f.flush()
-                os.fsync(f.fileno())  # data on disk before the name points at it
-            os.replace(tmp, final)  # atomic: readers see the old file or the new one
-            _fsync_dir(d)  # the rename itself survives a power cut
-        except OSError as e:
-            _unlink_quiet(tmp)
-            raise StoreIOError(f"cannot write checkpoint to {final}: {_strerror(e)}") from None
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
+        self._check_held(run)
+        atomic_write(final, lambda f: _write_npz(f, members), "checkpoint to")
 
         if best:
             self._point_best(d, final)
@@ -522,25 +496,29 @@ class Store:
             existed = d.is_dir()
             d.mkdir(parents=True, exist_ok=True)
             if not existed:
-                _fsync_dir(d.parent)  # a new run directory survives a power cut too
+                fsync_dir(d.parent)  # a new run directory survives a power cut too
         except OSError as e:
             raise StoreIOError(f"cannot create run directory {d}: {_strerror(e)}") from None
 
     def _point_best(self, d: Path, final: Path) -> None:
         best = d / BEST_NAME
-        tmp = _tmp_name(best)
+        tmp = temp_name(best)
         try:
-            try:
-                os.link(final, tmp)  # free and atomic: best shares the checkpoint's inode
-            except OSError:
-                # filesystems without hard links: a durable copy instead
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as dst, open(final, "rb") as src:
+            os.link(final, tmp)  # free and atomic: best shares the checkpoint's inode
+        except OSError:
+            # filesystems without hard links: a durable copy instead
+            def copy(dst: IO[bytes]) -> None:
+                with open(final, "rb") as src:
                     shutil.copyfileobj(src, dst)
-                    dst.flush()
-                    os.fsync(dst.fileno())
+
+            try:
+                atomic_write(best, copy, "best checkpoint")
+            except StoreIOError as e:
+                raise StoreIOError(f"saved {final} but {e}") from None
+            return
+        try:
             os.replace(tmp, best)
-            _fsync_dir(d)
+            fsync_dir(d)
         except OSError as e:
             _unlink_quiet(tmp)
             raise StoreIOError(f"saved {final} but cannot update {best}: {_strerror(e)}") from None
@@ -703,12 +681,16 @@ class Store:
         ``wait=False`` raises LockedError at once if another process holds it;
         ``wait=True`` blocks until it is free; ``wait=<seconds>`` polls, then raises.
 
-        The lock is ``flock`` on ``<run>/lock``. The kernel drops it when the holder's
-        file is closed, including when the holder is SIGKILLed, so a dead holder never
-        leaves a stale lock. The pid written into the file only names the holder in
-        messages; it is not the lock. The file is never deleted on release: a waiter
-        may already have it open, and if we unlinked it a third process would create a
-        fresh file and lock that, leaving two "holders" on two different inodes.
+        The lock is ``flock`` on the run directory itself, so deleting or replacing the
+        ``lock`` file cannot let a second writer in. After locking, the directory at the
+        path must still be the one locked (else it was moved away meanwhile: try again),
+        and :meth:`save` checks that again before every commit. The kernel drops the lock
+        when the holder's descriptor is closed, including on SIGKILL, so a dead holder
+        never leaves a stale lock.
+
+        ``<run>/lock`` only names the holder's pid for messages. It is opened without
+        following symlinks and must be a regular file with one link, so a planted
+        symlink or hard link to someone else's file is refused, never written.
 
         flock locks belong to an open file, so a second ``lock()`` of the same run in
         the same process also fails, as it should.
@@ -720,24 +702,50 @@ class Store:
                 raise ValueError(f"wait must be True, False or seconds >= 0, got {wait!r}")
             timeout = float(wait)
         d = self.run_dir(run)
-        self._mkdir(d)
-        path = d / LOCK_NAME
-        try:
-            # os.open files are not inherited by children (pep 446), so a subprocess
-            # of the holder cannot keep the lock alive after the holder dies
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise StoreIOError(f"cannot open lock file {path}: {_strerror(e)}") from None
-        try:
-            self._acquire(fd, run, timeout)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            yield
-        finally:
-            os.close(fd)  # closing releases the flock
+        for _attempt in range(_LOCK_ATTEMPTS):
+            self._mkdir(d)
+            try:
+                # os.open files are not inherited by children (pep 446), so a subprocess
+                # of the holder cannot keep the lock alive after the holder dies
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as e:
+                raise StoreIOError(f"cannot open run directory {d}: {_strerror(e)}") from None
+            try:
+                self._acquire(fd, run, timeout)
+                held = os.fstat(fd)
+                if not _same_file(held, d):
+                    os.close(fd)  # moved away or replaced while we waited: lock the new one
+                    continue
+                _write_pid(d / LOCK_NAME)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._held[run] = (held.st_dev, held.st_ino)
+            try:
+                yield
+            finally:
+                self._held.pop(run, None)
+                os.close(fd)  # closing releases the flock
+            return
+        raise LockedError(f"run directory {d} keeps being replaced; is another program moving it?")
 
-    @staticmethod
-    def _acquire(fd: int, run: str, timeout: float | None) -> None:
+    def _check_held(self, run: str) -> None:
+        """Before a commit: if we hold the run's lock, it must still be on the run directory."""
+        held = self._held.get(run)
+        if held is None:
+            return
+        d = self.run_dir(run)
+        try:
+            st = os.stat(d)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != held:
+            raise LockedError(
+                f"run directory {d} was moved or replaced while this process held its lock; "
+                "stopping without writing (another charrnn may own it now)"
+            )
+
+    def _acquire(self, fd: int, run: str, timeout: float | None) -> None:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return
@@ -751,7 +759,7 @@ class Store:
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
-        pid = _holder_pid(fd)
+        pid = _holder_pid(self.run_dir(run) / LOCK_NAME)
         who = f"pid {pid}" if pid is not None else "another process"
         if timeout == 0:
             msg = (
@@ -780,11 +788,7 @@ class Store:
             return []
         removed = []
         for entry in entries:
-            m = _TMP_RE.fullmatch(entry.name)
-            if m is None:
-                continue
-            pid = int(m.group(1))
-            if pid != os.getpid() and _pid_alive(pid):
+            if not dead_temp(entry.name, _TMP_RE):
                 continue
             try:
                 os.unlink(entry.path)
@@ -805,19 +809,64 @@ def _write_npz(f: Any, members: list[tuple[str, np.ndarray]]) -> None:
                 np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
-def _holder_pid(fd: int) -> int | None:
+def _same_file(st: os.stat_result, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _open_lock_file(path: Path, flags: int) -> int:
+    """Open ``path`` without following a symlink; refuse anything but our own plain file."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise StoreIOError(
+                f"{path} is a symbolic link, not charrnn's lock file; remove it and run again"
+            ) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        kind = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+        raise StoreIOError(f"{path} {kind}: it is not charrnn's lock file; remove it and run again")
+    return fd
+
+
+def _write_pid(path: Path) -> None:
+    """Name the holder in ``path``; a new file that cannot be written is removed again."""
+    created = True
+    try:
+        try:
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            created = False
+            fd = _open_lock_file(path, os.O_RDWR)
+    except OSError as e:
+        raise StoreIOError(f"cannot open lock file {path}: {_strerror(e)}") from None
+    try:
+        data = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, data, 0)  # write, then cut: never an empty file on a full disk
+        os.ftruncate(fd, len(data))
+    except OSError as e:
+        if created:
+            _unlink_quiet(path)
+        raise StoreIOError(f"cannot write lock file {path}: {_strerror(e)}") from None
+    finally:
+        os.close(fd)
+
+
+def _holder_pid(path: Path) -> int | None:
+    try:
+        fd = _open_lock_file(path, os.O_RDONLY)
+    except (OSError, StoreIOError):
+        return None
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

@@ -246,7 +246,7 @@ def test_unreadable(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     # chmod 000 does not stop root, so make open itself refuse
-    monkeypatch.setattr(corpus_mod, "open", denied, raising=False)
+    monkeypatch.setattr(corpus_mod.os, "open", denied)
     with pytest.raises(InputMissingError) as info:
         load_corpus([path])
     assert one_line(info.value) == f"cannot read {path}: permission denied"
@@ -261,7 +261,7 @@ def test_read_error_names_the_os_reason(tmp_path, monkeypatch):
         def read(self, *args):
             raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(corpus_mod, "open", lambda *a, **k: Flaky(), raising=False)
+    monkeypatch.setattr(corpus_mod.os, "fdopen", lambda *a, **k: Flaky())
     with pytest.raises(InputMissingError, match=f"cannot read {path}: Input/output error"):
         load_corpus([path])
 
@@ -437,7 +437,7 @@ def test_torn_cache_is_rebuilt(tmp_path):
     meta.write_text("{not json")
     assert text_of(load_corpus([path], cache_dir=cache)) == "hello\nworld\n"
     assert json.loads(meta.read_text())["n_chars"] == 12
-    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temp files
 
 
 @pytest.mark.parametrize("use_cache", [False, True])
@@ -632,3 +632,71 @@ def test_big_single_line_file_loads_in_bounded_memory(tmp_path):
     assert miss < 0.5 * size, out.stdout
     assert hit < 0.5 * size, out.stdout
     assert control > 0.9 * size, out.stdout
+
+
+# only charrnn's own files are ever removed from a token cache directory
+
+
+def test_prune_token_cache_removes_only_what_charrnn_named(tmp_path):
+    from charrnn.corpus import prune_token_cache
+
+    path = write(tmp_path / "a.txt", b"hello\nworld\n")
+    cache = tmp_path / "c"
+    c = load_corpus([path], cache_dir=cache)
+    current = sorted(p.name for p in cache.iterdir())
+    old = ["tokens-0123456789abcdef0123.u8", "tokens-0123456789abcdef0123.json"]
+    dead = ".tokens-0123456789abcdef0123.u16.tmp-999999999-0a0b0c0d"  # no such pid
+    live = f".tokens-0123456789abcdef0123.u16.tmp-{os.getppid()}-0a0b0c0d"  # a live writer
+    legacy = ".tokens-0123456789abcdef0123.json.999999999.tmp"
+    foreign = ["notes.txt", "tokens-notes.txt", "tokens-0123456789abcdef0123.u8.bak", "x.tmp"]
+    for name in [*old, dead, live, legacy, *foreign]:
+        write(cache / name, b"x")
+    (cache / "tokens-fedcba9876543210fedc.u8").symlink_to(tmp_path / "a.txt")
+    (cache / "sub").mkdir()
+    removed = prune_token_cache(cache, c.sha256)
+    assert sorted(p.name for p in removed) == sorted([*old, dead, legacy])
+    left = sorted(p.name for p in cache.iterdir())
+    assert left == sorted([*current, live, *foreign, "tokens-fedcba9876543210fedc.u8", "sub"])
+    assert (tmp_path / "a.txt").read_bytes() == b"hello\nworld\n"
+    assert prune_token_cache(tmp_path / "missing", c.sha256) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "socket"])
+def test_non_regular_files_are_refused_without_reading(tmp_path, kind):
+    import socket
+
+    from charrnn.corpus import check_paths
+
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        what = "a FIFO"
+    elif kind == "device":
+        path, what = Path("/dev/zero"), "a device"
+    else:
+        path = tmp_path / "sock"
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        what = "a socket"
+    msg = f"^{path} is {what}, not a regular file; .* or pipe it in as -"
+    with pytest.raises(CorpusError, match=msg):
+        check_paths([DINOS, path])
+    with pytest.raises(CorpusError, match=msg):  # load_corpus refuses before opening anything
+        load_corpus([DINOS, path])
+    check_paths([DINOS, "-"])  # stdin and plain files pass
+
+
+def test_a_path_swapped_for_a_fifo_after_the_check_does_not_hang(tmp_path, monkeypatch):
+    import charrnn.corpus as corpus_mod
+
+    path = write(tmp_path / "a.txt", b"hello\nworld\n")
+    real = corpus_mod._scan
+
+    def swap_then_scan(sources, *args, **kwargs):
+        path.unlink()
+        os.mkfifo(path)  # no writer: a blocking open would hang forever
+        return real(sources, *args, **kwargs)
+
+    monkeypatch.setattr(corpus_mod, "_scan", swap_then_scan)
+    with pytest.raises(CorpusError, match="is a FIFO, not a regular file"):
+        load_corpus([path])

@@ -608,6 +608,74 @@ def test_lock_is_not_reentrant_and_is_released(store: Store) -> None:
         pass
 
 
+def test_deleting_the_lock_file_does_not_let_a_second_writer_in(store: Store) -> None:
+    holder = spawn("hold", str(store.root), "dinos", "30")
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (store.run_dir("dinos") / "lock").unlink()  # a careless rm while training
+        with pytest.raises(LockedError, match="is locked by another process"), store.lock("dinos"):
+            pass
+        assert not (store.run_dir("dinos") / "lock").exists()  # nothing written meanwhile
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo", "directory"])
+def test_a_lock_that_is_not_charrnns_own_file_is_refused_untouched(
+    store: Store, tmp_path: Path, kind: str
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    lock = store.run_dir("r") / "lock"
+    lock.parent.mkdir(parents=True)
+    if kind == "symlink":
+        lock.symlink_to(precious)
+        msg = "is a symbolic link, not charrnn's lock file; remove it"
+    elif kind == "hardlink":
+        os.link(precious, lock)
+        msg = "has other hard links: it is not charrnn's lock file"
+    elif kind == "fifo":
+        os.mkfifo(lock)
+        msg = "is not a regular file: it is not charrnn's lock file"
+    else:
+        lock.mkdir()
+        msg = "cannot open lock file"
+    with pytest.raises(StoreIOError, match=msg), store.lock("r"):
+        pytest.fail("the lock was taken")
+    assert precious.read_text() == "keep me\n"
+    with store.lock("r2"):  # and the store still works for a clean run
+        pass
+
+
+def test_a_run_directory_replaced_while_locked_stops_the_writer(store: Store) -> None:
+    store.save("r", 1, params(1), {})
+    with store.lock("r"):
+        d = store.run_dir("r")
+        d.rename(d.with_name("r.moved"))  # another program moves the run away ...
+        d.mkdir()  # ... and a second charrnn could lock the new directory
+        with pytest.raises(LockedError, match="was moved or replaced while this process held"):
+            store.save("r", 2, params(2), {})
+        assert list(d.iterdir()) == []  # nothing written into the new owner's directory
+    with store.lock("r"):  # released, and a fresh lock sees the directory now at the path
+        store.save("r", 2, params(2), {})
+
+
+def test_full_disk_names_the_lock_file_and_leaves_no_empty_lock(store: Store, monkeypatch) -> None:
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_mod.os, "pwrite", full)
+    lock = store.run_dir("r") / "lock"
+    with pytest.raises(StoreIOError) as info, store.lock("r"):
+        pass
+    assert str(info.value) == f"cannot write lock file {lock}: No space left on device"
+    assert not lock.exists()
+    monkeypatch.undo()
+    with store.lock("r"):
+        assert lock.read_text() == f"{os.getpid()}\n"
+
+
 # ----------------------------------------------------------------------------- crash safety
 
 
