@@ -438,18 +438,21 @@ def _texts(
             _check_bom(source, raw)
             if raw.startswith(codecs.BOM_UTF8):
                 skip = len(codecs.BOM_UTF8)
-        if utf8 and raw.find(b"\0", skip) >= 0:
-            raise _nul_error(source, raw, offset, raw.find(b"\0", skip))
+        # a NUL is reported only once the bytes before it decode: the first problem wins
+        nul = raw.find(b"\0", skip) if utf8 else -1
         pending = decoder.getstate()[0]
         held = len(pending) if isinstance(pending, bytes) else 0
         try:
-            text = decoder.decode(raw[skip:] if skip else raw, final)
+            data = raw[skip:nul] if nul >= 0 else raw[skip:] if skip else raw
+            text = decoder.decode(data, final or nul >= 0)
         except UnicodeDecodeError as e:
             at = skip - held + e.start  # where the bad bytes start, relative to raw
             line = None
             if ascii_compatible:
                 line = newlines_before + raw[: max(at, 0)].count(b"\n") + 1
             raise _decode_error(source, codec, offset + at, line, e.reason) from None
+        if nul >= 0:
+            raise _nul_error(source, raw, offset, nul)
         if not utf8 and "\0" in text:
             at = chars_before + text.index("\0")
             raise CorpusError(
