@@ -557,7 +557,7 @@ def sample(
     import numpy as np
 
     from charrnn.console import Log
-    from charrnn.sampler import SampleOptions, Sampler, is_known
+    from charrnn.sampler import SampleOptions, Sampler
 
     log = Log(quiet)
     if top_p is not None and top_p > 1:
@@ -573,42 +573,54 @@ def sample(
     sampler = Sampler(model, vocab)
     sampler.encode_prime(prime)  # fail early, before any output
     rng = np.random.default_rng(seed)
-    out = sys.stdout
-
     if not names:
-        count = n or 1
         if novel:
             raise click.UsageError("--novel applies to names mode only")
-        if count == 1 and not json:
-            out.write(prime)
-            for chunk in sampler.stream(length, opts, rng, prime=prime, n=1):
-                out.write(chunk[0])
-                out.flush()
-            out.write("\n")
-            out.flush()
-            return
-        group = max(1, min(1024, (1 << 24) // length))  # bounded memory for any -n
-        for start in range(0, count, group):
-            k = min(group, count - start)
-            parts: list[list[str]] = [[prime] for _ in range(k)]
-            for chunk in sampler.stream(length, opts, rng, prime=prime, n=k):
-                for p, c in zip(parts, chunk, strict=True):
-                    p.append(c)
-            for p in parts:
-                t = "".join(p)
-                if json:
-                    _emit_json({"text": t, "n_chars": len(t) - len(prime)})
-                else:
-                    out.write(t + "\n\n")
-            out.flush()
+        _write_prose(sampler, n or 1, length, opts, rng, prime, json)
         return
-
-    count = n or 10
     hashes = checkpoint.arrays.get("corpus.line_hashes") if novel else None
     if novel and hashes is None:
         raise CorpusError(
             f"{checkpoint.path} holds no list of training lines; --novel needs a names corpus"
         )
+    _write_names(sampler, n or 10, max_length, opts, rng, prime, hashes, json, log)
+
+
+def _write_prose(sampler, count: int, length: int, opts, rng, prime: str, json: bool) -> None:
+    """``count`` texts of ``length`` characters; a single one streams as it is generated."""
+    out = sys.stdout
+    if count == 1 and not json:
+        out.write(prime)
+        for chunk in sampler.stream(length, opts, rng, prime=prime, n=1):
+            out.write(chunk[0])
+            out.flush()
+        out.write("\n")
+        out.flush()
+        return
+    group = max(1, min(1024, (1 << 24) // length))  # bounded memory for any -n
+    for start in range(0, count, group):
+        k = min(group, count - start)
+        parts: list[list[str]] = [[prime] for _ in range(k)]
+        for chunk in sampler.stream(length, opts, rng, prime=prime, n=k):
+            for part, c in zip(parts, chunk, strict=True):
+                part.append(c)
+        for part in parts:
+            text = "".join(part)
+            if json:
+                _emit_json({"text": text, "n_chars": len(text) - len(prime)})
+            else:
+                out.write(text + "\n\n")
+        out.flush()
+
+
+def _write_names(
+    sampler, count: int, max_length: int, opts, rng, prime: str, hashes, json: bool, log
+) -> None:
+    """``count`` names, one per line; with ``hashes`` (--novel) none that is a training line."""
+    from charrnn.sampler import is_known
+
+    out = sys.stdout
+    novel = hashes is not None
     done, rejected, attempts = 0, 0, 0
     group = max(1, min(4096, (1 << 24) // max_length))  # samples per batch: bounded memory
     while done < count:
@@ -865,7 +877,6 @@ def clip_stats(
 
     from charrnn import clipstats
     from charrnn.console import Log, rich_console
-    from charrnn.errors import CheckpointError
     from charrnn.trainer import norm_groups
 
     log = Log(quiet)
@@ -879,54 +890,16 @@ def clip_stats(
     train_meta = meta.get("train") or {}
     clip_norm, clip_value = optim.get("clip_norm"), optim.get("clip_value")
     _, groups, _ = norm_groups(model.cfg)
+    spikes = {"factor": spike_factor, "window": window}
     if probe_paths:
-        probe_batches = _clip_probe_batches(
-            probe_paths,
-            meta,
-            vocab,
-            batch_size or int(train_meta.get("batch_size", 32)),
-            seq_len or int(train_meta.get("seq_len", 64)),
-            log,
+        batch_size = batch_size or int(train_meta.get("batch_size", 32))
+        seq_len = seq_len or int(train_meta.get("seq_len", 64))
+        probe_batches = _clip_probe_batches(probe_paths, meta, vocab, batch_size, seq_len, log)
+        series, stats = _probe_stats(
+            model, probe_paths, probe_batches, batches, clip_norm, clip_value, spikes, log
         )
-        n = min(batches, probe_batches.n_batches)
-        if n < batches:
-            log.info(
-                f"the corpus holds only {n} batch(es) of "
-                f"{probe_batches.batch_size}x{probe_batches.seq_len}; "
-                "probing those (smaller --batch-size or --seq-len give more)"
-            )
-        log.info(
-            f"probing {', '.join(p if p != '-' else 'stdin' for p in probe_paths)}: "
-            f"{n} batch(es) of "
-            f"{probe_batches.batch_size}x{probe_batches.seq_len}, gradients only"
-        )
-        measured = clipstats.probe(model, probe_batches, n, clip_norm, clip_value)
-        series = measured.series
-        stats = clipstats.summarize_probe(
-            measured, clip_norm, clip_value, factor=spike_factor, window=window
-        )
-        stats["probe"] = {
-            "corpus": list(probe_paths),
-            "batch_size": probe_batches.batch_size,
-            "seq_len": probe_batches.seq_len,
-            **stats["probe"],
-        }
     else:
-        try:
-            series = clipstats.Series.from_arrays(checkpoint.arrays, groups)
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(
-                f"{checkpoint.path}: training history is malformed ({e})"
-            ) from None
-        if series.step.shape[0] == 0:
-            raise CheckpointError(
-                f"{checkpoint.path} holds no training history; "
-                "measure fresh gradients with --probe CORPUS"
-            )
-        stats = clipstats.summarize(
-            series, clip_norm, clip_value, factor=spike_factor, window=window
-        )
-        stats["probe"] = None
+        series, stats = _history_stats(checkpoint, groups, clip_norm, clip_value, spikes)
     cfg = model.cfg
     doc = {
         "schema": clipstats.SCHEMA,
@@ -953,6 +926,51 @@ def clip_stats(
     from charrnn.clipreport import render
 
     render(doc, series, rich_console())
+
+
+def _probe_stats(model, paths, probe_batches, batches, clip_norm, clip_value, spikes, log):
+    """(series, stats) of fresh gradients on up to ``batches`` probe batches."""
+    from charrnn import clipstats
+
+    n = min(batches, probe_batches.n_batches)
+    shape = f"{probe_batches.batch_size}x{probe_batches.seq_len}"
+    if n < batches:
+        log.info(
+            f"the corpus holds only {n} batch(es) of {shape}; "
+            "probing those (smaller --batch-size or --seq-len give more)"
+        )
+    log.info(
+        f"probing {', '.join(p if p != '-' else 'stdin' for p in paths)}: "
+        f"{n} batch(es) of {shape}, gradients only"
+    )
+    measured = clipstats.probe(model, probe_batches, n, clip_norm, clip_value)
+    stats = clipstats.summarize_probe(measured, clip_norm, clip_value, **spikes)
+    stats["probe"] = {
+        "corpus": list(paths),
+        "batch_size": probe_batches.batch_size,
+        "seq_len": probe_batches.seq_len,
+        **stats["probe"],
+    }
+    return measured.series, stats
+
+
+def _history_stats(checkpoint, groups, clip_norm, clip_value, spikes):
+    """(series, stats) of the gradient norms recorded while training."""
+    from charrnn import clipstats
+    from charrnn.errors import CheckpointError
+
+    try:
+        series = clipstats.Series.from_arrays(checkpoint.arrays, groups)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{checkpoint.path}: training history is malformed ({e})") from None
+    if series.step.shape[0] == 0:
+        raise CheckpointError(
+            f"{checkpoint.path} holds no training history; "
+            "measure fresh gradients with --probe CORPUS"
+        )
+    stats = clipstats.summarize(series, clip_norm, clip_value, **spikes)
+    stats["probe"] = None
+    return series, stats
 
 
 def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: int, log):
