@@ -38,7 +38,7 @@ from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py 
 from charrnn.optim import OPTIMIZERS, OptimConfig
 from charrnn.session import OPTIM_OPTION, TrainRequest
 from charrnn.store import Store, default_root
-from charrnn.trainer import TrainConfig
+from charrnn.trainer import Every, TrainConfig, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,23 +105,52 @@ class Duration(click.ParamType):
     """A time budget: 90, 90s, 10m, 1h30m, 1.5h."""
 
     name = "duration"
-    _part = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-    _unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)):
             return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class Cadence(click.ParamType):
+    """How often: N steps (a bare number) or a duration on the clock (90s, 10m, 1h)."""
+
+    name = "cadence"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, Every):
+            return value
+        try:
+            return Every(steps=value) if isinstance(value, int) else Every.parse(value)
+        except ValueError as e:
+            self.fail(
+                f"{value!r}: {e} (a number of steps, or a duration: 90s, 10m, 1h)", param, ctx
+            )
+
+
+class WaitFor(click.ParamType):
+    """--wait alone: as long as it takes (True); --wait DURATION: that many seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (bool, float)):
+            return value
         text = str(value).strip().lower()
-        pos, total = 0, 0.0
-        while pos < len(text):
-            m = self._part.match(text, pos)
-            if not m:
-                self.fail(f"{value!r} is not a duration (examples: 90s, 10m, 1h30m)", param, ctx)
-            total += float(m.group(1)) * self._unit[m.group(2)]
-            pos = m.end()
-        if not text or total <= 0:
-            self.fail(f"{value!r} is not a positive duration", param, ctx)
-        return total
+        if text in ("forever", "true", "yes", "on"):
+            return True
+        if text in ("false", "no", "off", "0", ""):
+            return False
+        try:
+            return parse_duration(text)
+        except ValueError:
+            hint = ""
+            if value == "-" or Path(value).exists():  # a CORPUS taken for the duration
+                hint = "; put --wait after CORPUS, or write --wait=DURATION"
+            self.fail(f"{value!r} is not a duration (examples: 90s, 10m){hint}", param, ctx)
 
 
 class FiniteFloat(click.ParamType):
@@ -283,7 +312,13 @@ model_options = config_options(
 data_options = config_options(
     TrainConfig,
     "data",
-    {"batch_size": INT, "seq_len": INT, "val_fraction": NUMBER, "eval_every": INT, "seed": INT},
+    {
+        "batch_size": INT,
+        "seq_len": INT,
+        "val_fraction": NUMBER,
+        "eval_max_batches": INT,
+        "seed": INT,
+    },
 )
 optim_options = config_options(
     OptimConfig,
@@ -349,11 +384,19 @@ def explicit_options(ctx: click.Context) -> frozenset[str]:
 @request_option("steps", **INT)
 @request_option("epochs", **NUMBER)
 @request_option("time_budget", "--time", type=Duration(), envvar="CHARRNN_TRAIN_TIME")
+@field_option(
+    TrainConfig,
+    "eval_every",
+    type=Cadence(),
+    metavar="N|DURATION",
+    extra_help=" A duration (10m, 1h) validates on the clock instead.",
+)
+@request_option("save_every", type=Cadence(), metavar="N|DURATION")
 @request_option("keep", **INT)
 @reading_options
 @request_option("fresh")
 @request_option("allow_changed_corpus")
-@request_option("wait")
+@request_option("wait", type=WaitFor(), is_flag=False, flag_value="forever", metavar="[DURATION]")
 @request_option("sample_every", **INT)
 @json_option
 @quiet_option
@@ -369,11 +412,13 @@ def train(
     steps: int | None,
     epochs: float | None,
     time_budget: float | None,
+    eval_every: Every,
+    save_every: Every | None,
     keep: int,
     reading: CorpusOptions,
     fresh: bool,
     allow_changed_corpus: bool,
-    wait: bool,
+    wait: float | bool,
     sample_every: int,
     json: bool,
     quiet: bool,
@@ -389,6 +434,11 @@ def train(
     from charrnn.console import Log
     from charrnn.session import run_training
 
+    data = dataclasses.replace(  # validation on a step count or on the clock
+        data,
+        eval_every=eval_every.steps or data.eval_every,
+        eval_seconds=eval_every.seconds,
+    )
     try:
         request = TrainRequest(
             corpus=corpus,
@@ -405,6 +455,7 @@ def train(
             fresh=fresh,
             allow_changed_corpus=allow_changed_corpus,
             wait=wait,
+            save_every=save_every,
             sample_every=sample_every,
             explicit=explicit_options(ctx),
         )

@@ -7,6 +7,8 @@ terminal (cron), with TERM=dumb, or with --quiet. Colour follows NO_COLOR.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import sys
 from typing import Any, TextIO
@@ -21,11 +23,24 @@ def color_allowed() -> bool:
 
 
 class Log:
-    """Messages for the person or the log file: always stderr, never stdout."""
+    """Messages for the person or the log file: always stderr, never stdout.
+
+    When stderr is not a terminal (cron, a pipe, a file) every line starts with an
+    ISO 8601 local timestamp with its offset. When a line cannot be written (the
+    reader went away: EPIPE; a closed descriptor), logging stops silently and
+    ``lost`` says why: the caller goes on and reports it in its summary.
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self._bar: Any = None
+        self.lost: str | None = None  # why log lines could not be written, once they could not
+        if sys.stderr is None:  # started with descriptor 2 closed (2>&-)
+            self._lose("stderr is closed")
+        try:
+            self.stamped = not sys.stderr.isatty()
+        except (OSError, ValueError, AttributeError):
+            self.stamped = True
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -35,10 +50,31 @@ class Log:
         self._write(f"warning: {msg}")  # warnings show even with --quiet
 
     def _write(self, msg: str) -> None:
-        if self._bar is not None:
-            self._bar.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr, flush=True)
+        if self.lost is not None:
+            return
+        if self.stamped:
+            now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            msg = f"{now} {msg}"
+        try:
+            if self._bar is not None:
+                self._bar.write(msg, file=sys.stderr)
+            else:
+                print(msg, file=sys.stderr, flush=True)
+        except (OSError, ValueError) as e:  # EPIPE, EBADF, a closed file object
+            self._lose(getattr(e, "strerror", None) or str(e) or type(e).__name__)
+
+    def _lose(self, why: str) -> None:
+        """Stop logging; descriptor 2 now leads to /dev/null, so that nothing else that
+        writes there (Python at exit, a warning) fails or lands in a file that took it."""
+        self.lost = why
+        self._bar = None
+        with contextlib.suppress(OSError):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            if fd != 2:
+                os.dup2(fd, 2)
+                os.close(fd)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
 
     def progress(self, total: int, initial: int, desc: str) -> Progress:
         enabled = not self.quiet and stderr_is_tty()

@@ -49,7 +49,7 @@ from charrnn.errors import (
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
 from charrnn.store import BEST_NAME, Store, default_root, is_run_name, run_name_from
-from charrnn.trainer import EvalStats, TrainConfig, TrainState
+from charrnn.trainer import EvalStats, Every, SaveDue, TrainConfig, TrainState
 from charrnn.trainer import train as train_loop
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data"  # the repository's data/
@@ -111,7 +111,19 @@ class TrainRequest:
         metadata={"help": "Resume even though the corpus changed since the last checkpoint."},
     )
     wait: float | bool = field(
-        default=False, metadata={"help": "Wait for a run locked by another process."}
+        default=False,
+        metadata={
+            "help": "Wait for a run locked by another process (one line names its pid): "
+            "as long as it takes, or at most DURATION (90s, 10m), then exit 75."
+        },
+    )
+    save_every: Every | None = field(
+        default=None,
+        metadata={
+            "help": "Also checkpoint every N steps or on a clock (10m, 1h), apart from "
+            "validation; --keep and the best checkpoint work as ever. [default: only at "
+            "validation]"
+        },
     )
     sample_every: int = field(
         default=500,
@@ -192,6 +204,8 @@ class TrainResult:
     seconds: float  # wall time of this invocation's training
     checkpoint: Path | None  # the last checkpoint written or resumed from
     signal: int | None = None  # the signal that stopped it
+    log_lost: str | None = None  # why log lines stopped getting through (stderr gone), if so
+    log_lost_at: int | None = None  # the step at which they stopped
 
     @property
     def return_code(self) -> int:
@@ -215,6 +229,9 @@ class TrainResult:
             "best_val_loss": finite_or_none(ts.best_val),
             "seconds": self.seconds,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "logging": "ok" if self.log_lost is None else "lost",
+            "log_lost_at_step": self.log_lost_at,
+            "log_error": self.log_lost,
             "model": ts.model.cfg.to_json(),
             "corpus": {
                 "sources": list(self.corpus.sources),
@@ -326,7 +343,13 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
     run = request.run_name
     run_dir = store.run_dir(run)
     check_paths(request.paths)  # a device or FIFO would hang while holding the lock
-    with store.lock(run, wait=request.wait):
+
+    def waiting(pid: int | None) -> None:
+        who = f"pid {pid}" if pid is not None else "another process"
+        limit = f" (at most {request.wait:g}s)" if request.wait is not True else ""
+        events.info(f"run '{run}' is locked by {who}; waiting for it to finish{limit}")
+
+    with store.lock(run, wait=request.wait, on_wait=waiting):
         for p in store.clean_leftovers(run):
             events.info(f"removed leftover {p}")
         t0 = time.perf_counter()
@@ -365,7 +388,13 @@ def _start_or_resume(
         state = TrainState.from_checkpoint(ck.arrays, ck.meta, optim)
         if "eval_every" in request.explicit:
             state.train_cfg = dataclasses.replace(
-                state.train_cfg, eval_every=request.train.eval_every
+                state.train_cfg,
+                eval_every=request.train.eval_every,
+                eval_seconds=request.train.eval_seconds,
+            )
+        if "eval_max_batches" in request.explicit:
+            state.train_cfg = dataclasses.replace(
+                state.train_cfg, eval_max_batches=request.train.eval_max_batches
             )
         events.info(f"resuming run '{run}' from step {state.step} ({ck.path.name})")
         return state, ck.path
@@ -421,6 +450,9 @@ def _train(
     show_samples = _sample_shower(request, state, corpus, events)
     t_start = time.perf_counter()
     last_val, chars_per_sec = math.nan, 0.0
+    lost_at: int | None = None  # the step at which log lines stopped getting through
+    if getattr(events, "lost", None) is not None:
+        lost_at = state.step
     with _stop_on_signals(stop):
         try:
             for ev in train_loop(
@@ -430,7 +462,14 @@ def _train(
                 total_steps=total,
                 time_budget=request.time_budget,
                 stop_flag=stop,
+                save_every=request.save_every,
             ):
+                if lost_at is None and getattr(events, "lost", None) is not None:
+                    lost_at = state.step  # stderr is gone: train on, say so in the result
+                if isinstance(ev, SaveDue):
+                    last_path = save(False)
+                    events.info(f"step {ev.step}: saved {last_path.name}")
+                    continue
                 if isinstance(ev, EvalStats):
                     last_val = ev.val_loss
                     last_path = save(ev.improved)
@@ -475,7 +514,12 @@ def _train(
     )
     n_batches = split.train.n_batches
     signum = stop[1] if stop[0] else None
-    return TrainResult(run, status, state, corpus, n_batches, elapsed, last_path, signum)
+    lost = getattr(events, "lost", None)
+    if lost is not None and lost_at is None:
+        lost_at = state.step
+    return TrainResult(
+        run, status, state, corpus, n_batches, elapsed, last_path, signum, lost, lost_at
+    )
 
 
 def _close(bar: Bar, events: Events) -> None:

@@ -675,11 +675,18 @@ class Store:
     # ----------------------------------------------------------------- locking
 
     @contextmanager
-    def lock(self, run: str, wait: float | bool = False) -> Iterator[None]:
+    def lock(
+        self,
+        run: str,
+        wait: float | bool = False,
+        on_wait: Callable[[int | None], None] | None = None,
+    ) -> Iterator[None]:
         """Hold the run's exclusive writer lock for the ``with`` block.
 
         ``wait=False`` raises LockedError at once if another process holds it;
         ``wait=True`` blocks until it is free; ``wait=<seconds>`` polls, then raises.
+        When it has to wait, ``on_wait`` is called once first with the holder's pid
+        (None if unknown), so that the caller can say whom it waits for.
 
         The lock is ``flock`` on the run directory itself, so deleting or replacing the
         ``lock`` file cannot let a second writer in. After locking, the directory at the
@@ -711,7 +718,7 @@ class Store:
             except OSError as e:
                 raise StoreIOError(f"cannot open run directory {d}: {_strerror(e)}") from None
             try:
-                self._acquire(fd, run, timeout)
+                self._acquire(fd, run, timeout, on_wait)
                 held = os.fstat(fd)
                 if not _same_file(held, d):
                     os.close(fd)  # moved away or replaced while we waited: lock the new one
@@ -745,7 +752,20 @@ class Store:
                 "stopping without writing (another charrnn may own it now)"
             )
 
-    def _acquire(self, fd: int, run: str, timeout: float | None) -> None:
+    def _acquire(
+        self,
+        fd: int,
+        run: str,
+        timeout: float | None,
+        on_wait: Callable[[int | None], None] | None = None,
+    ) -> None:
+        if timeout != 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait(_holder_pid(self.run_dir(run) / LOCK_NAME))
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return

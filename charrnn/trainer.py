@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,7 +46,14 @@ class TrainConfig:
         default=250,
         metadata={"help": "Steps between validation passes; each is followed by a checkpoint."},
     )
-    eval_max_batches: int = 50  # cap on validation batches per pass (bounded time on big corpora)
+    eval_seconds: float | None = None  # validate every this many seconds instead of eval_every
+    eval_max_batches: int = field(  # cap on validation per pass (bounded time on big corpora)
+        default=50,
+        metadata={
+            "help": "Cap on each validation pass: this many batches of the split (names: "
+            "as many characters, spread over the split), so big corpora validate in bounded time."
+        },
+    )
     max_nonfinite: int = 5  # consecutive non-finite steps before training stops
     seed: int = field(  # initial parameters, dropout masks
         default=0, metadata={"help": "Seed for the initial weights and dropout."}
@@ -61,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         if self.eval_every < 1 or self.eval_max_batches < 1 or self.max_nonfinite < 1:
             raise ValueError("eval_every, eval_max_batches and max_nonfinite must be positive")
+        if self.eval_seconds is not None and not self.eval_seconds > 0:
+            raise ValueError(f"eval_seconds must be positive, not {self.eval_seconds}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, not {self.patience}")
 
@@ -71,6 +81,59 @@ class TrainConfig:
     def from_json(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_DURATION_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration: 90, 90s, 10m, 1h30m, 1.5h, 2d (ValueError otherwise)."""
+    t = str(text).strip().lower()
+    pos, total = 0, 0.0
+    while pos < len(t):
+        m = _DURATION_PART.match(t, pos)
+        if not m:
+            raise ValueError(f"{text!r} is not a duration (examples: 90s, 10m, 1h30m)")
+        total += float(m.group(1)) * _DURATION_UNIT[m.group(2)]
+        pos = m.end()
+    if not t or total <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return total
+
+
+@dataclass(frozen=True)
+class Every:
+    """A cadence: every ``steps`` steps of the run, or every ``seconds`` of training."""
+
+    steps: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.seconds is None):
+            raise ValueError("a cadence is a number of steps or a duration, not both")
+        if (self.steps is not None and self.steps < 1) or (
+            self.seconds is not None and not self.seconds > 0
+        ):
+            raise ValueError("a cadence must be positive")
+
+    @classmethod
+    def parse(cls, text: str) -> Every:
+        """``"500"``: every 500 steps; ``"10m"``, ``"90s"``, ``"1h30m"``: on a clock."""
+        t = str(text).strip().lower()
+        if t.isdigit():
+            return cls(steps=int(t))
+        return cls(seconds=parse_duration(t))
+
+    def due(self, step: int, since: float) -> bool:
+        """Whether it is time, at ``step``, ``since`` seconds after the last time."""
+        if self.steps is not None:
+            return step % self.steps == 0
+        assert self.seconds is not None
+        return since >= self.seconds
+
+    def __str__(self) -> str:
+        return f"{self.steps} steps" if self.steps is not None else f"{self.seconds:g}s"
 
 
 def norm_groups(cfg: ModelConfig) -> tuple[list[int], list[str], np.ndarray]:
@@ -116,6 +179,13 @@ class StepStats:
     skipped: bool  # non-finite: update not applied
     epoch: float  # fractional epochs done
     chars_per_sec: float  # over this invocation so far
+
+
+@dataclass
+class SaveDue:
+    """The caller's cue to checkpoint now (``save_every``), apart from validation."""
+
+    step: int
 
 
 @dataclass
@@ -226,18 +296,23 @@ class TrainState:
 
 
 def evaluate(
-    model: CharRNN, batches: StreamBatches | LineBatches | None, max_batches: int
+    model: CharRNN,
+    batches: StreamBatches | LineBatches | None,
+    max_batches: int,
+    max_chars: int | None = None,
 ) -> float:
     """Mean nats/char over (up to max_batches of) a split, state carried from zero.
 
-    Lines (names mode) are all scored, each from the start state, newline included:
-    the per-name loss of ``score --per-line``, as total nats over total characters.
+    Lines (names mode) are scored each from the start state, newline included: the
+    per-name loss of ``score --per-line``, as total nats over total characters; all
+    of them, or, when they hold more than ``max_chars`` characters, batches spread
+    evenly over the split (it is sorted by length) holding about that many.
     """
     if batches is None:
         return math.nan
     if isinstance(batches, LineBatches):
         total, count = 0.0, 0
-        for k in range(batches.n_batches):
+        for k in _spread(batches.n_batches, batches.n_chars, max_chars):
             x, y, mask = batches.batch(k)
             nll, _ = model.nll(x, y)  # (B, T) from the zero state
             total += float(nll[mask].sum(dtype=np.float64))
@@ -261,12 +336,16 @@ def train(
     total_steps: int,
     time_budget: float | None = None,
     stop_flag: list[bool] | None = None,
-) -> Iterator[StepStats | EvalStats]:
+    save_every: Every | None = None,
+) -> Iterator[StepStats | EvalStats | SaveDue]:
     """Train until ``total_steps`` steps are done in the run, the time budget runs
     out, or ``stop_flag[0]`` becomes true (set by a signal handler).
 
     Yields StepStats after every step and EvalStats after every validation pass
-    (every ``eval_every`` steps, and at the end). The data position is a function
+    (every ``eval_every`` steps, or every ``eval_seconds`` of training, and at the
+    end); the caller checkpoints after each. With ``save_every``, SaveDue says when
+    to checkpoint between validations (the clock restarts at every checkpoint). The
+    data position is a function
     of the step number, so a resumed run reads exactly the batches it would have.
     With LineBatches (names mode) every batch starts from the zero state and the
     loss is masked to the real characters. With ``patience`` set, the run ends after
@@ -282,6 +361,7 @@ def train(
     bad_in_a_row = 0
     t_start = time.perf_counter()
     t_last = t_start
+    t_eval = t_save = t_start  # the last validation, the last checkpoint (this invocation)
     chars = 0
     last_eval = ts.step if ts.history.val_step and ts.history.val_step[-1] == ts.step else None
     while ts.step < total_steps:
@@ -347,19 +427,37 @@ def train(
                 f"training diverged: loss or gradients were non-finite {bad_in_a_row} steps in a "
                 f"row (step {ts.step}); lower the learning rate or clip gradients (--clip-norm 5)"
             )
-        if ts.step % cfg.eval_every == 0 or ts.step == total_steps:
+        if cfg.eval_seconds is not None:
+            eval_due = now - t_eval >= cfg.eval_seconds
+        else:
+            eval_due = ts.step % cfg.eval_every == 0
+        if eval_due or ts.step == total_steps:
             ev = _evaluate(ts, val)
             yield ev
             last_eval = ts.step
+            t_eval = t_save = time.perf_counter()
             if ev.early_stop:
                 return
+        elif save_every is not None and save_every.due(ts.step, now - t_save):
+            yield SaveDue(ts.step)
+            t_save = time.perf_counter()
     stopped = bool(stop_flag and stop_flag[0])
     if last_eval != ts.step and ts.step > 0 and not stopped:
         yield _evaluate(ts, val)
 
 
-def _evaluate(ts: TrainState, val: StreamBatches | None) -> EvalStats:
-    loss = evaluate(ts.model, val, ts.train_cfg.eval_max_batches)
+def _spread(n_batches: int, n_chars: int, max_chars: int | None) -> list[int]:
+    """All batch indices, or about ``max_chars / n_chars`` of them evenly spaced."""
+    if max_chars is None or n_chars <= max_chars or n_batches <= 1:
+        return list(range(n_batches))
+    k = max(1, math.ceil(n_batches * max_chars / n_chars))
+    return np.unique(np.linspace(0, n_batches - 1, k).round().astype(np.intp)).tolist()
+
+
+def _evaluate(ts: TrainState, val: StreamBatches | LineBatches | None) -> EvalStats:
+    cfg = ts.train_cfg
+    budget = cfg.eval_max_batches * cfg.batch_size * cfg.seq_len  # what streams score at most
+    loss = evaluate(ts.model, val, cfg.eval_max_batches, budget)
     improved = math.isfinite(loss) and loss < ts.best_val
     if improved:
         ts.best_val = loss
