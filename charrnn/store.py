@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import io
 import json
 import math
 import os
@@ -66,7 +65,7 @@ __all__ = [
 ]
 
 FORMAT = "charrnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header lists every array (name, dtype, shape)
 ENV_VAR = "CHARRNN_STORE"  # the one shared variable that moves the store
 DEFAULT_ROOT = "checkpoints"
 META_KEY = "__meta__"  # reserved member holding the JSON header
@@ -82,6 +81,10 @@ _CKPT_RE = re.compile(r"ckpt-(\d+)\.npz")
 # cleaner can tell a dead writer from a live one
 _TMP_RE = temp_pattern(r"ckpt-\d+\.npz|best\.npz")
 _ZIP_MAGIC = b"PK\x03\x04"
+_MAX_MEMBERS = 4096  # a checkpoint holds a few dozen arrays
+_MAX_META_BYTES = 64 << 20  # the JSON header: configs, vocabulary, rng state
+_MAX_NPY_HEADER = 10_000  # numpy writes ~128 bytes and reads no more than this by default
+_READ_CHUNK = 1 << 20  # bytes copied at a time from a member into its array
 
 # what a damaged or foreign byte string can make zipfile / np.lib.format raise;
 # the bytes are already in memory, so none of these is an i/o error
@@ -99,6 +102,8 @@ _PARSE_ERRORS = (
 )
 
 Warn = Callable[[str], None]
+# what a caller (the model loader) checks beyond the bytes; raises CheckpointError
+Schema = Callable[["Checkpoint"], None]
 
 
 def is_run_name(name: object) -> bool:
@@ -173,79 +178,183 @@ def _strerror(e: OSError) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def _parse(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Parse and validate checkpoint bytes into (header, arrays); raise _Corrupt."""
-    if not data:
+def _parse(f: IO[bytes], size: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Parse and validate an open checkpoint file of ``size`` bytes; raise _Corrupt.
+
+    Nothing is inflated or allocated before it is known to fit: members must be stored
+    uncompressed (as charrnn writes them), so they can never hold more than the file;
+    the metadata member is read first (bounded), and its manifest of array names,
+    dtypes and shapes must match the members exactly before any array is read.
+    """
+    if size == 0:
         raise _Corrupt("empty file")
-    if not data.startswith(_ZIP_MAGIC):
+    if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
         raise _Corrupt("not a checkpoint (not an .npz file)")
+    f.seek(0)
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(f)
+        infos = zf.infolist()
     except _PARSE_ERRORS as e:
-        raise _Corrupt(f"truncated or damaged file ({e})") from None
-
-    header_bytes: bytes | None = None
-    arrays: dict[str, np.ndarray] = {}
+        raise _Corrupt(f"truncated or damaged file ({_one_line(e)})") from None
     with zf:
-        for info in zf.infolist():
-            name = info.filename
-            if not name.endswith(".npy"):
-                raise _Corrupt(f"unexpected member {name!r}")
-            key = name[: -len(".npy")]
-            if key in arrays or (key == META_KEY and header_bytes is not None):
-                raise _Corrupt(f"duplicate array {key!r}")
-            try:
-                # read every member in full: zipfile checks its crc at the end,
-                # so a torn or bit-flipped file cannot pass
-                raw = zf.read(info)
-            except _PARSE_ERRORS as e:
-                raise _Corrupt(f"damaged data in {key!r} ({e})") from None
-            arr = _parse_npy(key, raw)
-            if key == META_KEY:
-                if arr.dtype != np.uint8 or arr.ndim != 1:
-                    raise _Corrupt(f"metadata {META_KEY!r} is not a uint8 vector")
-                header_bytes = arr.tobytes()
-            else:
-                arrays[key] = arr
-
-    if header_bytes is None:
-        raise _Corrupt("not a charrnn checkpoint (an .npz without charrnn metadata)")
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except ValueError:
-        raise _Corrupt("metadata is not valid JSON") from None
-    _check_header(header)
-    for key, arr in arrays.items():
-        if _nonfinite(arr):
-            raise _Corrupt(f"contains NaN/inf in {key!r}")
+        members = _check_members(infos, size)
+        meta_info = members.pop(META_KEY, None)
+        if meta_info is None:
+            raise _Corrupt("not a charrnn checkpoint (an .npz without charrnn metadata)")
+        if meta_info.file_size > _MAX_META_BYTES:
+            raise _Corrupt(
+                f"metadata is {meta_info.file_size:,} bytes, more than any charrnn writes"
+            )
+        meta_arr = _read_member(zf, meta_info, META_KEY)
+        if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
+            raise _Corrupt(f"metadata {META_KEY!r} is not a uint8 vector")
+        try:
+            header = json.loads(meta_arr.tobytes().decode("utf-8"))
+        except ValueError:
+            raise _Corrupt("metadata is not valid JSON") from None
+        _check_header(header)
+        manifest = _check_manifest(header, members)
+        arrays: dict[str, np.ndarray] = {}
+        for key, info in members.items():
+            arr = _read_member(zf, info, key, manifest.get(key))
+            if _nonfinite(arr):
+                raise _Corrupt(f"contains NaN/inf in {key!r}")
+            arrays[key] = arr
     return header, arrays
 
 
-def _parse_npy(key: str, raw: bytes) -> np.ndarray:
-    """One .npy member: check the header against the byte count before allocating."""
-    buf = io.BytesIO(raw)
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _check_members(infos: list[zipfile.ZipInfo], size: int) -> dict[str, zipfile.ZipInfo]:
+    """Member names and declared sizes, before reading any of them."""
+    if len(infos) > _MAX_MEMBERS:
+        raise _Corrupt(f"{len(infos):,} members, more than any charrnn checkpoint holds")
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy"):
+            raise _Corrupt(f"unexpected member {name!r}")
+        key = name[: -len(".npy")]
+        if key in members:
+            raise _Corrupt(f"duplicate array {key!r}")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise _Corrupt(f"member {name!r} is compressed or encrypted; charrnn never writes that")
+        if info.compress_size != info.file_size:
+            raise _Corrupt(f"member {name!r} has inconsistent sizes")
+        total += info.file_size
+        members[key] = info
+    if total > size:
+        raise _Corrupt(f"members claim {total:,} bytes, more than the file's {size:,}")
+    return members
+
+
+def _check_manifest(
+    header: dict[str, Any], members: dict[str, zipfile.ZipInfo]
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Format 2 lists every array (name, dtype, shape): the members must be exactly those,
+    each of the size that dtype and shape take. Format 1 has no list (older files)."""
+    listed = header.get("arrays")
+    if header["format_version"] < 2:
+        return {}
+    if not isinstance(listed, list):
+        raise _Corrupt("metadata lacks the list of arrays")
+    manifest: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    for entry in listed:
+        try:
+            key, dtype_str, shape_list = entry
+            if not isinstance(key, str) or not isinstance(dtype_str, str):
+                raise TypeError
+            dtype = np.dtype(dtype_str)
+            shape = tuple(shape_list)
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise _Corrupt(f"bad entry {_clip(entry)} in the list of arrays") from None
+        if key in manifest:
+            raise _Corrupt(f"array {key!r} is listed twice")
+        manifest[key] = (dtype, shape)
+    missing = [k for k in manifest if k not in members]
+    unknown = [k for k in members if k not in manifest]
+    if missing:
+        raise _Corrupt(f"member {missing[0]!r} is missing ({len(missing)} of {len(manifest)})")
+    if unknown:
+        raise _Corrupt(f"unknown member {unknown[0]!r} (not in the list of arrays)")
+    for key, (dtype, shape) in manifest.items():
+        data = math.prod(shape) * dtype.itemsize
+        header_bytes = members[key].file_size - data
+        if not 0 < header_bytes <= _MAX_NPY_HEADER + 16:
+            raise _Corrupt(f"member {key!r} does not have the size its dtype and shape take")
+    return manifest
+
+
+def _clip(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _read_member(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    key: str,
+    want: tuple[np.dtype, tuple[int, ...]] | None = None,
+) -> np.ndarray:
+    """One .npy member: header checked against the manifest and the byte count, then
+    the data read straight into the array's own buffer (no second copy)."""
     try:
-        version = np.lib.format.read_magic(buf)
-        if version == (1, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(buf)
-        elif version == (2, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(buf)
-        else:
-            raise _Corrupt(f"array {key!r} uses unsupported .npy version {version}")
+        with zf.open(info) as m:
+            version = np.lib.format.read_magic(m)
+            if version == (1, 0):
+                read_header = np.lib.format.read_array_header_1_0
+            elif version in ((2, 0), (3, 0)):
+                read_header = np.lib.format.read_array_header_2_0
+            else:
+                raise _Corrupt(f"array {key!r} uses unsupported .npy version {version}")
+            try:
+                shape, fortran, dtype = read_header(m, max_header_size=_MAX_NPY_HEADER)
+            except ValueError as e:
+                if "max_header_size" in str(e):
+                    raise _Corrupt(
+                        f"array {key!r} has a .npy header over {_MAX_NPY_HEADER} bytes"
+                    ) from None
+                raise _Corrupt(f"bad array header for {key!r} ({_one_line(e)[:120]})") from None
+            if dtype.hasobject:
+                # an object array can only be read by unpickling: never
+                raise _Corrupt(f"array {key!r} has object dtype (pickled data is never loaded)")
+            if not _storable(dtype):
+                raise _Corrupt(f"array {key!r} has unsupported dtype {dtype}")
+            if want is not None and (dtype, shape) != want:
+                raise _Corrupt(
+                    f"array {key!r} is {dtype} {shape}, but the metadata says {want[0]} {want[1]}"
+                )
+            nbytes = math.prod(shape) * dtype.itemsize
+            # a damaged header could claim a huge shape; refuse before allocating it
+            if info.file_size - m.tell() != nbytes:
+                raise _Corrupt(f"array {key!r} is truncated or has a damaged header")
+            buf = bytearray(nbytes)
+            view = memoryview(buf)
+            pos = 0
+            while pos < nbytes:
+                chunk = m.read(min(nbytes - pos, _READ_CHUNK))
+                if not chunk:
+                    raise _Corrupt(f"array {key!r} is truncated")
+                view[pos : pos + len(chunk)] = chunk
+                pos += len(chunk)
+            if m.read(1):  # also the point where zipfile checks the member's crc
+                raise _Corrupt(f"array {key!r} is longer than its header says")
     except _PARSE_ERRORS as e:
-        raise _Corrupt(f"bad array header for {key!r} ({e})") from None
-    if dtype.hasobject:
-        # an object array can only be read by unpickling: never
-        raise _Corrupt(f"array {key!r} has object dtype (pickled data is never loaded)")
-    # a damaged header could claim a huge shape; refuse before allocating it
-    expected = math.prod(shape) * dtype.itemsize
-    if len(raw) - buf.tell() != expected:
-        raise _Corrupt(f"array {key!r} is truncated or has a damaged header")
-    buf.seek(0)
-    try:
-        return np.lib.format.read_array(buf, allow_pickle=False)
-    except _PARSE_ERRORS as e:
-        raise _Corrupt(f"cannot read array {key!r} ({e})") from None
+        raise _Corrupt(f"damaged data in {key!r} ({_one_line(e)})") from None
+    flat = np.frombuffer(buf, dtype=dtype)
+    if fortran:
+        return flat.reshape(shape[::-1]).T
+    return flat.reshape(shape)
+
+
+def _storable(dtype: np.dtype) -> bool:
+    """Plain numbers only: booleans, integers, floats, complex; no records or sub-arrays."""
+    return dtype.kind in "biufc" and dtype.names is None and dtype.subdtype is None
 
 
 def _check_header(header: Any) -> None:
@@ -253,35 +362,42 @@ def _check_header(header: Any) -> None:
         raise _Corrupt("not a charrnn checkpoint (metadata is not a JSON object)")
     fmt = header.get("format")
     if fmt != FORMAT:
-        raise _Corrupt(f"not a charrnn checkpoint (format {fmt!r})")
+        raise _Corrupt(f"not a charrnn checkpoint (format {_clip(fmt)})")
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _Corrupt(f"bad format_version {version!r}")
+        raise _Corrupt(f"bad format_version {_clip(version)}")
     if version > FORMAT_VERSION:
         raise _Corrupt(f"written by a newer charrnn (format {version}); upgrade charrnn")
     step = header.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise _Corrupt(f"bad step {step!r} in metadata")
+        raise _Corrupt(f"bad step {_clip(step)} in metadata")
     if not isinstance(header.get("run"), str):
         raise _Corrupt("bad run name in metadata")
     if not isinstance(header.get("meta"), dict):
         raise _Corrupt("bad meta in metadata (not a JSON object)")
 
 
-def _read(path: Path) -> Checkpoint:
+def _read(path: Path, schema: Schema | None = None) -> Checkpoint:
     """Read and validate one file. FileNotFoundError passes through (a reader racing
     retention needs to tell "gone" from "bad"); other i/o errors become StoreIOError."""
     try:
-        with open(path, "rb") as f:
-            # read it all first: checkpoints are small, and every later failure
-            # is then about the bytes, not the disk
-            data = f.read()
+        # O_NONBLOCK: a FIFO under a checkpoint's name must not hang the reader
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError):
         raise
     except OSError as e:
         raise StoreIOError(f"cannot read checkpoint {path}: {_strerror(e)}") from None
-    header, arrays = _parse(data)
-    return Checkpoint(
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Corrupt("not a regular file")
+        try:
+            header, arrays = _parse(f, st.st_size)
+        except OSError as e:
+            raise StoreIOError(f"cannot read checkpoint {path}: {_strerror(e)}") from None
+    ck = Checkpoint(
         path=path,
         run=header["run"],
         step=header["step"],
@@ -289,6 +405,12 @@ def _read(path: Path) -> Checkpoint:
         meta=header["meta"],
         saved_at=str(header.get("saved_at", "")),
     )
+    if schema is not None:
+        try:
+            schema(ck)
+        except CheckpointError as e:
+            raise _Corrupt(str(e)) from None
+    return ck
 
 
 def validate_arrays(
@@ -325,8 +447,10 @@ class Store:
     """A directory of runs, each a directory of checkpoints. Safe against SIGKILL at
     any point, concurrent readers, and (with :meth:`lock`) a second writer."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, schema: Schema | None = None) -> None:
         self.root = Path(root).expanduser()
+        # checked on every read: a checkpoint that fails it is corrupt everywhere
+        self.schema = schema
         self._held: dict[str, tuple[int, int]] = {}  # run -> (st_dev, st_ino) of its locked dir
 
     def __repr__(self) -> str:
@@ -470,6 +594,11 @@ class Store:
                 raise CheckpointError(
                     f"cannot save {where}: array {key!r} has object dtype (it would need pickle)"
                 )
+            if not _storable(arr.dtype):
+                raise CheckpointError(
+                    f"cannot save {where}: array {key!r} has dtype {arr.dtype}; "
+                    "only booleans, integers, floats and complex numbers are stored"
+                )
             if _nonfinite(arr):
                 raise CheckpointError(f"refusing to save {where}: NaN/inf in {key!r}")
             out.append((key, arr))
@@ -479,6 +608,7 @@ class Store:
             "run": run,
             "step": step,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "arrays": [[key, arr.dtype.str, list(arr.shape)] for key, arr in out],
             "meta": dict(meta),
         }
         try:
@@ -551,7 +681,7 @@ class Store:
         """
         path = Path(path)
         try:
-            return _read(path)
+            return _read(path, self.schema)
         except FileNotFoundError:
             raise InputMissingError(f"no checkpoint file at {path}") from None
         except IsADirectoryError:
@@ -578,7 +708,7 @@ class Store:
                 if any(path == s for s, _ in skipped):
                     continue
                 try:
-                    found = _read(path)
+                    found = _read(path, self.schema)
                     break
                 except FileNotFoundError:
                     vanished += 1
@@ -589,7 +719,7 @@ class Store:
         if found is None and skipped:
             # last resort: best.npz may hold a separate, intact copy
             with suppress(FileNotFoundError, _Corrupt):
-                found = _read(d / BEST_NAME)
+                found = _read(d / BEST_NAME, self.schema)
         if found is None:
             if skipped:
                 newest, reason = skipped[0]
@@ -607,7 +737,7 @@ class Store:
         """The run's best checkpoint, or None if it never saved one with ``best=True``."""
         path = self.run_dir(run) / BEST_NAME
         try:
-            return _read(path)
+            return _read(path, self.schema)
         except FileNotFoundError:
             return None
         except _Corrupt as e:
