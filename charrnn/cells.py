@@ -1,30 +1,41 @@
-"""One recurrent layer over T time steps: vanilla RNN, GRU and LSTM, forward and backward.
+"""The recurrent cells, each defined once: vanilla RNN, GRU and LSTM.
+
+Every cell is one section of this file (its step and its backward) plus one
+row of the registry :data:`CELLS` at the bottom, which tells the rest of
+charrnn everything it needs to know: the gate blocks in order, how many of them
+are sigmoid gates, the state arrays each layer carries, and the two functions.
+Nothing outside this file branches on the cell's name.
 
 Layout, chosen for the lecture's orientation and for speed on a CPU:
 
 * Activations are column vectors as in the lectures: a<t> has shape (H, B), one
-  column per sequence in the batch. Sequences are time-major: (T, H, B).
+  column per sequence in the batch. Sequences are time-major: (T, H, B). A
+  layer's state is (n_states, H, B): [a, c] for the LSTM, [c] for the GRU
+  (where a = c), [a] for the vanilla RNN.
 * The input projection ``xw[t] = Wax x<t> + b`` for all T steps is computed by
   the caller (one gather or one matrix product for the whole sequence) and
-  passed in as (T, G*H, B), G = number of gate blocks. Only the recurrent
-  product ``Waa a<t-1>`` is done step by step. The lecture's
-  ``Wa [a<t-1>, x<t>]`` is exactly ``Waa a<t-1> + Wax x<t>``.
+  passed in as (T, n_gates·H, B). Only the recurrent product ``Waa a<t-1>`` is
+  done step by step: the lecture's ``Wa [a<t-1>, x<t>]`` is exactly
+  ``Waa a<t-1> + Wax x<t>``.
 * Gate blocks are stacked along rows, so each gate of one step is a contiguous
   (H, B) block: elementwise calls never see strided memory. Sigmoid gates come
-  first so that one call activates all of them; the blocks that backward scales
-  by dc<t> are adjacent so that one call serves them too:
+  first so that one tanh call activates every gate of a step:
 
     LSTM rows: [Γo, Γu, Γf, c~]   GRU rows: [Γr, Γu, c~]   RNN rows: [a]
 
-* σ(z) = 0.5·tanh(z/2) + 0.5: the sigmoid rows of the weights and of ``xw`` are
-  pre-halved so that a single tanh call activates every gate of a step.
+* σ(z) = 0.5·tanh(z/2) + 0.5: the sigmoid rows of the weights and of ``xw``
+  arrive halved (:func:`halve_sigmoid_rows`, the one place that halves them)
+  and :func:`activate_gates` turns them into σ with the same tanh call.
 
-``*_forward`` overwrites ``xw`` with the activated gates and returns
-``(A, cache)``; ``*_backward(dA, cache)`` returns ``(dZ, d_state0, grads)``,
-where ``dZ`` is the gradient with respect to the pre-activations, feature-major
-(G*H, T*B) (column t*B + b), which the caller turns into ``dWax``, ``db`` and
-the gradient of the input with single large matrix products. The cache also
-holds ``hsf``, the layer's activations a<0-1>..a<T> feature-major (H, (T+1)*B),
+``<cell>_step`` advances one step in place on buffers it is given: it is the
+body of the forward loop (:meth:`Cell.forward`, the same for every cell) and
+the step of sampling. ``Cell.forward`` reads ``xw`` (never writes it) and
+returns ``(A, cache)``; ``<cell>_backward(dA, cache)`` returns
+``(dZ, d_state0, grads)``, where ``dZ``
+is the gradient with respect to the pre-activations with time and batch
+flattened into columns, (n_gates·H, T·B), column t·B + b, which the caller turns
+into ``dWax``, ``db`` and the gradient of the input with single large matrix
+products. The cache's ``a_cols`` holds a<0>..a<T> the same way, (H, (T+1)·B),
 for the same reason.
 
 Every function takes an optional :class:`Workspace`: with the model's
@@ -36,11 +47,11 @@ Pure NumPy: no I/O, no global randomness.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
-
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks per cell: rows of Wax/Waa are GATES*H
 
 
 class Workspace:
@@ -55,7 +66,7 @@ class Workspace:
         self._bufs: dict[str, np.ndarray] = {}
         self._children: dict[str, Workspace] = {}
 
-    def __call__(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    def __call__(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """An uninitialised array called ``name``: the same one as last time if the shape fits."""
         buf = self._bufs.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
@@ -71,7 +82,7 @@ class Workspace:
 
 
 def feature_major(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(T, K, B) -> (K, T*B) copy, column t*B + b = X[t, :, b].
+    """(T, K, B) -> (K, T·B) copy, column t·B + b = X[t, :, b].
 
     Sums over time and batch then become one large matrix product, which runs
     near the machine's peak where T small ones do not.
@@ -83,369 +94,394 @@ def feature_major(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def outer_sum(dZ: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Σ_t dZ[t] @ X[t].T as one matrix product over all T·B columns.
+# --------------------------------------------------------------------------- σ from tanh
 
-    dZ: (T, G, B), X: (T, K, B) -> (G, K).
+
+def halve_sigmoid_rows(W: np.ndarray, rows: int, out: np.ndarray | None = None) -> np.ndarray:
+    """W with its first ``rows`` rows multiplied by 0.5 (into ``out``, which may be W).
+
+    Pre-activations of sigmoid gates must arrive halved at :func:`activate_gates`;
+    every weight, bias or projection that feeds them goes through here, and
+    nothing else halves anything.
     """
-    return feature_major(dZ) @ feature_major(X).T  # (G, T*B) @ (T*B, K)
+    if out is None:
+        out = W.copy()
+    elif out is not W:
+        np.copyto(out, W)
+    out[:rows] *= 0.5
+    return out
+
+
+def activate_gates(z: np.ndarray, sigmoid_rows: int) -> np.ndarray:
+    """Activate stacked gate pre-activations in place with a single tanh call.
+
+    Rows [:sigmoid_rows] arrive halved and leave as σ(z) = 0.5·tanh(z/2) + 0.5;
+    the rows below leave as tanh(z).
+    """
+    np.tanh(z, out=z)
+    s = z[:sigmoid_rows]
+    s *= 0.5
+    s += 0.5
+    return z
+
+
+class LayerWeights(NamedTuple):
+    """One layer's recurrent parameters and options, as the model stores them."""
+
+    Waa: np.ndarray  # (n_gates·H, H) recurrent weights, gate blocks stacked along rows
+    p: np.ndarray | None = None  # (3, H) LSTM peepholes for [Γo, Γu, Γf], or None
+    activation: str = "tanh"  # vanilla RNN: "tanh" or "relu"
+
+
+class StepWeights(NamedTuple):
+    """The same, ready for a step function: sigmoid rows halved."""
+
+    Wh: np.ndarray  # (n_gates·H, H) Waa with the sigmoid rows halved
+    ph: np.ndarray | None  # (3, H, 1) peepholes halved, or None
+    activation: str
+
+
+def step_weights(lw: LayerWeights, sigmoid_rows: int, ws: Workspace | None = None) -> StepWeights:
+    """Halve what feeds the sigmoid gates, once per forward pass (or once for sampling)."""
+    Wh = halve_sigmoid_rows(
+        lw.Waa, sigmoid_rows, None if ws is None else ws("Wh", lw.Waa.shape, lw.Waa.dtype)
+    )
+    ph = None if lw.p is None else halve_sigmoid_rows(lw.p, len(lw.p))[:, :, None]
+    return StepWeights(Wh, ph, lw.activation)
+
+
+class StepBuffers(NamedTuple):
+    """Where a step function writes, besides the new state."""
+
+    g: np.ndarray  # (n_gates·H, B) out: the activated gates (the RNN: its pre-activation)
+    keep: np.ndarray  # (H, B) out: what backward needs besides the gates and states
+    work: np.ndarray  # (n_gates·H, B) scratch
+
+
+# --------------------------------------------------------------------------- a cell
+
+
+class CellCache(NamedTuple):
+    """What a cell's forward pass keeps for its backward pass (in workspace buffers)."""
+
+    gates: np.ndarray  # (T, n_gates·H, B) the activated gates of every step
+    states: np.ndarray  # (T+1, n_states, H, B) the state at t = 0..T; states[0] is the initial
+    keep: np.ndarray  # (T, H, B) what the step kept: LSTM tanh(c<t>), GRU Γr * c<t-1>
+    a_cols: np.ndarray  # (H, (T+1)·B) a<0>..a<T>, time and batch flattened into columns
+    lw: LayerWeights
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Everything the rest of charrnn knows about a cell: one row of :data:`CELLS`."""
+
+    name: str
+    gates: tuple[str, ...]  # row blocks of Wax, Waa and b, top to bottom, as in the lectures
+    sigmoid_gates: int  # the first this many blocks are sigmoid gates (fed halved)
+    states: tuple[str, ...]  # state arrays of one layer, in the order of state[layer]
+    peephole: bool  # accepts peephole connections (LayerWeights.p)
+    step: Callable[..., None]  # (xw, prev, new, StepWeights, StepBuffers), in place
+    backward: Callable[..., tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+
+    def sigmoid_rows(self, H: int) -> int:
+        """Rows of Wax, Waa and b (and of xw) that feed sigmoid gates."""
+        return self.sigmoid_gates * H
+
+    def step_weights(self, lw: LayerWeights, ws: Workspace | None = None) -> StepWeights:
+        return step_weights(lw, self.sigmoid_rows(lw.Waa.shape[1]), ws)
+
+    def forward(
+        self, xw: np.ndarray, state0: np.ndarray, lw: LayerWeights, ws: Workspace | None = None
+    ) -> tuple[np.ndarray, CellCache]:
+        """The cell over T steps: its step function in a loop, each step writing the next state.
+
+        xw: (T, n_gates·H, B) Wax x<t> + b for every step, sigmoid rows halved (read
+        only); state0: (n_states, H, B). Returns A = a<1>..a<T> (T, H, B) and the
+        cache; cache.states[-1] is the final state.
+        """
+        ws = Workspace() if ws is None else ws
+        T, GH, B = xw.shape
+        H = state0.shape[1]
+        dt = xw.dtype
+        w = self.step_weights(lw, ws)
+        gates = ws("gates", (T, GH, B), dt)
+        states = ws("states", (T + 1, *state0.shape), dt)
+        keep = ws("keep", (T, H, B), dt)
+        work = ws("work", (GH, B), dt)
+        states[0] = state0
+        for t in range(T):
+            self.step(xw[t], states[t], states[t + 1], w, StepBuffers(gates[t], keep[t], work))
+        a_cols = feature_major(states[:, 0], ws("a_cols", (H, (T + 1) * B), dt))
+        return states[1:, 0], CellCache(gates, states, keep, a_cols, lw)
 
 
 # --------------------------------------------------------------------------- vanilla RNN
 
 
-class RNNCache(NamedTuple):
-    hs: np.ndarray  # (T+1, H, B) a<0-1>..a<T-1>: hs[0] is the initial state
-    hsf: np.ndarray  # (H, (T+1)*B) the same, feature-major
-    Waa: np.ndarray  # (H, H)
-    activation: str
+def rnn_step(
+    xw: np.ndarray, prev: np.ndarray, new: np.ndarray, w: StepWeights, buf: StepBuffers
+) -> None:
+    """One step of the vanilla RNN, in place:
 
+    a<t> = g(Waa a<t-1> + Wax x<t> + ba),   g = tanh or relu
 
-def rnn_forward(
-    xw: np.ndarray,
-    a0: np.ndarray,
-    Waa: np.ndarray,
-    activation: str = "tanh",
-    ws: Workspace | None = None,
-) -> tuple[np.ndarray, RNNCache]:
-    """a<t> = g(Waa a<t-1> + Wax x<t> + ba), g = tanh or relu.
-
-    xw: (T, H, B) input projections with bias; a0: (H, B). Returns A (T, H, B).
+    xw   (H, B)     Wax x<t> + ba (read only)
+    prev (1, H, B)  [a<t-1>];  new (1, H, B) out: [a<t>], may be ``prev`` itself
+    buf.g (H, B)    out: the pre-activation z<t>   (buf.keep, buf.work: unused)
     """
-    ws = Workspace() if ws is None else ws
-    T, H, B = xw.shape
-    dt = xw.dtype
-    hs = ws("hs", (T + 1, H, B), dt)
-    hs[0] = a0
-    for t in range(T):
-        a = hs[t + 1]
-        np.matmul(Waa, hs[t], out=a)  # (H, B) recurrent product
-        a += xw[t]
-        if activation == "tanh":
-            np.tanh(a, out=a)
-        else:
-            np.maximum(a, 0, out=a)
-    hsf = feature_major(hs, ws("hsf", (H, (T + 1) * B), dt))
-    return hs[1:], RNNCache(hs, hsf, Waa, activation)
+    g = buf.g
+    np.matmul(w.Wh, prev[0], out=g)  # Waa a<t-1>
+    g += xw  # z<t> = Waa a<t-1> + Wax x<t> + ba
+    if w.activation == "tanh":
+        np.tanh(g, out=new[0])  # a<t> = tanh(z<t>)
+    else:
+        np.maximum(g, 0, out=new[0])  # a<t> = relu(z<t>)
 
 
 def rnn_backward(
-    dA: np.ndarray, cache: RNNCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
-):
+    dA: np.ndarray, cache: CellCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """dA: (T, H, B) loss gradient w.r.t. each a<t> from above.
 
-    Returns (dZ (H, T*B), da0, {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given.
+    Returns (dZ (H, T·B), d_state0 (1, H, B), {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given.
     """
     ws = Workspace() if ws is None else ws
-    hs, hsf, Waa, activation = cache
+    _, states, _, a_cols, lw = cache
     T, H, B = dA.shape
     dt = dA.dtype
-    A = hs[1:]
-    D = ws("D", (T, H, B), dt)
-    if activation == "tanh":
-        np.multiply(A, A, out=D)
-        np.subtract(1, D, out=D)  # tanh'(z) = 1 - a²
+    A = states[1:, 0]  # (T, H, B) a<1>..a<T>
+    dz_per_da = ws("dz_per_da", (T, H, B), dt)  # g'(z<t>), written with a<t>
+    if lw.activation == "tanh":
+        np.multiply(A, A, out=dz_per_da)
+        np.subtract(1, dz_per_da, out=dz_per_da)  # tanh'(z) = 1 - a²
     else:
-        np.sign(A, out=D)  # relu'(z): a >= 0, so sign(a) is 0 or 1
+        np.sign(A, out=dz_per_da)  # relu'(z): a >= 0, so sign(a) is 0 or 1
     WaaT = ws("WaaT", (H, H), dt)
-    np.copyto(WaaT, Waa.T)  # a contiguous copy beats a transposed view in matmul
+    np.copyto(WaaT, lw.Waa.T)  # a contiguous copy beats a transposed view in matmul
     dZ = ws("dZ", (T, H, B), dt)
-    dnext = ws("dnext", (H, B), dt)  # gradient flowing into a<t> from step t+1
-    dnext.fill(0)
+    d_state0 = ws("d_state0", (1, H, B), dt)
+    da_next = d_state0[0]  # ∂L/∂a<t> through step t+1; after the loop, ∂L/∂a<0>
+    da_next.fill(0)
     for t in range(T - 1, -1, -1):
         dz = dZ[t]
-        np.add(dA[t], dnext, out=dz)
-        dz *= D[t]
-        np.matmul(WaaT, dz, out=dnext)
-    dZf = feature_major(dZ, ws("dZf", (H, T * B), dt))
-    dWaa = np.matmul(dZf, hsf[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
-    return dZf, dnext, {"Waa": dWaa}
+        np.add(dA[t], da_next, out=dz)  # ∂L/∂a<t>
+        dz *= dz_per_da[t]  # ∂L/∂z<t>
+        np.matmul(WaaT, dz, out=da_next)  # into a<t-1>
+    dZ_cols = feature_major(dZ, ws("dZ_cols", (H, T * B), dt))
+    dWaa = np.matmul(dZ_cols, a_cols[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
+    return dZ_cols, d_state0, {"Waa": dWaa}
 
 
-def rnn_step(xw: np.ndarray, a: np.ndarray, Waa: np.ndarray, activation: str = "tanh"):
-    """One generation step. xw: (H, B) projection of x<t> with bias; a: (H, B) -> a<t>."""
-    z = Waa @ a + xw
-    return np.tanh(z) if activation == "tanh" else np.maximum(z, 0)
+# --------------------------------------------------------------------------- GRU
+
+
+def gru_step(
+    xw: np.ndarray, prev: np.ndarray, new: np.ndarray, w: StepWeights, buf: StepBuffers
+) -> None:
+    """One step of the lecture's full GRU, in place (a<t> = c<t>):
+
+    Γr = σ(Wr [c<t-1>, x<t>] + br)       relevance
+    Γu = σ(Wu [c<t-1>, x<t>] + bu)       update
+    c~<t> = tanh(Wc [Γr * c<t-1>, x<t>] + bc)
+    c<t> = Γu * c~<t> + (1 - Γu) * c<t-1>
+
+    xw   (3H, B)    Wax x<t> + b, sigmoid rows halved (read only)
+    prev (1, H, B)  [c<t-1>];  new (1, H, B) out: [c<t>], may be ``prev`` itself
+    buf.g    (3H, B)  out: the gates [Γr, Γu, c~<t>]
+    buf.keep (H, B)   out: Γr * c<t-1>, for backward
+    buf.work (≥H, B)  scratch
+    """
+    g, keep, work = buf
+    H = keep.shape[0]
+    c_prev, c = prev[0], new[0]
+    gs = g[: 2 * H]
+    np.matmul(w.Wh[: 2 * H], c_prev, out=gs)  # Wr c<t-1>, Wu c<t-1> (halved)
+    gs += xw[: 2 * H]
+    activate_gates(gs, 2 * H)  # Γr = σ(Wr [c<t-1>, x<t>] + br), Γu likewise
+    gr, gu, c_tilde = g[:H], g[H : 2 * H], g[2 * H :]
+    np.multiply(gr, c_prev, out=keep)  # Γr * c<t-1>
+    np.matmul(w.Wh[2 * H :], keep, out=c_tilde)  # Wc [Γr * c<t-1>]
+    c_tilde += xw[2 * H :]
+    np.tanh(c_tilde, out=c_tilde)  # c~<t> = tanh(Wc [Γr * c<t-1>, x<t>] + bc)
+    step = work[:H]
+    np.subtract(c_tilde, c_prev, out=step)
+    step *= gu
+    np.add(c_prev, step, out=c)  # c<t> = Γu * c~<t> + (1 - Γu) * c<t-1>
+
+
+def gru_backward(
+    dA: np.ndarray, cache: CellCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """dA: (T, H, B). Returns (dZ (3H, T·B), d_state0 (1, H, B), {"Waa"}).
+
+    ∂L/∂Waa goes into ``dWaa`` if given.
+    """
+    ws = Workspace() if ws is None else ws
+    gates, states, gr_c, a_cols, lw = cache
+    T, H, B = dA.shape
+    dt = dA.dtype
+    gr, gu, c_tilde = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
+    c_prev = states[:-1, 0]  # (T, H, B) c<t-1>
+    # every factor that does not depend on the recurrence, for all T at once
+    dz_per_dc = ws("dz_per_dc", (T, 2, H, B), dt)  # [∂z_u, ∂z_c~] per unit of ∂L/∂c<t>
+    dzu, dzc = dz_per_dc[:, 0], dz_per_dc[:, 1]
+    passed = ws("passed", (T, 2, H, B), dt)  # [1 - Γu, Γr]: what passes straight to c<t-1>
+    one_minus_gu = passed[:, 0]
+    np.subtract(1, gu, out=one_minus_gu)
+    passed[:, 1] = gr
+    np.subtract(c_tilde, c_prev, out=dzu)
+    dzu *= gu
+    dzu *= one_minus_gu  # ∂c/∂Γu · σ' = (c~ - c<t-1>) Γu (1 - Γu)
+    np.multiply(c_tilde, c_tilde, out=dzc)
+    np.subtract(1, dzc, out=dzc)
+    dzc *= gu  # ∂c/∂c~ · tanh' = Γu (1 - c~²)
+    dzr_per_drc = ws("dzr_per_drc", (T, H, B), dt)  # ∂z_r per unit of ∂L/∂(Γr * c<t-1>)
+    np.subtract(1, gr, out=dzr_per_drc)
+    dzr_per_drc *= gr
+    dzr_per_drc *= c_prev  # c<t-1> σ'
+    Wru_T = ws("Wru_T", (H, 2 * H), dt)
+    np.copyto(Wru_T, lw.Waa[: 2 * H].T)  # contiguous copies beat transposed views in matmul
+    Wc_T = ws("Wc_T", (H, H), dt)
+    np.copyto(Wc_T, lw.Waa[2 * H :].T)
+
+    dZ = ws("dZ", (T, 3 * H, B), dt)
+    d_state0 = ws("d_state0", (1, H, B), dt)
+    dc_next = d_state0[0]  # ∂L/∂c<t> through step t+1; after the loop, ∂L/∂c<0>
+    dc_next.fill(0)
+    dc_drc = ws("dc_drc", (2, H, B), dt)  # [∂L/∂c<t>, ∂L/∂(Γr * c<t-1>)]
+    dc, drc = dc_drc[0], dc_drc[1]
+    through = ws("through", (2, H, B), dt)
+    for t in range(T - 1, -1, -1):
+        dz = dZ[t]
+        np.add(dA[t], dc_next, out=dc)  # ∂L/∂c<t>
+        np.multiply(dc, dz_per_dc[t], out=dz[H:].reshape(2, H, B))  # ∂L/∂z_u, ∂L/∂z_c~
+        np.matmul(Wc_T, dz[2 * H :], out=drc)  # ∂L/∂(Γr * c<t-1>)
+        np.multiply(drc, dzr_per_drc[t], out=dz[:H])  # ∂L/∂z_r
+        np.matmul(Wru_T, dz[: 2 * H], out=dc_next)  # into c<t-1> through Γr's and Γu's product
+        np.multiply(dc_drc, passed[t], out=through)
+        dc_next += through[0]  # through (1 - Γu) * c<t-1>
+        dc_next += through[1]  # through Γr * c<t-1>
+    dZ_cols = feature_major(dZ, ws("dZ_cols", (3 * H, T * B), dt))
+    gr_c_cols = feature_major(gr_c, ws("gr_c_cols", (H, T * B), dt))
+    if dWaa is None:
+        dWaa = np.empty_like(lw.Waa)
+    np.matmul(dZ_cols[: 2 * H], a_cols[:, : T * B].T, out=dWaa[: 2 * H])  # Σ_t dz_{r,u} c<t-1>ᵀ
+    np.matmul(dZ_cols[2 * H :], gr_c_cols.T, out=dWaa[2 * H :])  # Σ_t dz_c~ (Γr * c<t-1>)ᵀ
+    return dZ_cols, d_state0, {"Waa": dWaa}
 
 
 # --------------------------------------------------------------------------- LSTM
 
 
-class LSTMCache(NamedTuple):
-    G: np.ndarray  # (T, 4H, B) activated gates, rows [Γo, Γu, Γf, c~]
-    hs: np.ndarray  # (T+1, H, B) a<t-1>, hs[0] = a0
-    hsf: np.ndarray  # (H, (T+1)*B) the same, feature-major
-    cs: np.ndarray  # (T+1, H, B) c<t-1>, cs[0] = c0
-    tcs: np.ndarray  # (T, H, B) tanh(c<t>)
-    Waa: np.ndarray  # (4H, H)
-    p: np.ndarray | None  # (3, H) peepholes for [Γo, Γu, Γf], or None
-
-
-def lstm_forward(
-    xw: np.ndarray,
-    a0: np.ndarray,
-    c0: np.ndarray,
-    Waa: np.ndarray,
-    p: np.ndarray | None = None,
-    ws: Workspace | None = None,
-    halved: bool = False,
-) -> tuple[np.ndarray, LSTMCache]:
-    """The lecture's LSTM over T steps (xw is overwritten with the gate activations).
+def lstm_step(
+    xw: np.ndarray, prev: np.ndarray, new: np.ndarray, w: StepWeights, buf: StepBuffers
+) -> None:
+    """One step of the lecture's LSTM, in place:
 
     c~<t> = tanh(Wc [a<t-1>, x<t>] + bc)
     Γu, Γf, Γo = σ(W· [a<t-1>, x<t>] + b·)        (+ p· * c<t-1> with peepholes)
     c<t> = Γu * c~<t> + Γf * c<t-1>
     a<t> = Γo * tanh(c<t>)
 
-    xw: (T, 4H, B); a0, c0: (H, B); Waa: (4H, H); p: (3, H) or None.
-    halved: the caller already halved xw's sigmoid rows (σ(z) = 0.5·tanh(z/2) + 0.5).
+    xw   (4H, B)    Wax x<t> + b, sigmoid rows halved (read only)
+    prev (2, H, B)  [a<t-1>, c<t-1>];  new (2, H, B) out: [a<t>, c<t>], may be ``prev`` itself
+    buf.g    (4H, B)   out: the gates [Γo, Γu, Γf, c~<t>]
+    buf.keep (H, B)    out: tanh(c<t>), for backward
+    buf.work (≥3H, B)  scratch
     """
-    ws = Workspace() if ws is None else ws
-    T, G4, B = xw.shape
-    H = G4 // 4
-    S = 3 * H  # sigmoid rows
-    dt = xw.dtype
-    Wh = ws("Wh", Waa.shape, dt)
-    np.multiply(Waa[:S], 0.5, out=Wh[:S])  # σ(z) = 0.5·tanh(z/2) + 0.5: halve sigmoid rows
-    Wh[S:] = Waa[S:]
-    if not halved:
-        xw[:, :S] *= 0.5
-    ph = None if p is None else (0.5 * p)[:, :, None]  # (3, H, 1)
-    hs = ws("hs", (T + 1, H, B), dt)
-    cs = ws("cs", (T + 1, H, B), dt)
-    tcs = ws("tcs", (T, H, B), dt)
-    hs[0] = a0
-    cs[0] = c0
-    rec = ws("rec", (G4, B), dt)  # recurrent product of one step
-    tmp = ws("tmp", (H, B), dt)
-    ptmp = None if p is None else ws("ptmp", (3, H, B), dt)
-    for t in range(T):
-        g = xw[t]  # (4H, B) pre-activations, then gates
-        np.matmul(Wh, hs[t], out=rec)
-        g += rec
-        if ph is not None:
-            np.multiply(ph, cs[t], out=ptmp)  # (3, H, B) peepholes see c<t-1>
-            g[:S] += ptmp.reshape(S, B)
-        np.tanh(g, out=g)
-        s = g[:S]
-        s *= 0.5
-        s += 0.5  # now Γo, Γu, Γf = σ(z)
-        go, gu, gf, gc = g[:H], g[H : 2 * H], g[2 * H : S], g[S:]
-        c = cs[t + 1]
-        np.multiply(gu, gc, out=c)  # Γu * c~<t>
-        np.multiply(gf, cs[t], out=tmp)  # Γf * c<t-1>
-        c += tmp
-        np.tanh(c, out=tcs[t])
-        np.multiply(go, tcs[t], out=hs[t + 1])  # a<t> = Γo * tanh(c<t>)
-    hsf = feature_major(hs, ws("hsf", (H, (T + 1) * B), dt))
-    return hs[1:], LSTMCache(xw, hs, hsf, cs, tcs, Waa, p)
+    g, keep, work = buf
+    H = keep.shape[0]
+    a_prev, c_prev = prev[0], prev[1]
+    a, c = new[0], new[1]
+    np.matmul(w.Wh, a_prev, out=g)  # Waa a<t-1>
+    g += xw  # z = Wa [a<t-1>, x<t>] + b
+    if w.ph is not None:  # peepholes: Γo, Γu, Γf also see c<t-1>
+        peep = work[: 3 * H]
+        np.multiply(w.ph, c_prev, out=peep.reshape(3, H, -1))
+        g[: 3 * H] += peep
+    activate_gates(g, 3 * H)  # Γo, Γu, Γf = σ(z·);  c~<t> = tanh(z_c)
+    go, gu, gf, c_tilde = g[:H], g[H : 2 * H], g[2 * H : 3 * H], g[3 * H :]
+    gf_c = work[:H]
+    np.multiply(gf, c_prev, out=gf_c)  # Γf * c<t-1>
+    np.multiply(gu, c_tilde, out=c)  # Γu * c~<t>
+    c += gf_c  # c<t> = Γu * c~<t> + Γf * c<t-1>
+    np.tanh(c, out=keep)
+    np.multiply(go, keep, out=a)  # a<t> = Γo * tanh(c<t>)
 
 
 def lstm_backward(
-    dA: np.ndarray, cache: LSTMCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
-):
-    """dA: (T, H, B). Returns (dZ (4H, T*B), (da0, dc0), {"Waa", and "p" with peepholes}).
-
-    ∂L/∂Waa goes into ``dWaa`` if given.
+    dA: np.ndarray, cache: CellCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """dA: (T, H, B). Returns (dZ (4H, T·B), d_state0 (2, H, B), {"Waa", and "p" with
+    peepholes}); ∂L/∂Waa goes into ``dWaa`` if given.
     """
     ws = Workspace() if ws is None else ws
-    G, hs, hsf, cs, tcs, Waa, p = cache
+    gates, states, tanh_c, a_cols, lw = cache
     T, H, B = dA.shape
-    S = 3 * H
     dt = dA.dtype
     # every factor that does not depend on the recurrence, for all T at once
-    sig = G[:, :S]  # (T, 3H, B) Γo, Γu, Γf
-    dsig = ws("dsig", (T, S, B), dt)
+    sig = gates[:, : 3 * H]  # (T, 3H, B) Γo, Γu, Γf
+    dsig = ws("dsig", (T, 3 * H, B), dt)
     np.subtract(1, sig, out=dsig)
     dsig *= sig  # σ'(z) = σ(1-σ)
-    go, gu, gf, gc = G[:, :H], G[:, H : 2 * H], G[:, 2 * H : S], G[:, S:]
-    cprev = cs[:-1]  # (T, H, B) c<t-1>
-    Fo = ws("Fo", (T, H, B), dt)
-    np.multiply(tcs, dsig[:, :H], out=Fo)  # dz_o = da * tanh(c) * σ'
-    K1 = ws("K1", (T, H, B), dt)
-    np.multiply(tcs, tcs, out=K1)
-    np.subtract(1, K1, out=K1)
-    K1 *= go  # dc += da * Γo * tanh'(c)
-    Fufc = ws("Fufc", (T, 3, H, B), dt)  # dz_{u,f,c~} = dc * F
-    np.multiply(gc, dsig[:, H : 2 * H], out=Fufc[:, 0])  # ∂c/∂Γu · σ'
-    np.multiply(cprev, dsig[:, 2 * H : S], out=Fufc[:, 1])  # ∂c/∂Γf · σ'
-    tc = Fufc[:, 2]
-    np.multiply(gc, gc, out=tc)
-    np.subtract(1, tc, out=tc)
-    tc *= gu  # ∂c/∂c~ · tanh'
+    go, gu, gf, c_tilde = (
+        gates[:, :H],
+        gates[:, H : 2 * H],
+        gates[:, 2 * H : 3 * H],
+        gates[:, 3 * H :],
+    )
+    c_prev = states[:-1, 1]  # (T, H, B) c<t-1>
+    dzo_per_da = ws("dzo_per_da", (T, H, B), dt)
+    np.multiply(tanh_c, dsig[:, :H], out=dzo_per_da)  # ∂z_o = ∂a · tanh(c) · σ'
+    dc_per_da = ws("dc_per_da", (T, H, B), dt)
+    np.multiply(tanh_c, tanh_c, out=dc_per_da)
+    np.subtract(1, dc_per_da, out=dc_per_da)
+    dc_per_da *= go  # ∂c += ∂a · Γo · tanh'(c)
+    dz_per_dc = ws("dz_per_dc", (T, 3, H, B), dt)  # [∂z_u, ∂z_f, ∂z_c~] per unit of ∂L/∂c<t>
+    np.multiply(c_tilde, dsig[:, H : 2 * H], out=dz_per_dc[:, 0])  # ∂c/∂Γu · σ'
+    np.multiply(c_prev, dsig[:, 2 * H :], out=dz_per_dc[:, 1])  # ∂c/∂Γf · σ'
+    dzc = dz_per_dc[:, 2]
+    np.multiply(c_tilde, c_tilde, out=dzc)
+    np.subtract(1, dzc, out=dzc)
+    dzc *= gu  # ∂c/∂c~ · tanh'
     WaaT = ws("WaaT", (H, 4 * H), dt)
-    np.copyto(WaaT, Waa.T)  # a contiguous copy beats a transposed view in matmul
-    p3 = None if p is None else p[:, :, None]  # (3, H, 1)
+    np.copyto(WaaT, lw.Waa.T)  # a contiguous copy beats a transposed view in matmul
+    p3 = None if lw.p is None else lw.p[:, :, None]  # (3, H, 1)
 
     dZ = ws("dZ", (T, 4 * H, B), dt)
-    da_next = ws("da_next", (H, B), dt)  # ∂L/∂a<t> through step t+1
-    dc_next = ws("dc_next", (H, B), dt)  # ∂L/∂c<t> through step t+1
-    da_next.fill(0)
-    dc_next.fill(0)
+    d_state0 = ws("d_state0", (2, H, B), dt)
+    da_next, dc_next = d_state0[0], d_state0[1]  # ∂L/∂a<t>, ∂L/∂c<t> through step t+1
+    d_state0.fill(0)
     da = ws("da", (H, B), dt)
     dc = ws("dc", (H, B), dt)
-    ptmp = None if p is None else ws("ptmp", (3, H, B), dt)
+    peep = ws("peep", (3, H, B), dt)
     for t in range(T - 1, -1, -1):
         dz = dZ[t]
-        np.add(dA[t], da_next, out=da)
-        np.multiply(da, Fo[t], out=dz[:H])
-        np.multiply(da, K1[t], out=dc)
+        np.add(dA[t], da_next, out=da)  # ∂L/∂a<t>
+        np.multiply(da, dzo_per_da[t], out=dz[:H])  # ∂L/∂z_o
+        np.multiply(da, dc_per_da[t], out=dc)
         dc += dc_next  # (H, B) ∂L/∂c<t>
-        np.multiply(dc, Fufc[t], out=dz[H:].reshape(3, H, B))
-        np.multiply(dc, gf[t], out=dc_next)  # into c<t-1>
-        if p3 is not None:
-            np.multiply(p3, dz[:S].reshape(3, H, B), out=ptmp)
-            dc_next += ptmp[0]
-            dc_next += ptmp[1]
-            dc_next += ptmp[2]
+        np.multiply(dc, dz_per_dc[t], out=dz[H:].reshape(3, H, B))  # ∂L/∂z_u, z_f, z_c~
+        np.multiply(dc, gf[t], out=dc_next)  # into c<t-1> through Γf * c<t-1>
+        if p3 is not None:  # and through the peepholes
+            np.multiply(p3, dz[: 3 * H].reshape(3, H, B), out=peep)
+            dc_next += peep[0]
+            dc_next += peep[1]
+            dc_next += peep[2]
         np.matmul(WaaT, dz, out=da_next)  # into a<t-1>
     grads = {}
-    if p is not None:
-        # dp_k = Σ_t,b dz_k * c<t-1>
-        grads["p"] = np.einsum("tkhb,thb->kh", dZ[:, :S].reshape(T, 3, H, B), cprev)
-    dZf = feature_major(dZ, ws("dZf", (4 * H, T * B), dt))
-    grads["Waa"] = np.matmul(dZf, hsf[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
-    return dZf, (da_next, dc_next), grads
+    if p3 is not None:  # dp_k = Σ_t,b dz_k * c<t-1>
+        grads["p"] = np.einsum("tkhb,thb->kh", dZ[:, : 3 * H].reshape(T, 3, H, B), c_prev)
+    dZ_cols = feature_major(dZ, ws("dZ_cols", (4 * H, T * B), dt))
+    grads["Waa"] = np.matmul(dZ_cols, a_cols[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
+    return dZ_cols, d_state0, grads
 
 
-def lstm_step(xw: np.ndarray, a: np.ndarray, c: np.ndarray, Waa: np.ndarray, p=None):
-    """One generation step. xw: (4H, B) projection of x<t> with bias. Returns (a<t>, c<t>)."""
-    H = a.shape[0]
-    z = Waa @ a + xw  # (4H, B)
-    if p is not None:
-        z[: 3 * H] += (p[:, :, None] * c).reshape(3 * H, -1)
-    s = 0.5 * np.tanh(0.5 * z[: 3 * H]) + 0.5
-    go, gu, gf = s[:H], s[H : 2 * H], s[2 * H :]
-    c = gu * np.tanh(z[3 * H :]) + gf * c
-    return go * np.tanh(c), c
+# --------------------------------------------------------------------------- the registry
 
 
-# --------------------------------------------------------------------------- GRU
+RNN = Cell("rnn", ("a",), 0, ("a",), False, rnn_step, rnn_backward)
+GRU = Cell("gru", ("r", "u", "c"), 2, ("c",), False, gru_step, gru_backward)
+LSTM = Cell("lstm", ("o", "u", "f", "c"), 3, ("a", "c"), True, lstm_step, lstm_backward)
 
-
-class GRUCache(NamedTuple):
-    G: np.ndarray  # (T, 3H, B) activated gates, rows [Γr, Γu, c~]
-    cs: np.ndarray  # (T+1, H, B) c<t-1>, cs[0] = c0
-    hsf: np.ndarray  # (H, (T+1)*B) the same, feature-major
-    rcs: np.ndarray  # (T, H, B) Γr * c<t-1>
-    Waa: np.ndarray  # (3H, H)
-
-
-def gru_forward(
-    xw: np.ndarray,
-    c0: np.ndarray,
-    Waa: np.ndarray,
-    ws: Workspace | None = None,
-    halved: bool = False,
-) -> tuple[np.ndarray, GRUCache]:
-    """The lecture's full GRU over T steps (xw is overwritten with the gate activations).
-
-    Γr = σ(Wr [c<t-1>, x<t>] + br)       relevance
-    Γu = σ(Wu [c<t-1>, x<t>] + bu)       update
-    c~<t> = tanh(Wc [Γr * c<t-1>, x<t>] + bc)
-    c<t> = Γu * c~<t> + (1 - Γu) * c<t-1>,   a<t> = c<t>
-
-    xw: (T, 3H, B); c0: (H, B); Waa: (3H, H).
-    halved: the caller already halved xw's sigmoid rows (σ(z) = 0.5·tanh(z/2) + 0.5).
-    """
-    ws = Workspace() if ws is None else ws
-    T, G3, B = xw.shape
-    H = G3 // 3
-    S = 2 * H
-    dt = xw.dtype
-    Wrs = ws("Wrs", (S, H), dt)
-    np.multiply(Waa[:S], 0.5, out=Wrs)  # (2H, H) halved sigmoid rows
-    Wc = ws("Wc", (H, H), dt)
-    np.copyto(Wc, Waa[S:])
-    if not halved:
-        xw[:, :S] *= 0.5
-    cs = ws("hs", (T + 1, H, B), dt)
-    rcs = ws("rcs", (T, H, B), dt)
-    cs[0] = c0
-    rec = ws("rec", (S, B), dt)
-    tmp = ws("tmp", (H, B), dt)
-    for t in range(T):
-        g = xw[t]
-        gs, gc = g[:S], g[S:]
-        np.matmul(Wrs, cs[t], out=rec)
-        gs += rec
-        np.tanh(gs, out=gs)
-        gs *= 0.5
-        gs += 0.5  # Γr, Γu
-        gr, gu = gs[:H], gs[H:]
-        np.multiply(gr, cs[t], out=rcs[t])  # Γr * c<t-1>
-        np.matmul(Wc, rcs[t], out=tmp)
-        gc += tmp
-        np.tanh(gc, out=gc)  # c~<t>
-        c = cs[t + 1]
-        np.subtract(gc, cs[t], out=c)
-        c *= gu
-        c += cs[t]  # c<t-1> + Γu (c~ - c<t-1>)
-    hsf = feature_major(cs, ws("hsf", (H, (T + 1) * B), dt))
-    return cs[1:], GRUCache(xw, cs, hsf, rcs, Waa)
-
-
-def gru_backward(
-    dA: np.ndarray, cache: GRUCache, ws: Workspace | None = None, dWaa: np.ndarray | None = None
-):
-    """dA: (T, H, B). Returns (dZ (3H, T*B), dc0, {"Waa"}); ∂L/∂Waa goes into ``dWaa`` if given."""
-    ws = Workspace() if ws is None else ws
-    G, cs, hsf, rcs, Waa = cache
-    T, H, B = dA.shape
-    S = 2 * H
-    dt = dA.dtype
-    gr, gu, gc = G[:, :H], G[:, H:S], G[:, S:]
-    cprev = cs[:-1]
-    Fuc = ws("Fuc", (T, 2, H, B), dt)  # dz_{u,c~} = dc * F
-    fu, fc = Fuc[:, 0], Fuc[:, 1]
-    K = ws("K", (T, 2, H, B), dt)  # [1 - Γu, Γr]: what dc and d(Γr c) pass straight to c<t-1>
-    one_minus_u = K[:, 0]
-    np.subtract(1, gu, out=one_minus_u)
-    K[:, 1] = gr
-    np.subtract(gc, cprev, out=fu)
-    fu *= gu
-    fu *= one_minus_u  # ∂c/∂Γu · σ' = (c~ - c<t-1>) Γu (1 - Γu)
-    np.multiply(gc, gc, out=fc)
-    np.subtract(1, fc, out=fc)
-    fc *= gu  # ∂c/∂c~ · tanh'
-    Fr = ws("Fr", (T, H, B), dt)  # dz_r = d(Γr c) * c<t-1> σ'
-    np.subtract(1, gr, out=Fr)
-    Fr *= gr
-    Fr *= cprev
-    WsT = ws("WsT", (H, S), dt)
-    np.copyto(WsT, Waa[:S].T)  # (H, 2H)
-    WcT = ws("WcT", (H, H), dt)
-    np.copyto(WcT, Waa[S:].T)  # (H, H)
-
-    dZ = ws("dZ", (T, 3 * H, B), dt)
-    dnext = ws("dnext", (H, B), dt)
-    dnext.fill(0)
-    dcr = ws("dcr", (2, H, B), dt)  # [∂L/∂c<t>, ∂L/∂(Γr * c<t-1>)]
-    dc, drc = dcr[0], dcr[1]
-    tmp = ws("tmp2", (2, H, B), dt)
-    for t in range(T - 1, -1, -1):
-        dz = dZ[t]
-        np.add(dA[t], dnext, out=dc)  # ∂L/∂c<t>
-        np.multiply(dc, Fuc[t], out=dz[H:].reshape(2, H, B))
-        np.matmul(WcT, dz[S:], out=drc)  # ∂L/∂(Γr * c<t-1>)
-        np.multiply(drc, Fr[t], out=dz[:H])
-        np.matmul(WsT, dz[:S], out=dnext)  # through the gates' recurrent product
-        np.multiply(dcr, K[t], out=tmp)
-        dnext += tmp[0]  # through (1 - Γu) * c<t-1>
-        dnext += tmp[1]  # through Γr * c<t-1>
-    dZf = feature_major(dZ, ws("dZf", (3 * H, T * B), dt))
-    rcsf = feature_major(rcs, ws("rcsf", (H, T * B), dt))
-    if dWaa is None:
-        dWaa = np.empty_like(Waa)
-    np.matmul(dZf[:S], hsf[:, : T * B].T, out=dWaa[:S])  # Σ_t dz_{r,u}<t> c<t-1>ᵀ
-    np.matmul(dZf[S:], rcsf.T, out=dWaa[S:])  # Σ_t dz_c~<t> (Γr * c<t-1>)ᵀ
-    return dZf, dnext, {"Waa": dWaa}
-
-
-def gru_step(xw: np.ndarray, c: np.ndarray, Waa: np.ndarray) -> np.ndarray:
-    """One generation step. xw: (3H, B). Returns c<t> (= a<t>)."""
-    H = c.shape[0]
-    s = 0.5 * np.tanh(0.5 * (Waa[: 2 * H] @ c + xw[: 2 * H])) + 0.5
-    gr, gu = s[:H], s[H:]
-    cc = np.tanh(Waa[2 * H :] @ (gr * c) + xw[2 * H :])
-    return c + gu * (cc - c)
+CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNN, GRU, LSTM)}

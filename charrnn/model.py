@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from charrnn import cells
-from charrnn.cells import GATES
 
-CELLS = tuple(GATES)
+CELLS = tuple(cells.CELLS)  # the cells' names (option choices)
 ACTIVATIONS = ("tanh", "relu")  # the vanilla RNN's choices
 
 
@@ -64,7 +63,7 @@ class ModelConfig:
     dtype: str = "float32"  # float64 for gradient checks
 
     def __post_init__(self) -> None:
-        if self.cell not in GATES:
+        if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         if self.vocab_size < 1 or self.hidden < 1 or self.layers < 1 or self.embedding < 0:
             raise ValueError("vocab_size, hidden and layers must be positive, embedding >= 0")
@@ -72,15 +71,16 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be tanh or relu, not {self.activation!r}")
-        if self.peephole and self.cell != "lstm":
-            raise ValueError("peephole connections exist only for the lstm cell")
+        if self.peephole and not cells.CELLS[self.cell].peephole:
+            with_peepholes = ", ".join(c.name for c in cells.CELLS.values() if c.peephole)
+            raise ValueError(f"peephole connections exist only for the {with_peepholes} cell")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, not {self.dtype!r}")
 
     @property
     def state_size(self) -> int:
         """Arrays of state per layer: (a, c) for the LSTM, c (= a) for the GRU, a for the RNN."""
-        return 2 if self.cell == "lstm" else 1
+        return len(cells.CELLS[self.cell].states)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,15 +93,15 @@ class ModelConfig:
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape, in the order of the flat buffer."""
-    V, H, G = cfg.vocab_size, cfg.hidden, GATES[cfg.cell]
+    V, H, n_gates = cfg.vocab_size, cfg.hidden, len(cells.CELLS[cfg.cell].gates)
     shapes: dict[str, tuple[int, ...]] = {}
     if cfg.embedding:
         shapes["embed"] = (V, cfg.embedding)
     for layer in range(cfg.layers):
         D = (cfg.embedding or V) if layer == 0 else H
-        shapes[f"l{layer}.Wax"] = (G * H, D)
-        shapes[f"l{layer}.Waa"] = (G * H, H)
-        shapes[f"l{layer}.b"] = (G * H,)
+        shapes[f"l{layer}.Wax"] = (n_gates * H, D)
+        shapes[f"l{layer}.Waa"] = (n_gates * H, H)
+        shapes[f"l{layer}.b"] = (n_gates * H,)
         if cfg.peephole:
             shapes[f"l{layer}.p"] = (3, H)
     shapes["Wya"] = (V, H)
@@ -111,7 +111,7 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def gate_names(cell: str) -> tuple[str, ...]:
     """Row blocks of Wax/Waa/b in order, named as in the lectures (for reports)."""
-    return {"rnn": ("a",), "gru": ("r", "u", "c"), "lstm": ("o", "u", "f", "c")}[cell]
+    return cells.CELLS[cell].gates
 
 
 class Params:
@@ -175,30 +175,46 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
             arr[...] = rng.standard_normal(arr.shape) * 0.1
         elif name.endswith((".b", "by")):
             arr[...] = 0.0
-        elif name.endswith(".p"):
+        else:  # weights and peepholes
             arr[...] = rng.uniform(-k, k, arr.shape)
-        else:
-            arr[...] = rng.uniform(-k, k, arr.shape)
-    if cfg.cell == "lstm":
+    gates = cells.CELLS[cfg.cell].gates
+    if "f" in gates:  # the LSTM's forget gate
+        rows = slice(gates.index("f") * H, (gates.index("f") + 1) * H)
         for layer in range(cfg.layers):
-            params[f"l{layer}.b"][2 * H : 3 * H] = cfg.forget_bias  # rows of Γf
+            params[f"l{layer}.b"][rows] = cfg.forget_bias
     return params
 
 
+def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None):
+    """exp(z) normalised along ``axis`` (into ``out``, which may be z), and log Σ exp(z).
+
+    The one softmax of charrnn: training, scoring and sampling all call it.
+    Stable: exp sees z - max(z). The second result, the log-normaliser
+    (log-sum-exp, the shape of z without ``axis``), turns a logit into a
+    log-probability: log ŷ_i = z_i - lse.
+    """
+    mx = np.max(z, axis=axis, keepdims=True)
+    out = np.subtract(z, mx, out=out)
+    np.exp(out, out=out)
+    total = np.sum(out, axis=axis, keepdims=True)
+    out /= total
+    lse = np.log(total)
+    lse += mx
+    return out, np.squeeze(lse, axis=axis)
+
+
+@dataclass
 class Cache:
     """What forward keeps for backward (explicit: backward depends on nothing else)."""
 
-    def __init__(self) -> None:
-        self.ids: np.ndarray | None = None  # (T, B) inputs
-        self.layers: list[Any] = []  # per-layer cell caches
-        self.inputs: list[np.ndarray | None] = []  # per-layer input X (T, D, B); None = one-hot
-        self.inputs_f: list[np.ndarray | None] = []  # the same feature-major (D, T*B), or None
-        self.masks: list[np.ndarray | None] = []  # per-layer dropout mask on its output
-        self.top: np.ndarray | None = None  # (H, T*B) top activations, feature-major
-        self.probs: np.ndarray | None = None  # (T*B, V) softmax
+    ids: np.ndarray  # (T, B) inputs, time-major
+    layers: list[Any]  # per-layer cell caches (cells.LSTMCache, ...)
+    inputs: list[np.ndarray | None]  # per-layer input X (T, D, B); None = one-hot ids
+    inputs_cols: list[np.ndarray | None]  # the same as columns (D, T·B), or None
+    masks: list[np.ndarray | None]  # per-layer dropout mask on its output
+    top: np.ndarray  # (H, T·B) top activations as columns
 
 
-_SIGMOID_ROWS = {"rnn": 0, "gru": 2, "lstm": 3}  # leading gate blocks that are sigmoids
 _MAX_WORKSPACES = 4  # (B, T) shapes whose scratch memory a model keeps
 
 
@@ -209,6 +225,7 @@ class CharRNN:
         self, cfg: ModelConfig, params: Params | None = None, rng: np.random.Generator | None = None
     ) -> None:
         self.cfg = cfg
+        self.cell = cells.CELLS[cfg.cell]
         if params is None:
             params = init_params(cfg, rng if rng is not None else np.random.default_rng(0))
         self.params = params
@@ -225,9 +242,15 @@ class CharRNN:
             ws = self._workspaces[(B, T)] = cells.Workspace()
         return ws
 
+    def layer_weights(self, layer: int) -> cells.LayerWeights:
+        """Layer ``layer``'s recurrent weights and options, as the cells take them."""
+        p, cfg = self.params, self.cfg
+        peep = p[f"l{layer}.p"] if cfg.peephole else None
+        return cells.LayerWeights(p[f"l{layer}.Waa"], peep, cfg.activation)
+
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> np.ndarray:
-        """Zero state, (L, S, H, B): S = 2 for the LSTM (a, c), 1 otherwise."""
+        """Zero state, (L, n_states, H, B): n_states = 2 for the LSTM (a, c), 1 otherwise."""
         c = self.cfg
         return np.zeros((c.layers, c.state_size, c.hidden, batch), dtype=self.dtype)
 
@@ -235,26 +258,23 @@ class CharRNN:
     def _layer_input(
         self, layer: int, ids: np.ndarray, X: np.ndarray | None, ws: cells.Workspace
     ) -> np.ndarray:
-        """xw = Wax x<t> + b for all T steps, (T, G*H, B), sigmoid rows halved for the cells."""
+        """xw = Wax x<t> + b for all T steps, (T, n_gates·H, B), sigmoid rows halved."""
         p, dt = self.params, self.dtype
         Wax, b = p[f"l{layer}.Wax"], p[f"l{layer}.b"]
         GH, D = Wax.shape
-        S = _SIGMOID_ROWS[self.cfg.cell] * self.cfg.hidden
+        sig_rows = self.cell.sigmoid_rows(self.cfg.hidden)
         T, B = ids.shape
         xw = ws("xw", (T, GH, B), dt)
         if X is None:  # one-hot input: Wax x<t> is column ids[t, b] of Wax: a gather
             table = ws("xtable", (GH, D), dt)  # Wax with b added to every column
             np.add(Wax, b[:, None], out=table)
-            table[:S] *= 0.5
+            cells.halve_sigmoid_rows(table, sig_rows, out=table)
             for t in range(T):
                 np.take(table, ids[t], axis=1, out=xw[t])  # (GH, B)
         else:
-            Wh = ws("Wxh", (GH, D), dt)
-            np.copyto(Wh, Wax)
-            Wh[:S] *= 0.5
+            Wh = cells.halve_sigmoid_rows(Wax, sig_rows, out=ws("Wxh", (GH, D), dt))
             bh = ws("bh", (GH, 1), dt)
-            np.copyto(bh[:, 0], b)
-            bh[:S] *= 0.5
+            cells.halve_sigmoid_rows(b[:, None], sig_rows, out=bh)
             np.matmul(Wh, X, out=xw)  # (T, GH, B): T products, each like a recurrent one
             xw += bh
         return xw
@@ -268,9 +288,9 @@ class CharRNN:
     ) -> tuple[np.ndarray, np.ndarray, Cache]:
         """Run the model over a batch of sequences.
 
-        x: (B, T) integer ids; state: (L, S, H, B) or None for zeros; rng: dropout
-        (training) if given and cfg.dropout > 0. Returns (logits (T*B, V) in
-        time-major row order, final state (L, S, H, B), cache).
+        x: (B, T) integer ids; state: (L, n_states, H, B) or None for zeros; rng:
+        dropout (training) if given and cfg.dropout > 0. Returns (logits (T·B, V)
+        in time-major row order, final state (L, n_states, H, B), cache).
         """
         return self._forward(x, state, rng, cells.Workspace())
 
@@ -289,63 +309,39 @@ class CharRNN:
         np.copyto(ids, x.T)  # (T, B) time-major
         if state is None:
             state = self.initial_state(B)
-        cache = Cache()
-        cache.ids = ids
+        cache = Cache(ids, [], [], [], [], top=np.empty(0, dt))
         final = np.empty_like(state)  # fresh: callers keep it across calls
         X: np.ndarray | None = None
-        Xf: np.ndarray | None = None
+        X_cols: np.ndarray | None = None
         if cfg.embedding:
             X = ws("embedded", (T, cfg.embedding, B), dt)
             np.copyto(X, p["embed"][ids].transpose(0, 2, 1))  # (T, E, B)
-        drop = rng is not None and cfg.dropout > 0
         for layer in range(cfg.layers):
-            lw = ws.child(f"l{layer}")
-            xw = self._layer_input(layer, ids, X, lw)
-            Waa = p[f"l{layer}.Waa"]
-            if cfg.cell == "lstm":
-                peep = p[f"l{layer}.p"] if cfg.peephole else None
-                A, lc = cells.lstm_forward(
-                    xw, state[layer, 0], state[layer, 1], Waa, peep, ws=lw, halved=True
-                )
-                final[layer, 0], final[layer, 1] = A[-1], lc.cs[-1]
-            elif cfg.cell == "gru":
-                A, lc = cells.gru_forward(xw, state[layer, 0], Waa, ws=lw, halved=True)
-                final[layer, 0] = A[-1]
-            else:
-                A, lc = cells.rnn_forward(xw, state[layer, 0], Waa, cfg.activation, ws=lw)
-                final[layer, 0] = A[-1]
+            lws = ws.child(f"l{layer}")
+            xw = self._layer_input(layer, ids, X, lws)
+            A, lc = self.cell.forward(xw, state[layer], self.layer_weights(layer), lws)
+            final[layer] = lc.states[-1]
             cache.layers.append(lc)
             cache.inputs.append(X)
-            cache.inputs_f.append(Xf)
+            cache.inputs_cols.append(X_cols)
             mask = None
-            Af = lc.hsf[:, B:]  # (H, T*B) a<1>..a<T>, feature-major
-            if drop:  # inverted dropout: scale at train time, nothing to do at test time
+            A_cols = lc.a_cols[:, B:]  # (H, T·B) a<1>..a<T> as columns
+            if rng is not None and cfg.dropout > 0:  # inverted dropout: scaled at train time
                 keep = 1.0 - cfg.dropout
                 mask = (rng.random(A.shape, dtype=dt) < keep).astype(dt)
                 mask /= keep
-                A = np.multiply(A, mask, out=lw("dropped", A.shape, dt))
-                Af = cells.feature_major(A, lw("droppedf", (H, T * B), dt))
+                A = np.multiply(A, mask, out=lws("dropped", A.shape, dt))
+                A_cols = cells.feature_major(A, lws("dropped_cols", (H, T * B), dt))
             cache.masks.append(mask)
-            X, Xf = A, Af
-        cache.top = Xf  # (H, T*B)
+            X, X_cols = A, A_cols
+        assert X_cols is not None  # cfg.layers >= 1
+        cache.top = X_cols  # (H, T·B)
         logits = ws("logits", (T * B, cfg.vocab_size), dt)
-        np.matmul(Xf.T, p["Wya"].T, out=logits)  # (T*B, H) @ (H, V)
+        np.matmul(X_cols.T, p["Wya"].T, out=logits)  # (T·B, H) @ (H, V)
         logits += p["by"]
         return logits, final, cache
 
     # ------------------------------------------------------------------ loss
-    @staticmethod
-    def _log_softmax_nll(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-position -log p(y) and the softmax, stable (log-sum-exp); logits is overwritten."""
-        logits -= logits.max(axis=1, keepdims=True)
-        rows = np.arange(len(y))
-        zy = logits[rows, y]  # taken before exp: exp(zy) may underflow to 0
-        np.exp(logits, out=logits)  # logits now holds e = exp(z - max)
-        s = logits.sum(axis=1)  # (N,)
-        nll = np.log(s) - zy
-        logits /= s[:, None]
-        return nll, logits
-
     def loss(self, x: np.ndarray, y: np.ndarray, state: np.ndarray | None = None):
         """Mean cross-entropy in nats per character (no dropout, no gradients).
 
@@ -359,10 +355,9 @@ class CharRNN:
         B, T = x.shape
         logits, final, _ = self._forward(x, state, None, self._workspace(B, T))
         yt = np.ascontiguousarray(y.T).reshape(-1)
-        z = logits - logits.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(z).sum(axis=1))
-        nll = lse - z[np.arange(T * B), yt]
-        return nll.reshape(T, B).T, final
+        z_y = logits[np.arange(T * B), yt]  # taken before softmax overwrites the logits
+        _, lse = softmax(logits, axis=1, out=logits)
+        return (lse - z_y).reshape(T, B).T, final
 
     def loss_and_grads(
         self,
@@ -394,28 +389,21 @@ class CharRNN:
         np.copyto(yt.reshape(T, B), y.T)  # time-major like the logits
         rows = ws("rows", (N,), np.intp)
         rows[...] = np.arange(N)
-        # softmax in place: logits becomes exp(z - max), then ŷ
-        mx = ws("rowmax", (N, 1), self.dtype)
-        np.max(logits, axis=1, keepdims=True, out=mx)
-        logits -= mx
-        zy = logits[rows, yt]  # taken before exp: exp(zy) may underflow to 0
-        np.exp(logits, out=logits)
-        s = ws("rowsum", (N,), self.dtype)
-        np.sum(logits, axis=1, out=s)
-        nll = np.log(s) - zy  # (N,)
+        z_y = logits[rows, yt]  # taken before softmax overwrites the logits
+        probs, lse = softmax(logits, axis=1, out=logits)  # (N, V) ŷ, in place
+        nll = lse - z_y  # (N,)
         w = None  # (N,) 1 on real positions, 0 on padding (when a mask is given)
         if mask is not None:
             w = np.ascontiguousarray(mask.T, dtype=self.dtype).reshape(N)  # time-major
             N = max(int(mask.sum()), 1)
             nll *= w
         loss = float(np.sum(nll, dtype=np.float64) / N)
-        # ∂loss/∂logits = (ŷ - onehot(y)) / N, in place
-        np.reciprocal(s, out=s)
-        s *= 1.0 / N
-        if w is not None:
-            s *= w
-        logits *= s[:, None]
-        dlogits = logits
+        # ∂loss/∂logits = (ŷ - onehot(y)) / N on the real positions, in place
+        dlogits = probs
+        if w is None:
+            dlogits *= 1.0 / N
+        else:
+            dlogits *= (w / N)[:, None]
         dlogits[rows, yt] -= 1.0 / N if w is None else w / N
         if self._grads is None:
             self._grads = self.params.zeros_like()
@@ -437,95 +425,90 @@ class CharRNN:
         ids = cache.ids
         T, B = ids.shape
         H, V = cfg.hidden, cfg.vocab_size
-        N = T * B
-        np.matmul(dlogits.T, cache.top.T, out=grads["Wya"])  # (V, N) @ (N, H)
+        np.matmul(dlogits.T, cache.top.T, out=grads["Wya"])  # (V, T·B) @ (T·B, H)
         np.sum(dlogits, axis=0, out=grads["by"])
         top = cfg.layers - 1
         dA = ws.child(f"l{top}")("dA", (T, H, B), dt)
-        Wya = p["Wya"]
         # (T, H, B): T products (H, V) @ (V, B), straight into the cells' layout
-        np.matmul(Wya.T, dlogits.reshape(T, B, V).transpose(0, 2, 1), out=dA)
+        np.matmul(p["Wya"].T, dlogits.reshape(T, B, V).transpose(0, 2, 1), out=dA)
         dstate = np.zeros((cfg.layers, cfg.state_size, H, B), dtype=dt)
-        onehot = None
         for layer in range(top, -1, -1):
-            lw = ws.child(f"l{layer}")
+            lws = ws.child(f"l{layer}")
             mask = cache.masks[layer]
             if mask is not None:
                 dA *= mask
-            lc = cache.layers[layer]
             dWaa = grads[f"l{layer}.Waa"]
-            if cfg.cell == "lstm":
-                dZf, (da0, dc0), g = cells.lstm_backward(dA, lc, lw, dWaa)
-                dstate[layer, 0], dstate[layer, 1] = da0, dc0
-                if cfg.peephole:
-                    grads[f"l{layer}.p"][...] = g["p"]
-            elif cfg.cell == "gru":
-                dZf, dc0, g = cells.gru_backward(dA, lc, lw, dWaa)
-                dstate[layer, 0] = dc0
-            else:
-                dZf, da0, g = cells.rnn_backward(dA, lc, lw, dWaa)
-                dstate[layer, 0] = da0
-            GH = dZf.shape[0]
-            np.sum(dZf, axis=1, out=grads[f"l{layer}.b"])
-            X = cache.inputs[layer]
-            Wax = p[f"l{layer}.Wax"]
-            if X is None:  # one-hot input: Σ over positions of dz into column ids[t, b]
-                onehot = self._onehot(ids, ws)
-                np.matmul(dZf, onehot, out=grads[f"l{layer}.Wax"])  # (GH, N) @ (N, V)
-                continue
-            D = X.shape[1]
-            Xf = cache.inputs_f[layer]
-            if Xf is None:
-                Xf = cells.feature_major(X, lw("Xf", (D, N), dt))
-            np.matmul(dZf, Xf.T, out=grads[f"l{layer}.Wax"])  # (GH, N) @ (N, D)
-            if layer > 0:
-                WaxT = lw("WaxT", (D, GH), dt)
-                np.copyto(WaxT, Wax.T)
-                dA = ws.child(f"l{layer - 1}")("dA", (T, D, B), dt)
-                # (T, D, B): T products (D, GH) @ (GH, B)
-                np.matmul(WaxT, dZf.reshape(GH, T, B).transpose(1, 0, 2), out=dA)
-            else:  # learned embedding: scatter dX into the rows of the ids
-                onehot = self._onehot(ids, ws)
-                dXf = np.matmul(Wax.T, dZf, out=lw("dXf", (D, N), dt))  # (E, N)
-                np.matmul(onehot.T, dXf.T, out=grads["embed"])  # (V, N) @ (N, E)
+            dZ_cols, dstate[layer], g = self.cell.backward(dA, cache.layers[layer], lws, dWaa)
+            for name, grad in g.items():  # Waa (already in place) and the peepholes
+                if grad is not dWaa:
+                    grads[f"l{layer}.{name}"][...] = grad
+            np.sum(dZ_cols, axis=1, out=grads[f"l{layer}.b"])
+            dA = self._input_backward(layer, dZ_cols, cache, grads, ws)
         return dstate
 
-    def _onehot(self, ids: np.ndarray, ws: cells.Workspace | None = None) -> np.ndarray:
-        """(T*B, V) one-hot rows in time-major order: a product with it is a scatter-add."""
+    def _input_backward(
+        self, layer: int, dZ_cols: np.ndarray, cache: Cache, grads: Params, ws: cells.Workspace
+    ) -> np.ndarray:
+        """∂L/∂Wax of ``layer`` (and of the embedding), and ∂L/∂A of the layer below, (T, D, B)."""
+        p, dt = self.params, self.dtype
+        T, B = cache.ids.shape
+        N = T * B
+        lws = ws.child(f"l{layer}")
+        X = cache.inputs[layer]
+        Wax = p[f"l{layer}.Wax"]
+        GH, D = Wax.shape
+        if X is None:  # one-hot input: Σ over positions of dz into column ids[t, b]
+            onehot = self._onehot(cache.ids, ws)
+            np.matmul(dZ_cols, onehot, out=grads[f"l{layer}.Wax"])  # (GH, N) @ (N, V)
+            return dZ_cols  # no layer below
+        X_cols = cache.inputs_cols[layer]
+        if X_cols is None:
+            X_cols = cells.feature_major(X, lws("X_cols", (D, N), dt))
+        np.matmul(dZ_cols, X_cols.T, out=grads[f"l{layer}.Wax"])  # (GH, N) @ (N, D)
+        if layer == 0:  # learned embedding: scatter dX into the rows of the ids
+            onehot = self._onehot(cache.ids, ws)
+            dX_cols = np.matmul(Wax.T, dZ_cols, out=lws("dX_cols", (D, N), dt))  # (E, N)
+            np.matmul(onehot.T, dX_cols.T, out=grads["embed"])  # (V, N) @ (N, E)
+            return dX_cols
+        WaxT = lws("WaxT", (D, GH), dt)
+        np.copyto(WaxT, Wax.T)
+        dA = ws.child(f"l{layer - 1}")("dA", (T, D, B), dt)
+        # (T, D, B): T products (D, GH) @ (GH, B)
+        np.matmul(WaxT, dZ_cols.reshape(GH, T, B).transpose(1, 0, 2), out=dA)
+        return dA
+
+    def _onehot(self, ids: np.ndarray, ws: cells.Workspace) -> np.ndarray:
+        """(T·B, V) one-hot rows in time-major order: a product with it is a scatter-add."""
         flat = ids.reshape(-1)
-        shape = (flat.size, self.cfg.vocab_size)
-        oh = np.empty(shape, self.dtype) if ws is None else ws("onehot", shape, self.dtype)
+        oh = ws("onehot", (flat.size, self.cfg.vocab_size), self.dtype)
         oh.fill(0)
         oh[np.arange(flat.size), flat] = 1.0
         return oh
 
     # ------------------------------------------------------------------ generation
     def step(self, ids: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Feed one character per stream. ids: (B,) ints; state: (L, S, H, B).
+        """Feed one character per stream. ids: (B,) ints; state: (L, n_states, H, B).
 
-        Returns (logits (B, V), new state). The straightforward version: the
-        sampler keeps a leaner loop for speed and is checked against this.
+        Returns (logits (B, V), new state); ``state`` is left as it was. The
+        sampler's :class:`~charrnn.sampler.Kernel` runs the same cell step on
+        buffers it keeps, and is checked against this.
         """
-        cfg, p = self.cfg, self.params
+        cfg, p, dt = self.cfg, self.params, self.dtype
+        H, B = cfg.hidden, len(ids)
+        sig_rows = self.cell.sigmoid_rows(H)
         new = np.empty_like(state)
-        if cfg.embedding:
-            x = p["embed"][ids].T  # (E, B)
+        x = p["embed"][ids].T if cfg.embedding else None  # (E, B)
         for layer in range(cfg.layers):
-            Wax, Waa, b = p[f"l{layer}.Wax"], p[f"l{layer}.Waa"], p[f"l{layer}.b"]
-            if layer == 0 and not cfg.embedding:
-                xw = Wax[:, ids] + b[:, None]  # (GH, B) column gather
-            else:
-                xw = Wax @ x + b[:, None]
-            if cfg.cell == "lstm":
-                peep = p[f"l{layer}.p"] if cfg.peephole else None
-                a, c = cells.lstm_step(xw, state[layer, 0], state[layer, 1], Waa, peep)
-                new[layer, 0], new[layer, 1] = a, c
-            elif cfg.cell == "gru":
-                a = cells.gru_step(xw, state[layer, 0], Waa)
-                new[layer, 0] = a
-            else:
-                a = cells.rnn_step(xw, state[layer, 0], Waa, cfg.activation)
-                new[layer, 0] = a
-            x = a
+            Wax, b = p[f"l{layer}.Wax"], p[f"l{layer}.b"]
+            # (GH, B) Wax x<t> + b; layer 0's one-hot input makes it a column gather
+            xw = Wax[:, ids] + b[:, None] if x is None else Wax @ x + b[:, None]
+            cells.halve_sigmoid_rows(xw, sig_rows, out=xw)
+            GH = xw.shape[0]
+            buf = cells.StepBuffers(
+                np.empty((GH, B), dt), np.empty((H, B), dt), np.empty((GH, B), dt)
+            )
+            w = self.cell.step_weights(self.layer_weights(layer))
+            self.cell.step(xw, state[layer], new[layer], w, buf)
+            x = new[layer, 0]
         logits = (p["Wya"] @ x).T + p["by"]  # (B, V)
         return logits, new

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charrnn.cells import StepBuffers, halve_sigmoid_rows
 from charrnn.errors import VocabError
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, softmax
 from charrnn.tokenizer import Vocab
 
 
@@ -37,14 +38,6 @@ class SampleOptions:
             raise ValueError(f"top-p must be in (0, 1], not {self.top_p}")
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64 (stable)."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return z
-
-
 def sampling_probs(logits: np.ndarray, opts: SampleOptions) -> np.ndarray:
     """(n, V) probabilities to draw from, after temperature, top-k and top-p."""
     t = opts.temperature if opts.temperature > 0 else 1.0
@@ -53,9 +46,7 @@ def sampling_probs(logits: np.ndarray, opts: SampleOptions) -> np.ndarray:
     if opts.top_k is not None and opts.top_k < V:
         kth = np.partition(z, V - opts.top_k, axis=1)[:, V - opts.top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)  # ties at the k-th value are kept
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    p, _ = softmax(z, axis=1, out=z)
     if opts.top_p is not None and opts.top_p < 1:
         order = np.argsort(-p, axis=1, kind="stable")
         sp = np.take_along_axis(p, order, axis=1)
@@ -97,62 +88,51 @@ def is_known(line: str, hashes: np.ndarray) -> bool:
 
 
 class Kernel:
-    """A lean one-step generator: the model's step with no allocation per character.
+    """A lean one-step generator: the model's cell step on buffers kept between characters.
 
     Built once from the parameters: the input projection of every character
-    (Wax x + b for one-hot x, or through the embedding) becomes a lookup table,
-    sigmoid rows are pre-halved so one tanh activates every gate, and all work
-    buffers are preallocated for a batch of B streams. It computes exactly
-    :meth:`CharRNN.step` (checked in the tests) at a fraction of the calls.
+    (Wax x + b for one-hot x, or through the embedding) becomes a lookup table
+    with the sigmoid rows halved, the recurrent weights are halved once, and all
+    work buffers are preallocated for a batch of B streams. Each character then
+    runs the cell's own step function (the body of its forward loop) in place on
+    the state: :meth:`CharRNN.step` computes the same (checked in the tests).
     """
 
     def __init__(self, model: CharRNN) -> None:
         cfg, p = model.cfg, model.params
-        self.cfg, self.B = cfg, 0
+        self.cfg, self.cell = cfg, model.cell
         self.dtype = dt = model.dtype
-        H, G = cfg.hidden, {"rnn": 1, "gru": 3, "lstm": 4}[cfg.cell]
-        S = {"rnn": 0, "gru": 2 * H, "lstm": 3 * H}[cfg.cell]  # sigmoid rows
-        self.H, self.S = H, S
-        half = np.ones((G * H, 1), dtype=dt)
-        half[:S] = 0.5  # σ(z) = 0.5·tanh(z/2) + 0.5
-        # layer 0: one row per character, (V+1, GH), pre-halved, bias included; the
-        # extra last row is the zero input x<1> = 0 (the bias alone), id ZERO = V
+        H = cfg.hidden
+        self.H = H
+        sig_rows = self.cell.sigmoid_rows(H)
+        # layer 0: one row per character, (V+1, GH), halved, bias included; the extra
+        # last row is the zero input x<1> = 0 (the bias alone), id zero_id = V
         W0 = p["l0.Wax"] if not cfg.embedding else p["l0.Wax"] @ p["embed"].T  # (GH, V)
-        W0 = np.hstack([W0, np.zeros((W0.shape[0], 1), dtype=dt)])
-        self.table0 = np.ascontiguousarray(((W0 + p["l0.b"][:, None]) * half).T)  # (V+1, GH)
+        W0 = np.hstack([W0, np.zeros((W0.shape[0], 1), dtype=dt)]) + p["l0.b"][:, None]
+        self.table0 = np.ascontiguousarray(halve_sigmoid_rows(W0, sig_rows).T)  # (V+1, GH)
         self.zero_id = cfg.vocab_size
-        self.Wx, self.bx, self.Wh, self.peep = [], [], [], []
-        for layer in range(cfg.layers):
-            Waa = p[f"l{layer}.Waa"]
-            if cfg.cell == "gru":  # the candidate's recurrent product waits for Γr
-                self.Wh.append(
-                    (np.ascontiguousarray(Waa[:S] * half[:S]), np.ascontiguousarray(Waa[S:]))
-                )
-            else:
-                self.Wh.append(np.ascontiguousarray(Waa * half))
-            if layer > 0:
-                self.Wx.append(np.ascontiguousarray(p[f"l{layer}.Wax"] * half))
-                self.bx.append((p[f"l{layer}.b"][:, None] * half).astype(dt))
-            else:
-                self.Wx.append(None)
-                self.bx.append(None)
-            self.peep.append(
-                (0.5 * p[f"l{layer}.p"])[:, :, None].astype(dt) if cfg.peephole else None
-            )
+        self.weights = [self.cell.step_weights(model.layer_weights(i)) for i in range(cfg.layers)]
+        self.Wx = [halve_sigmoid_rows(p[f"l{i}.Wax"], sig_rows) for i in range(1, cfg.layers)]
+        self.bx = [
+            halve_sigmoid_rows(p[f"l{i}.b"][:, None], sig_rows) for i in range(1, cfg.layers)
+        ]
         self.Wy = np.ascontiguousarray(p["Wya"])  # (V, H)
         self.by = p["by"][:, None].copy()  # (V, 1)
-        self.G = G
+        self.batch = 0
+        self._buffers(1)
 
     def _buffers(self, batch: int) -> None:
         """Work buffers for ``batch`` streams (reallocated only when the batch changes)."""
-        if batch == self.B:
+        if batch == self.batch:
             return
-        dt, H, G = self.dtype, self.H, self.G
-        self.B = batch
-        self.z = np.empty((G * H, batch), dtype=dt)
-        self.rec = np.empty((G * H, batch), dtype=dt)
-        self.tmp = np.empty((H, batch), dtype=dt)
-        self.ptmp = np.empty((3, H, batch), dtype=dt) if self.cfg.peephole else None
+        dt, H, GH = self.dtype, self.H, self.table0.shape[1]
+        self.batch = batch
+        self.xw = np.empty((GH, batch), dtype=dt)  # Wax x<t> + b, sigmoid rows halved
+        self.buf = StepBuffers(
+            np.empty((GH, batch), dtype=dt),  # gates
+            np.empty((H, batch), dtype=dt),  # what training keeps for backward
+            np.empty((GH, batch), dtype=dt),  # scratch
+        )
         self.logits = np.empty((self.cfg.vocab_size, batch), dtype=dt)
 
     def initial_state(self, batch: int) -> np.ndarray:
@@ -160,60 +140,19 @@ class Kernel:
         return np.zeros((c.layers, c.state_size, c.hidden, batch), dtype=self.dtype)
 
     def step(self, ids: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """Advance ``state`` (L, S, H, B) in place by one character per stream; return the
-        logits (V, B) (a buffer reused by the next call)."""
+        """Advance ``state`` (L, n_states, H, B) in place by one character per stream; return
+        the logits (V, B) (a buffer reused by the next call)."""
         self._buffers(state.shape[-1])
-        H, S, z, rec, tmp = self.H, self.S, self.z, self.rec, self.tmp
-        cell = self.cfg.cell
-        x = None
+        xw = self.xw
         for layer in range(self.cfg.layers):
             if layer == 0:
-                z[...] = self.table0[ids].T  # (GH, B) gathered input projections
+                xw[...] = self.table0[ids].T  # (GH, B) gathered input projections
             else:
-                np.matmul(self.Wx[layer], x, out=z)
-                z += self.bx[layer]
-            a = state[layer, 0]
-            if cell == "lstm":
-                c = state[layer, 1]
-                np.matmul(self.Wh[layer], a, out=rec)
-                z += rec
-                if self.peep[layer] is not None:
-                    np.multiply(self.peep[layer], c, out=self.ptmp)
-                    z[:S] += self.ptmp.reshape(S, -1)
-                np.tanh(z, out=z)
-                sg = z[:S]
-                sg *= 0.5
-                sg += 0.5
-                np.multiply(z[2 * H : S], c, out=tmp)  # Γf * c<t-1>
-                np.multiply(z[H : 2 * H], z[S:], out=c)  # Γu * c~
-                c += tmp
-                np.tanh(c, out=a)
-                a *= z[:H]  # a = Γo * tanh(c)
-            elif cell == "gru":
-                Ws, Wc = self.Wh[layer]
-                np.matmul(Ws, a, out=rec[:S])
-                zs = z[:S]
-                zs += rec[:S]
-                np.tanh(zs, out=zs)
-                zs *= 0.5
-                zs += 0.5  # Γr, Γu
-                np.multiply(z[:H], a, out=tmp)  # Γr * c<t-1>
-                np.matmul(Wc, tmp, out=rec[S:])
-                zc = z[S:]
-                zc += rec[S:]
-                np.tanh(zc, out=zc)  # c~
-                zc -= a
-                zc *= z[H:S]
-                a += zc  # c = c<t-1> + Γu (c~ - c<t-1>)
-            else:
-                np.matmul(self.Wh[layer], a, out=rec)
-                z += rec
-                if self.cfg.activation == "tanh":
-                    np.tanh(z, out=a)
-                else:
-                    np.maximum(z, 0, out=a)
-            x = a
-        np.matmul(self.Wy, x, out=self.logits)
+                np.matmul(self.Wx[layer - 1], state[layer - 1, 0], out=xw)
+                xw += self.bx[layer - 1]
+            s = state[layer]
+            self.cell.step(xw, s, s, self.weights[layer], self.buf)
+        np.matmul(self.Wy, state[-1, 0], out=self.logits)
         self.logits += self.by
         return self.logits
 
@@ -261,18 +200,17 @@ class Drawer:
             ids = g.argmax(axis=0)
             self.i += 1
         elif self.plain:
-            e = logits / opts.temperature if opts.temperature != 1 else logits.copy()
-            e -= e.max(axis=0)
-            np.exp(e, out=e)
-            cdf = np.cumsum(e, axis=0, dtype=np.float64)  # (V, B)
+            z = logits / opts.temperature
+            p, _ = softmax(z, axis=0, out=z)
+            cdf = np.cumsum(p, axis=0, dtype=np.float64)  # (V, B)
             u = self.rng.random(B) * cdf[-1]
             ids = np.minimum((cdf <= u).sum(axis=0), V - 1)
         else:
             ids = choose(logits.T, opts, self.rng)
         lp = None
         if want_logprob:
-            z = logits - logits.max(axis=0)
-            lp = z[ids, np.arange(B)] - np.log(np.exp(z).sum(axis=0))
+            _, lse = softmax(logits, axis=0)
+            lp = logits[ids, np.arange(B)] - lse
         return ids, lp
 
 

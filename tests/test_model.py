@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn.model import CharRNN, ModelConfig, gate_names, init_params, param_shapes
+from charrnn import cells
+from charrnn.model import CharRNN, ModelConfig, init_params, param_shapes
 from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
 
 B, T, V, H = 2, 3, 5, 4
@@ -57,6 +58,7 @@ def _rel_error(num: np.ndarray, ana: np.ndarray) -> float:
 
 
 def _gradcheck(model: CharRNN, dropout_seed: int | None = None) -> dict[str, float]:
+    """Relative error of every analytic gradient (and ∂loss/∂state0) against central differences."""
     x, y = _batch()
     rng0 = np.random.default_rng(3)
     state = rng0.uniform(-0.5, 0.5, model.initial_state(B).shape)
@@ -71,12 +73,9 @@ def _gradcheck(model: CharRNN, dropout_seed: int | None = None) -> dict[str, flo
     def f() -> float:
         return model.loss_and_grads(x, y, state, rng=rng())[0]
 
-    errors = {}
-    for name, arr in model.params.items():
+    def numeric(arr: np.ndarray) -> np.ndarray:
         num = np.zeros_like(arr)
-        it = np.nditer(arr, flags=["multi_index"])
-        for _ in it:
-            i = it.multi_index
+        for i in np.ndindex(arr.shape):
             old = arr[i]
             arr[i] = old + eps
             lp = f()
@@ -84,47 +83,54 @@ def _gradcheck(model: CharRNN, dropout_seed: int | None = None) -> dict[str, flo
             lm = f()
             arr[i] = old
             num[i] = (lp - lm) / (2 * eps)
-        errors[name] = _rel_error(num, grads[name])
-    num = np.zeros_like(state)
-    for i in np.ndindex(state.shape):
-        old = state[i]
-        state[i] = old + eps
-        lp = f()
-        state[i] = old - eps
-        lm = f()
-        state[i] = old
-        num[i] = (lp - lm) / (2 * eps)
-    errors["state0"] = _rel_error(num, dstate)
+        return num
+
+    errors = {name: _rel_error(numeric(arr), grads[name]) for name, arr in model.params.items()}
+    errors["state0"] = _rel_error(numeric(state), dstate)
     return errors
+
+
+def assert_gradients_match(model: CharRNN, dropout_seed: int | None = None) -> None:
+    """The gradient check: every parameter and the initial state, relative error below 1e-6."""
+    errors = _gradcheck(model, dropout_seed)
+    assert len(errors) == len(param_shapes(model.cfg)) + 1
+    worst = max(errors, key=errors.__getitem__)
+    assert errors[worst] < 1e-6, f"{worst}: relative error {errors[worst]:.2e}"
 
 
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("kw", VARIANTS, ids=IDS)
 def test_gradient_check(kw, layers):
-    errors = _gradcheck(_model(layers, **kw))
-    assert len(errors) == len(param_shapes(_model(layers, **kw).cfg)) + 1
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < 1e-6, f"{worst}: relative error {errors[worst]:.2e}"
+    assert_gradients_match(_model(layers, **kw))
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_gradient_check_embedding_and_dropout(cell):
     model = _model(2, cell=cell, embedding=3, dropout=0.3)
-    errors = _gradcheck(model, dropout_seed=7)
-    assert "embed" in errors
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < 1e-6, f"{worst}: relative error {errors[worst]:.2e}"
+    assert "embed" in model.params
+    assert_gradients_match(model, dropout_seed=7)
 
 
-def test_gradient_check_detects_a_wrong_gradient():
-    """The check itself can fail: perturb one analytic gradient and it must notice."""
+@pytest.mark.parametrize(
+    "name, factor", [("l0.Waa", 1.01), ("l0.Wax", 0.99), ("by", 1.001), ("state0", 1.01)]
+)
+def test_gradient_check_detects_a_wrong_gradient(name, factor):
+    """The check itself can fail: a returned gradient scaled by ~1% must fail it."""
     model = _model(1, cell="lstm")
-    x, y = _batch()
-    _, grads, _, _ = model.loss_and_grads(x, y)
-    base = grads["l0.Waa"].copy()
-    bad = base.copy()
-    bad[0, 0] += 1e-3 * np.abs(base).max()
-    assert _rel_error(base, bad) > 1e-6
+    real = model.loss_and_grads
+
+    def wrong(*args, **kw):
+        loss, grads, final, dstate = real(*args, **kw)
+        if name == "state0":
+            dstate = dstate * factor
+        else:
+            grad = grads[name]
+            grad *= factor
+        return loss, grads, final, dstate
+
+    model.loss_and_grads = wrong  # type: ignore[method-assign]
+    with pytest.raises(AssertionError, match=name):
+        assert_gradients_match(model)
 
 
 # --------------------------------------------------------------------------- naive loop
@@ -134,10 +140,15 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+# the parameter layout (gate blocks stacked along rows, top to bottom), written here
+# independently of cells.CELLS so that the comparison also checks the registry
+GATE_ROWS = {"rnn": ("a",), "gru": ("r", "u", "c"), "lstm": ("o", "u", "f", "c")}
+
+
 def naive_forward(model: CharRNN, x: np.ndarray, state: np.ndarray):
     """Logits (B, T, V) and final state, one step and one gate at a time, from the lectures."""
     cfg, p = model.cfg, model.params
-    Hn, G = cfg.hidden, gate_names(cfg.cell)
+    Hn, G = cfg.hidden, GATE_ROWS[cfg.cell]
     Bn, Tn = x.shape
     st = state.copy()
     logits = np.zeros((Bn, Tn, cfg.vocab_size))
@@ -312,3 +323,24 @@ def test_reused_workspace_gives_the_same_results(cell):
     grads, dstate = model.backward(probs / N, cache)
     np.testing.assert_allclose(grads.flat, kept.flat, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dstate, dstate1, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_forward_does_not_modify_its_inputs(cell):
+    """A notebook user calls a cell's forward twice on the same arrays and gets one answer."""
+    model = _model(1, cell=cell, peephole=cell == "lstm")
+    rng = np.random.default_rng(4)
+    Tn, Bn, n_gates = 5, 3, len(GATE_ROWS[cell])
+    xw = rng.uniform(-1, 1, (Tn, n_gates * H, Bn))
+    state0 = rng.uniform(-0.5, 0.5, (model.cfg.state_size, H, Bn))
+    lw = model.layer_weights(0)
+    before = [xw.copy(), state0.copy(), lw.Waa.copy()]
+    forward = cells.CELLS[cell].forward
+    A1 = forward(xw, state0, lw)[0].copy()  # a fresh workspace each call
+    A2 = forward(xw, state0, lw)[0]
+    np.testing.assert_array_equal(A1, A2)
+    for kept, now in zip(before, [xw, state0, lw.Waa], strict=True):
+        np.testing.assert_array_equal(kept, now)
