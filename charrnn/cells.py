@@ -53,6 +53,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+Array = np.ndarray
+
 
 class Workspace:
     """Scratch arrays by name, reused by every later call with the same shapes.
@@ -150,14 +152,6 @@ def step_weights(lw: LayerWeights, sigmoid_rows: int, ws: Workspace | None = Non
     return StepWeights(Wh, ph, lw.activation)
 
 
-class StepBuffers(NamedTuple):
-    """Where a step function writes, besides the new state."""
-
-    g: np.ndarray  # (n_gates·H, B) out: the activated gates (the RNN: its pre-activation)
-    keep: np.ndarray  # (H, B) out: what backward needs besides the gates and states
-    work: np.ndarray  # (n_gates·H, B) scratch
-
-
 # --------------------------------------------------------------------------- a cell
 
 
@@ -180,7 +174,7 @@ class Cell:
     sigmoid_gates: int  # the first this many blocks are sigmoid gates (fed halved)
     states: tuple[str, ...]  # state arrays of one layer, in the order of state[layer]
     peephole: bool  # accepts peephole connections (LayerWeights.p)
-    step: Callable[..., None]  # (xw, prev, new, StepWeights, StepBuffers), in place
+    step: Callable[..., None]  # (xw, prev, new, StepWeights, g, keep, work), in place
     backward: Callable[..., tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
 
     def sigmoid_rows(self, H: int) -> int:
@@ -209,8 +203,10 @@ class Cell:
         keep = ws("keep", (T, H, B), dt)
         work = ws("work", (GH, B), dt)
         states[0] = state0
-        for t in range(T):
-            self.step(xw[t], states[t], states[t + 1], w, StepBuffers(gates[t], keep[t], work))
+        step = self.step
+        # iterating arrays yields their (.., H, B) slices at C speed: cheaper than indexing
+        for xw_t, prev, new, g, kept in zip(xw, states[:-1], states[1:], gates, keep, strict=True):
+            step(xw_t, prev, new, w, g, kept, work)
         a_cols = feature_major(states[:, 0], ws("a_cols", (H, (T + 1) * B), dt))
         return states[1:, 0], CellCache(gates, states, keep, a_cols, lw)
 
@@ -219,7 +215,7 @@ class Cell:
 
 
 def rnn_step(
-    xw: np.ndarray, prev: np.ndarray, new: np.ndarray, w: StepWeights, buf: StepBuffers
+    xw: Array, prev: Array, new: Array, w: StepWeights, g: Array, keep: Array, work: Array
 ) -> None:
     """One step of the vanilla RNN, in place:
 
@@ -227,9 +223,8 @@ def rnn_step(
 
     xw   (H, B)     Wax x<t> + ba (read only)
     prev (1, H, B)  [a<t-1>];  new (1, H, B) out: [a<t>], may be ``prev`` itself
-    buf.g (H, B)    out: the pre-activation z<t>   (buf.keep, buf.work: unused)
+    g    (H, B)     out: the pre-activation z<t>   (keep, work: unused)
     """
-    g = buf.g
     np.matmul(w.Wh, prev[0], out=g)  # Waa a<t-1>
     g += xw  # z<t> = Waa a<t-1> + Wax x<t> + ba
     if w.activation == "tanh":
@@ -276,7 +271,7 @@ def rnn_backward(
 
 
 def gru_step(
-    xw: np.ndarray, prev: np.ndarray, new: np.ndarray, w: StepWeights, buf: StepBuffers
+    xw: Array, prev: Array, new: Array, w: StepWeights, g: Array, keep: Array, work: Array
 ) -> None:
     """One step of the lecture's full GRU, in place (a<t> = c<t>):
 
@@ -287,11 +282,10 @@ def gru_step(
 
     xw   (3H, B)    Wax x<t> + b, sigmoid rows halved (read only)
     prev (1, H, B)  [c<t-1>];  new (1, H, B) out: [c<t>], may be ``prev`` itself
-    buf.g    (3H, B)  out: the gates [Γr, Γu, c~<t>]
-    buf.keep (H, B)   out: Γr * c<t-1>, for backward
-    buf.work (≥H, B)  scratch
+    g    (3H, B)    out: the gates [Γr, Γu, c~<t>]
+    keep (H, B)     out: Γr * c<t-1>, for backward
+    work (≥H, B)    scratch
     """
-    g, keep, work = buf
     H = keep.shape[0]
     c_prev, c = prev[0], new[0]
     gs = g[: 2 * H]
@@ -374,7 +368,7 @@ def gru_backward(
 
 
 def lstm_step(
-    xw: np.ndarray, prev: np.ndarray, new: np.ndarray, w: StepWeights, buf: StepBuffers
+    xw: Array, prev: Array, new: Array, w: StepWeights, g: Array, keep: Array, work: Array
 ) -> None:
     """One step of the lecture's LSTM, in place:
 
@@ -385,11 +379,10 @@ def lstm_step(
 
     xw   (4H, B)    Wax x<t> + b, sigmoid rows halved (read only)
     prev (2, H, B)  [a<t-1>, c<t-1>];  new (2, H, B) out: [a<t>, c<t>], may be ``prev`` itself
-    buf.g    (4H, B)   out: the gates [Γo, Γu, Γf, c~<t>]
-    buf.keep (H, B)    out: tanh(c<t>), for backward
-    buf.work (≥3H, B)  scratch
+    g    (4H, B)    out: the gates [Γo, Γu, Γf, c~<t>]
+    keep (H, B)     out: tanh(c<t>), for backward
+    work (≥3H, B)   scratch
     """
-    g, keep, work = buf
     H = keep.shape[0]
     a_prev, c_prev = prev[0], prev[1]
     a, c = new[0], new[1]

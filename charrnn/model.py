@@ -504,11 +504,9 @@ class CharRNN:
             xw = Wax[:, ids] + b[:, None] if x is None else Wax @ x + b[:, None]
             cells.halve_sigmoid_rows(xw, sig_rows, out=xw)
             GH = xw.shape[0]
-            buf = cells.StepBuffers(
-                np.empty((GH, B), dt), np.empty((H, B), dt), np.empty((GH, B), dt)
-            )
+            g, keep, work = np.empty((GH, B), dt), np.empty((H, B), dt), np.empty((GH, B), dt)
             w = self.cell.step_weights(self.layer_weights(layer))
-            self.cell.step(xw, state[layer], new[layer], w, buf)
+            self.cell.step(xw, state[layer], new[layer], w, g, keep, work)
             x = new[layer, 0]
         logits = (p["Wya"] @ x).T + p["by"]  # (B, V)
         return logits, new

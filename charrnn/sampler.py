@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.cells import StepBuffers, halve_sigmoid_rows
+from charrnn.cells import halve_sigmoid_rows
 from charrnn.errors import VocabError
 from charrnn.model import CharRNN, softmax
 from charrnn.tokenizer import Vocab
@@ -119,21 +119,26 @@ class Kernel:
         self.Wy = np.ascontiguousarray(p["Wya"])  # (V, H)
         self.by = p["by"][:, None].copy()  # (V, 1)
         self.batch = 0
-        self._buffers(1)
+        self._state: np.ndarray | None = None  # the state array the views below belong to
 
-    def _buffers(self, batch: int) -> None:
-        """Work buffers for ``batch`` streams (reallocated only when the batch changes)."""
-        if batch == self.batch:
+    def _buffers(self, state: np.ndarray) -> None:
+        """Work buffers for the batch of ``state`` and its per-layer views (both rebuilt only
+        when the state array changes: a Python-level indexing costs as much as a small call)."""
+        if state is self._state:
             return
-        dt, H, GH = self.dtype, self.H, self.table0.shape[1]
-        self.batch = batch
-        self.xw = np.empty((GH, batch), dtype=dt)  # Wax x<t> + b, sigmoid rows halved
-        self.buf = StepBuffers(
-            np.empty((GH, batch), dtype=dt),  # gates
-            np.empty((H, batch), dtype=dt),  # what training keeps for backward
-            np.empty((GH, batch), dtype=dt),  # scratch
-        )
-        self.logits = np.empty((self.cfg.vocab_size, batch), dtype=dt)
+        batch = state.shape[-1]
+        if batch != self.batch:
+            dt, H, GH = self.dtype, self.H, self.table0.shape[1]
+            self.batch = batch
+            self.xw = np.empty((GH, batch), dtype=dt)  # Wax x<t> + b, sigmoid rows halved
+            self.buf = (
+                np.empty((GH, batch), dtype=dt),  # g: the gates
+                np.empty((H, batch), dtype=dt),  # keep: what training keeps for backward
+                np.empty((GH, batch), dtype=dt),  # work: scratch
+            )
+            self.logits = np.empty((self.cfg.vocab_size, batch), dtype=dt)
+        self._state = state
+        self._layers = [tuple(state[layer]) for layer in range(self.cfg.layers)]  # (H, B) each
 
     def initial_state(self, batch: int) -> np.ndarray:
         c = self.cfg
@@ -142,17 +147,15 @@ class Kernel:
     def step(self, ids: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Advance ``state`` (L, n_states, H, B) in place by one character per stream; return
         the logits (V, B) (a buffer reused by the next call)."""
-        self._buffers(state.shape[-1])
-        xw = self.xw
-        for layer in range(self.cfg.layers):
-            if layer == 0:
-                xw[...] = self.table0[ids].T  # (GH, B) gathered input projections
-            else:
-                np.matmul(self.Wx[layer - 1], state[layer - 1, 0], out=xw)
+        self._buffers(state)
+        step, weights, buf, layers = self.cell.step, self.weights, self.buf, self._layers
+        xw = self.table0[ids].T  # (GH, B) layer 0's input projections: one gather
+        for layer, s in enumerate(layers):
+            if layer:
+                xw = np.matmul(self.Wx[layer - 1], layers[layer - 1][0], out=self.xw)
                 xw += self.bx[layer - 1]
-            s = state[layer]
-            self.cell.step(xw, s, s, self.weights[layer], self.buf)
-        np.matmul(self.Wy, state[-1, 0], out=self.logits)
+            step(xw, s, s, weights[layer], *buf)  # the state in place: new is prev
+        np.matmul(self.Wy, layers[-1][0], out=self.logits)
         self.logits += self.by
         return self.logits
 
