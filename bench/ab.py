@@ -3,8 +3,9 @@
     python3 bench/ab.py /work/wt/baseline /work/wt/math --pairs 3
 
 runs ``TREE/bench/bench.py --no-torch`` of each tree with ``PYTHONPATH=TREE``,
-A B, B A, A B, ... (the order flips every pair so that a drift in the machine's
-load does not favour one side), keeps every JSON under --out, and prints, for
+one configuration at a time, A B, B A, A B, ... (the order flips every pair so
+that a drift in the machine's load does not favour one side, and a pair spans
+well under a minute), keeps every JSON under --out, and prints, for
 each training and sampling figure, both medians and the median of the paired
 ratios B/A (a pair is one A run and the B run beside it). The load average is
 printed before and after each run: compare ratios, not absolute figures, on a
@@ -60,25 +61,31 @@ def figures(res: dict) -> dict[str, float]:
     show_default=True,
     help="Where each run's JSON goes.",
 )
+@click.option("--configs", default="a,b,c", show_default=True, help="Alternated one by one.")
 @click.option(
     "--bench-args",
     default="--only train,sample --cells lstm,gru,rnn --rounds 1 --no-peak-memory",
     show_default=True,
     help="Options for both trees' bench.py.",
 )
-def main(tree_a: Path, tree_b: Path, pairs: int, out: Path, bench_args: str) -> None:
+def main(tree_a: Path, tree_b: Path, pairs: int, out: Path, configs: str, bench_args: str) -> None:
     """Alternate two trees' bench/bench.py and compare charrnn's chars/s (B/A)."""
     out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    runs: dict[str, list[dict[str, float]]] = {"A": [{} for _ in range(pairs)], "B": []}
+    runs["B"] = [{} for _ in range(pairs)]
     trees = {"A": tree_a.resolve(), "B": tree_b.resolve()}
     loads = [os.getloadavg()]
+    flip = 0
     for i in range(pairs):
-        for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
-            res = run_one(trees[side], out / f"{side}{i}.json", bench_args.split())
-            runs[side].append(figures(res))
+        for config in configs.split(","):
+            for side in ("A", "B") if flip % 2 == 0 else ("B", "A"):
+                args = [*bench_args.split(), "--configs", config]
+                res = run_one(trees[side], out / f"{side}{i}{config}.json", args)
+                runs[side][i].update(figures(res))
+            flip += 1
     loads.append(os.getloadavg())
     click.echo(f"A = {trees['A']}\nB = {trees['B']}")
-    click.echo(f"{pairs} pairs, alternating; bench.py {bench_args}")
+    click.echo(f"{pairs} pairs per config ({configs}), alternating; bench.py {bench_args}")
     click.echo(
         "load average (1/5/15 min): start {:.2f} {:.2f} {:.2f}, end {:.2f} {:.2f} {:.2f}".format(
             *loads[0], *loads[1]
