@@ -36,6 +36,7 @@ from charrnn.errors import (
 from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
 from charrnn.optim import OPTIMIZERS, OptimConfig
+from charrnn.sampler import SampleOptions
 from charrnn.session import OPTIM_OPTION, TrainRequest
 from charrnn.store import Store, default_root
 from charrnn.trainer import Every, TrainConfig, parse_duration
@@ -86,7 +87,12 @@ def quiet_option(f):
 
 def seed_option(default: int | None, help: str):
     return click.option(
-        "--seed", type=int, default=default, show_default=default is not None, help=help
+        "--seed",
+        type=int,
+        metavar="N",
+        default=default,
+        show_default=default is not None,
+        help=help,
     )
 
 
@@ -190,6 +196,29 @@ class OptionalFloat(click.ParamType):
             self.fail(f"{value!r} is not a number (or 'none')", param, ctx)
 
 
+MODEL_HELP = (
+    "RUN (its latest checkpoint), RUN:best, RUN:latest, RUN:STEP or a checkpoint file. "
+    "[default: the run trained most recently]"
+)
+
+
+def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion for RUN: the store's run names, then RUN:best, RUN:latest, RUN:STEP."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        store = open_store(ctx.params.get("store_dir"))
+        if ":" in incomplete:
+            run = incomplete.partition(":")[0]
+            steps = [p.stem.removeprefix("ckpt-").lstrip("0") for p in store.checkpoints(run)]
+            names = [f"{run}:{x}" for x in ("best", "latest", *steps)]
+        else:
+            names = [r.name for r in store.runs()]
+    except (CharrnnError, OSError):
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
 # --------------------------------------------------------------------------- the group
 
 
@@ -284,7 +313,11 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
 def usage_error(e: ValueError, flags: dict[str, str]) -> click.UsageError:
     """A dataclass's ValueError as a usage error naming the options it mentions."""
     msg = str(e)
-    named = [flag for name, flag in flags.items() if re.search(rf"\b{name}\b", msg)]
+    named = [
+        flag
+        for name, flag in flags.items()
+        if re.search(rf"\b({name}|{name.replace('_', '-')})\b", msg)
+    ]
     if named:
         return click.BadParameter(msg, param_hint=named)
     return click.UsageError(msg)
@@ -349,6 +382,17 @@ reading_options = config_options(
 )
 
 
+sample_options = config_options(
+    SampleOptions,
+    "opts",
+    {
+        "temperature": {"decls": ("-t", "--temperature"), **NUMBER},
+        "top_k": {"type": int, "metavar": "K"},
+        "top_p": {"type": FiniteFloat(), "metavar": "P"},
+    },
+)
+
+
 def request_option(name: str, *decls: str, **kw: Any) -> Callable[[F], F]:
     """An option for a TrainRequest field (default and help from the field)."""
     return field_option(TrainRequest, name, *decls, **kw)
@@ -376,7 +420,9 @@ def explicit_options(ctx: click.Context) -> frozenset[str]:
 
 @cli.command(epilog=_epilog())
 @click.argument("corpus", nargs=-1, type=str)
-@request_option("run", type=str, metavar="NAME", envvar="CHARRNN_TRAIN_RUN")
+@request_option(
+    "run", type=str, metavar="NAME", envvar="CHARRNN_TRAIN_RUN", shell_complete=complete_model
+)
 @store_option
 @model_options
 @data_options
@@ -425,11 +471,19 @@ def train(
 ) -> None:
     """Learn a character model of CORPUS (files or -, read in order).
 
-    With no CORPUS, trains the assignment's model: the bundled data/dinos.txt,
-    lowercased (--keep-case to keep capitals). Running the same
-    command again resumes the run from its latest checkpoint; --steps and
-    --epochs are totals for the run, so a killed cron job simply finishes.
-    Ctrl-C or SIGTERM saves a checkpoint first, then exits 130 / 143.
+    With no CORPUS, trains on the bundled list of dinosaur names, lowercased
+    (--keep-case keeps capitals). The run is named after the first file
+    (--run to choose). Running the same command again resumes the run from its
+    latest checkpoint; --steps and --epochs are totals for the run, so a killed
+    cron job simply finishes. Ctrl-C or SIGTERM saves a checkpoint first, then
+    exits 130 / 143.
+
+    \b
+    Examples:
+      charrnn train                              the bundled dinosaur names
+      charrnn train names.txt --steps 2000       your own list, one name a line
+      charrnn train play.txt --cell gru --layers 2 --hidden 256 --time 10m
+      charrnn train names.txt --steps 4000       (again) go on to step 4000
     """
     from charrnn.console import Log
     from charrnn.session import run_training
@@ -512,13 +566,14 @@ def _load_for_inference(store_dir: Path | None, spec: str | None, best: bool, lo
 
 
 @cli.command(epilog=_epilog())
-@click.argument("spec", required=False, metavar="[RUN|CHECKPOINT]")
+@click.argument("spec", required=False, metavar="[RUN]", shell_complete=complete_model)
 @store_option
 @click.option(
     "-n",
     "--num",
     "n",
     type=click.IntRange(1),
+    metavar="N",
     default=None,
     envvar="CHARRNN_SAMPLE_NUM",
     help="Number of samples. [default: 10 names, or 1 text]",
@@ -526,6 +581,7 @@ def _load_for_inference(store_dir: Path | None, spec: str | None, best: bool, lo
 @click.option(
     "--length",
     type=click.IntRange(1),
+    metavar="N",
     default=500,
     show_default=True,
     help="Prose mode: characters to generate per sample.",
@@ -533,30 +589,12 @@ def _load_for_inference(store_dir: Path | None, spec: str | None, best: bool, lo
 @click.option(
     "--max-length",
     type=click.IntRange(1),
+    metavar="N",
     default=100,
     show_default=True,
     help="Names mode: cap on characters per name.",
 )
-@click.option(
-    "-t",
-    "--temperature",
-    type=FiniteFloat(0.0),
-    default=1.0,
-    show_default=True,
-    help="Softmax temperature; 0 = greedy (always the most likely character).",
-)
-@click.option(
-    "--top-k",
-    type=click.IntRange(1),
-    default=None,
-    help="Sample only among the k most likely characters.",
-)
-@click.option(
-    "--top-p",
-    type=FiniteFloat(0.0, min_open=True),
-    default=None,
-    help="Sample only among the most likely characters whose probability adds up to p.",
-)
+@sample_options
 @click.option(
     "--prime",
     type=str,
@@ -588,9 +626,7 @@ def sample(
     n: int | None,
     length: int,
     max_length: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
+    opts: SampleOptions,
     prime: str,
     mode: str,
     novel: bool,
@@ -601,19 +637,26 @@ def sample(
 ) -> None:
     """Generate text from a trained model.
 
-    With no argument, uses the latest checkpoint of the most recently trained
-    run. Names (one per line) end at the newline; prose streams --length
-    characters as they are generated. stdout carries only the samples.
+    RUN picks the model: a run name (its latest checkpoint), RUN:best (its
+    lowest validation loss), RUN:latest, RUN:STEP (the checkpoint saved at that
+    step, e.g. dinos:500) or a checkpoint file. Without RUN, the most recently
+    trained run is used and named on stderr. Names (one per line) end at the
+    newline; prose streams --length characters as they are generated. stdout
+    carries only the samples.
+
+    \b
+    Examples:
+      charrnn sample -n 20                       20 names from the latest run
+      charrnn sample dinos:best -t 0.7           safer names, best checkpoint
+      charrnn sample shakespeare --length 300 --prime "ROMEO:"
+      charrnn sample dinos -n 1000 --novel > new-names.txt
     """
     import numpy as np
 
     from charrnn.console import Log
-    from charrnn.sampler import SampleOptions, Sampler
+    from charrnn.sampler import Sampler
 
     log = Log(quiet)
-    if top_p is not None and top_p > 1:
-        raise click.BadParameter("must be in (0, 1]", param_hint="--top-p")
-    opts = SampleOptions(temperature, top_k, top_p)
     checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
     trained_on = checkpoint.meta.get("corpus", {})
     names = mode == "names" or (mode == "auto" and bool(trained_on.get("is_lines")))
@@ -719,9 +762,10 @@ def _write_names(
     "spec",
     type=str,
     default=None,
-    metavar="RUN|CHECKPOINT",
+    metavar="RUN",
     envvar="CHARRNN_SCORE_MODEL",
-    help="Model to score with. [default: the latest checkpoint of the latest run]",
+    shell_complete=complete_model,
+    help="Model to score with: " + MODEL_HELP,
 )
 @store_option
 @click.option(
@@ -750,7 +794,15 @@ def score(
     """How likely FILE (or - for stdin) is under a model.
 
     Prints the log-probability, nats and bits per character and perplexity.
-    With --per-line, one row per line: rank candidate names by plausibility.
+    With --per-line, one row per line (log-probability, nats per character,
+    the line): rank candidate names by plausibility. --model takes a model as
+    `charrnn sample` does: RUN, RUN:best, RUN:latest, RUN:STEP or a file.
+
+    \b
+    Examples:
+      charrnn score names.txt                    bits per character of a file
+      charrnn score names.txt --per-line | sort -n   least likely lines first
+      echo Tyrannosaurus | charrnn score - --model dinos:best --json
     """
     import numpy as np
 
@@ -850,7 +902,7 @@ def _read_input(name: str) -> bytes:
 
 
 @cli.command("clip-stats", epilog=_epilog())
-@click.argument("run", required=False, metavar="[RUN|CHECKPOINT]")
+@click.argument("run", required=False, metavar="[RUN]", shell_complete=complete_model)
 @store_option
 @click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
 @click.option(
@@ -865,6 +917,7 @@ def _read_input(name: str) -> bytes:
 @click.option(
     "--batches",
     type=click.IntRange(1),
+    metavar="N",
     default=20,
     show_default=True,
     help="With --probe: consecutive batches to measure, the state carried across.",
@@ -872,18 +925,21 @@ def _read_input(name: str) -> bytes:
 @click.option(
     "--batch-size",
     type=click.IntRange(1),
+    metavar="N",
     default=None,
     help="With --probe: streams per batch. [default: the run's]",
 )
 @click.option(
     "--seq-len",
     type=click.IntRange(1),
+    metavar="N",
     default=None,
     help="With --probe: characters per stream per batch. [default: the run's]",
 )
 @click.option(
     "--spike-factor",
     type=FiniteFloat(1.0, min_open=True),
+    metavar="X",
     default=10.0,
     show_default=True,
     help="A spike (exploding gradient) is a step whose norm exceeds this many times "
@@ -892,6 +948,7 @@ def _read_input(name: str) -> bytes:
 @click.option(
     "--window",
     type=click.IntRange(1),
+    metavar="N",
     default=50,
     show_default=True,
     help="How many previous steps the running median of a spike looks at.",
@@ -923,9 +980,14 @@ def clip_stats(
     --clip-norm with its reason. --probe CORPUS computes fresh gradients of
     the checkpoint on a few batches instead and adds what clipping at other
     thresholds would do, including how far value clipping turns the gradient.
-    """
-    from click.core import ParameterSource
 
+    \b
+    Examples:
+      charrnn clip-stats                         the latest run's record
+      charrnn clip-stats dinos --json            the same, as one JSON document
+      charrnn clip-stats dinos:best --probe data/dinos.txt   fresh gradients
+      COLUMNS=120 charrnn clip-stats dinos | less
+    """
     from charrnn import clipstats
     from charrnn.console import Log, rich_console
     from charrnn.trainer import norm_groups
@@ -1065,7 +1127,14 @@ def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: in
 @store_option
 @json_option
 def runs(store_dir: Path | None, json: bool) -> None:
-    """List the runs in the store, most recently trained last."""
+    """List the runs in the store, most recently trained last.
+
+    \b
+    Examples:
+      charrnn runs
+      charrnn runs --json
+      CHARRNN_STORE=/data/models charrnn runs
+    """
     store = open_store(store_dir)
     infos = store.runs()
     if json:
@@ -1093,11 +1162,69 @@ def runs(store_dir: Path | None, json: bool) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+COMPLETE_VAR = "_CHARRNN_COMPLETE"  # eval "$(_CHARRNN_COMPLETE=bash_source charrnn)"
+
+
+def error_line(message: str, hint: str | None = None) -> str:
+    """Every error the user sees: one line, one prefix, and what to do next."""
+    text = " ".join(message.split())
+    return f"charrnn: error: {text}" + (f" ({hint})" if hint else "")
+
+
+def usage_line(e: click.UsageError, argv: list[str]) -> str:
+    """A click usage error as one line: the option (and the variable it came from), the
+    problem, and where the help is."""
+    ctx, param = e.ctx, getattr(e, "param", None)
+    command = ctx.command_path if ctx is not None else "charrnn"
+    if isinstance(e, click.BadParameter) and param is not None and ctx is not None:
+        flag = param.opts[-1] if isinstance(param, click.Option) else param.human_readable_name
+        if _from_environment(param, ctx, argv):
+            flag = f"{_envvar_of(param, ctx)} ({flag})"
+        if e.param_hint is not None and not isinstance(e.param_hint, str):
+            flag = " / ".join(e.param_hint)
+        message = f"{flag}: {e.message}"
+    elif isinstance(e, click.BadParameter) and e.param_hint is not None:
+        hint = e.param_hint if isinstance(e.param_hint, str) else " / ".join(e.param_hint)
+        message = f"{hint}: {e.message}"
+    else:
+        message = e.format_message()
+    return error_line(message, f"see '{command} --help'")
+
+
+def _from_environment(param: click.Parameter, ctx: click.Context, argv: list[str]) -> bool:
+    """Whether the bad value came from the environment (the command line did not give it)."""
+    if not isinstance(param, click.Option) or param.resolve_envvar_value(ctx) is None:
+        return False
+    flags = (*param.opts, *param.secondary_opts)
+    return not any(a == f or a.startswith(f + "=") for a in argv for f in flags)
+
+
+def _envvar_of(param: click.Parameter, ctx: click.Context) -> str:
+    if isinstance(param.envvar, str):
+        return param.envvar
+    if isinstance(param.envvar, list | tuple) and param.envvar:
+        return str(param.envvar[0])
+    return f"{ctx.auto_envvar_prefix}_{(param.name or '').upper()}"
+
+
+def _next_step(e: CharrnnError) -> str | None:
+    """A next step for errors whose message cannot know the command line."""
+    from charrnn.errors import StoreIOError
+
+    if isinstance(e, StoreIOError):
+        return "choose another store with --store DIR or CHARRNN_STORE=DIR"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure becomes one line on stderr and a documented exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if os.environ.get(COMPLETE_VAR):  # shell completion: the script, or the candidates
+        from click.shell_completion import shell_complete
+
+        sys.exit(shell_complete(cli, {}, "charrnn", COMPLETE_VAR, os.environ[COMPLETE_VAR]))
     try:
         # make_context + invoke rather than cli.main: click's main turns EPIPE into exit 1
-        args = sys.argv[1:] if argv is None else list(argv)
         with cli.make_context("charrnn", args) as ctx:
             rv = cli.invoke(ctx)
         code = rv if isinstance(rv, int) else 0
@@ -1106,11 +1233,17 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("charrnn: interrupted", err=True)
         code = EXIT_SIGINT
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `charrnn`: the help, exit 2
+        click.echo(e.ctx.get_help() if e.ctx else "", err=True)
+        code = e.exit_code
+    except click.UsageError as e:
+        click.echo(usage_line(e, args), err=True)
+        code = e.exit_code
     except click.ClickException as e:
-        e.show()
+        click.echo(error_line(e.format_message()), err=True)
         code = e.exit_code
     except CharrnnError as e:
-        click.echo(f"charrnn: error: {e}", err=True)
+        click.echo(error_line(str(e), _next_step(e)), err=True)
         code = e.exit_code
     except KeyboardInterrupt:
         click.echo("charrnn: interrupted", err=True)
@@ -1124,10 +1257,12 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 0
     except OSError as e:  # e.g. writing the samples to a full disk
-        click.echo(f"charrnn: error: {e.strerror or e}", err=True)
+        click.echo(error_line(str(e.strerror or e)), err=True)
         code = EXIT_IO
     except MemoryError:
-        click.echo("charrnn: error: out of memory", err=True)
+        click.echo(
+            error_line("out of memory", "try a smaller --hidden, --batch-size or -n"), err=True
+        )
         code = EXIT_ERROR
     except Exception as e:  # a bug: one line, the traceback only on request
         if os.environ.get("CHARRNN_DEBUG"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,9 +24,26 @@ from charrnn.tokenizer import Vocab
 
 @dataclass(frozen=True)
 class SampleOptions:
-    temperature: float = 1.0  # > 0 divides the logits; 0 = greedy (argmax)
-    top_k: int | None = None  # keep only the k most likely characters
-    top_p: float | None = None  # keep the smallest set whose probability reaches p (nucleus)
+    temperature: float = field(  # > 0 divides the logits; 0 = greedy (argmax)
+        default=1.0,
+        metadata={
+            "help": "How adventurous: below 1 safer, above 1 wilder, 0 always the most "
+            "likely character (greedy); 0 or more."
+        },
+    )
+    top_k: int | None = field(  # keep only the k most likely characters
+        default=None,
+        metadata={
+            "help": "Draw only among the K most likely characters, 1 or more. [default: all]"
+        },
+    )
+    top_p: float | None = field(  # keep the smallest set whose probability reaches p (nucleus)
+        default=None,
+        metadata={
+            "help": "Draw only among the most likely characters that together reach "
+            "probability P (nucleus sampling), in (0, 1]. [default: all]"
+        },
+    )
 
     def __post_init__(self) -> None:
         t = self.temperature

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -11,6 +13,8 @@ from click.testing import CliRunner
 
 from charrnn.cli import cli
 from charrnn.errors import EXIT_CODES
+
+DINOS = Path(__file__).resolve().parent.parent / "data" / "dinos.txt"
 
 
 def _commands():
@@ -54,3 +58,136 @@ def test_unknown_command_is_a_usage_error():
         [sys.executable, "-m", "charrnn", "frobnicate"], capture_output=True, text=True
     )
     assert r.returncode == 2 and "No such command" in r.stderr and r.stdout == ""
+
+
+# --------------------------------------------------------------------------- issue 13: 4, 5, 6
+
+ONE_LINE_USAGE_ERRORS = [
+    (["frobnicate"], "No such command", "charrnn --help"),
+    (["train", "--frob"], "No such option", "charrnn train --help"),
+    (["sample", "--top-p", "-0.1"], "--top-p: top-p must be in (0, 1]", "charrnn sample --help"),
+    (["sample", "--top-p", "1.5"], "--top-p: top-p must be in (0, 1]", "charrnn sample --help"),
+    (["train", "--dropout", "1"], "--dropout: dropout must be in [0, 1)", "charrnn train --help"),
+    (
+        ["train", "--store", "/nonexistent", "--steps", "10", "--epochs", "2"],
+        "--steps / --epochs",
+        "charrnn train --help",
+    ),
+]
+
+
+@pytest.mark.parametrize("args, needle, hint", ONE_LINE_USAGE_ERRORS)
+def test_usage_errors_are_one_line_with_the_prefix_and_a_next_step(invoke, args, needle, hint):
+    r = invoke(args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("charrnn: error: ") and needle in r.stderr
+    assert f"see '{hint}'" in r.stderr
+
+
+def test_a_bad_environment_variable_is_named(invoke):
+    r = invoke(["sample"], env={"CHARRNN_SAMPLE_TOP_K": "lots"})
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("charrnn: error: CHARRNN_SAMPLE_TOP_K (--top-k): ")
+
+
+def test_a_changed_setting_on_resume_is_one_line(invoke, tmp_path):
+    base = ["train", str(DINOS), "--store", str(tmp_path), "-q", "--hidden", "8"]
+    assert invoke([*base, "--steps", "2", "--batch-size", "8"]).exit_code == 0
+    r = invoke([*base, "--steps", "4", "--batch-size", "4"])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("charrnn: error: run 'dinos' was trained with --batch-size 8")
+
+
+def test_an_unwritable_store_suggests_another(invoke, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = invoke(["train", str(DINOS), "--store", str(blocker / "store"), "--steps", "2"])
+    assert r.exit_code == 74 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("charrnn: error: ") and "--store" in r.stderr
+    assert "CHARRNN_STORE" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "shell, marker", [("bash", "complete -o"), ("zsh", "#compdef"), ("fish", "complete --no-files")]
+)
+def test_completion_scripts_for_each_shell(shell, marker):
+    env = {**os.environ, "_CHARRNN_COMPLETE": f"{shell}_source"}
+    r = subprocess.run([sys.executable, "-m", "charrnn"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert marker in r.stdout and "_CHARRNN_COMPLETE" in r.stdout
+
+
+def test_completion_offers_run_names_and_their_checkpoints(invoke, tmp_path):
+    assert (
+        invoke(
+            [
+                "train",
+                str(DINOS),
+                "--store",
+                str(tmp_path),
+                "-q",
+                "--steps",
+                "3",
+                "--hidden",
+                "8",
+                "--batch-size",
+                "8",
+                "--seq-len",
+                "8",
+            ]
+        ).exit_code
+        == 0
+    )
+
+    def complete(words: str) -> list[str]:
+        env = {
+            **os.environ,
+            "_CHARRNN_COMPLETE": "bash_complete",
+            "CHARRNN_STORE": str(tmp_path),
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        r = subprocess.run(
+            [sys.executable, "-m", "charrnn"], env=env, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        return [line.split(",", 1)[1] for line in r.stdout.splitlines()]
+
+    assert complete("charrnn sample di") == ["dinos"]
+    assert complete("charrnn clip-stats di") == ["dinos"]
+    assert complete("charrnn score x --model dinos:") == ["dinos:best", "dinos:latest", "dinos:3"]
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_help_has_examples_in_plain_words(name):
+    r = CliRunner().invoke(cli, [name, "--help"], terminal_width=100)
+    assert r.exit_code == 0
+    block = r.output.split("Examples:")[1].split("Options:")[0]
+    examples = [
+        line
+        for line in block.splitlines()
+        if line.strip().startswith(("charrnn", "echo", "COLUMNS", "CHARRNN"))
+    ]
+    assert 2 <= len(examples) <= 4, block
+    for jargon in ("the assignment", "as in the lectures", "c<t-1>"):
+        assert jargon not in r.output
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_numeric_options_show_a_number_metavar(name):
+    for param in cli.commands[name].params:
+        if (
+            isinstance(param, click.Option)
+            and isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType))
+            or getattr(param.type, "name", "") == "float"
+        ):
+            assert param.metavar in ("N", "X", "K", "P", "X|none"), param.opts
+
+
+def test_sample_help_explains_the_ways_to_name_a_model():
+    out = CliRunner().invoke(cli, ["sample", "--help"]).output
+    for form in ("RUN:best", "RUN:latest", "RUN:STEP"):
+        assert form in out
+    out = CliRunner().invoke(cli, ["score", "--help"], terminal_width=200).output
+    assert "--model RUN" in out and "RUN:best" in out
