@@ -31,7 +31,6 @@ from charrnn.errors import (
     EXIT_SIGINT,
     CharrnnError,
     CorpusError,
-    InputMissingError,
 )
 from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
@@ -807,43 +806,18 @@ def score(
     import numpy as np
 
     from charrnn.console import Log
-    from charrnn.corpus import CorpusOptions
-    from charrnn.errors import VocabError
-    from charrnn.scoring import score_lines, score_text
-    from charrnn.tokenizer import unknown_message
+    from charrnn.corpus import CorpusOptions, read_text
+    from charrnn.scoring import Known, score_line_stream, score_stream
 
     log = Log(quiet)
     checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
     reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
-    raw = _read_input(file)
-    try:
-        text = raw.decode(reading.encoding)
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{file}: invalid {reading.encoding} at byte {e.start}") from None
-    except LookupError:
-        raise CorpusError(f"unknown encoding {reading.encoding!r} in the checkpoint") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    text = reading.normalize(text)
-    unknown = vocab.unknown(text)
-    skipped = 0
-    if unknown:
-        if not skip_unknown:
-            raise VocabError(
-                unknown_message(unknown, file) + " (pass --skip-unknown to drop them)",
-                unknown=unknown,
-            )
-        bad = set(unknown)
-        skipped = sum(1 for c in text if c in bad)
-        text = "".join(c for c in text if c not in bad)
-        log.warn(f"dropped {skipped} character(s) not in the vocabulary")
+    # read like the training corpus was, a chunk at a time: bounded memory for any size
+    pieces = read_text(file, reading, chunk_bytes=1 << 20, model_encoding=True)
+    known = Known(vocab, file, skip_unknown)
     if per_line:
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        rows = score_lines(model, vocab, lines)
-        if json:
-            for line, (lp, n) in zip(lines, rows, strict=True):
+        for line, lp, n in score_line_stream(model, vocab, pieces, known):
+            if json:
                 nats = -lp / n if n else None
                 _emit_json(
                     {
@@ -854,13 +828,17 @@ def score(
                         "bits_per_char": None if nats is None else nats / math.log(2),
                     }
                 )
-            return
-        for line, (lp, n) in zip(lines, rows, strict=True):
-            click.echo(f"{lp:10.3f}  {-lp / n if n else 0.0:6.3f}  {line}")
+            else:
+                click.echo(f"{lp:10.3f}  {-lp / n if n else 0.0:6.3f}  {line}")
+        if known.dropped:
+            log.warn(f"dropped {known.dropped} character(s) not in the vocabulary")
         return
-    if not text:
+    lp, n, n_read = score_stream(model, vocab, pieces, known)
+    skipped = known.dropped
+    if skipped:
+        log.warn(f"dropped {skipped} character(s) not in the vocabulary")
+    if not n_read:
         raise CorpusError(f"{file} has nothing to score")
-    lp, n = score_text(model, vocab, text)
     if n == 0:  # no newline in the vocabulary: the first character is context only
         raise CorpusError(f"{file} is too short to score: it needs at least 2 characters")
     nats = -lp / n
@@ -882,20 +860,6 @@ def score(
     click.echo(f"nats/char       {nats:.4f}")
     click.echo(f"bits/char       {nats / math.log(2):.4f}")
     click.echo(f"perplexity      {math.exp(nats):.3f}")
-
-
-def _read_input(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    p = Path(name)
-    if p.is_dir():
-        raise InputMissingError(f"{name} is a directory, not a text file")
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise InputMissingError(f"file not found: {name}") from None
-    except OSError as e:
-        raise InputMissingError(f"cannot read {name}: {e.strerror}") from None
 
 
 # --------------------------------------------------------------------------- clip-stats

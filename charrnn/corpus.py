@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -174,10 +175,20 @@ def _line_stats(ids: np.ndarray, eos: int, long: int) -> tuple[int, int]:
 class _Source:
     name: str  # as given; "-" is stdin
     open: Callable[[], contextlib.AbstractContextManager[IO[bytes]]]
+    model_encoding: str | None = None  # set when a model decides the encoding (score)
 
     @property
     def label(self) -> str:
         return "standard input" if self.name == "-" else self.name
+
+    def advice(self, encoding: str) -> str:
+        """What to do about text that looks like ``encoding``."""
+        if self.model_encoding is None:
+            return f"pass --encoding {encoding}"
+        return (
+            f"the model reads {self.model_encoding}: convert it first "
+            f"(e.g. iconv -f {encoding} -t {self.model_encoding})"
+        )
 
 
 @dataclass
@@ -270,6 +281,31 @@ def _describe(sources: Sequence[_Source]) -> str:
     if len(sources) == 1:
         return sources[0].label
     return "the corpus (" + ", ".join(s.label for s in sources) + ")"
+
+
+def read_text(
+    name: str,
+    options: CorpusOptions,
+    *,
+    stdin: BinaryIO | None = None,
+    chunk_bytes: int = 16 << 20,
+    model_encoding: bool = False,
+) -> Iterator[str]:
+    """The decoded, normalized text of one file (or ``"-"``), a chunk at a time, in one
+    pass and bounded memory: what ``score`` reads, checked exactly as a corpus is.
+
+    ``model_encoding``: the encoding is the model's, not the user's choice, so errors
+    advise converting the text rather than passing --encoding.
+    """
+    codec = _lookup_codec(options.encoding)
+    if name == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        source = _Source("-", lambda: contextlib.nullcontext(stream))  # type: ignore[arg-type]
+    else:
+        source = _file_source(name)
+    if model_encoding:
+        source = dataclasses.replace(source, model_encoding=codec.name)
+    yield from _texts(source, options, codec, chunk_bytes, _CountingHash())
 
 
 def check_paths(paths: Sequence[str | os.PathLike[str]]) -> None:
@@ -489,9 +525,9 @@ def _with_final(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
 def _check_bom(source: _Source, head: bytes) -> None:
     # utf-32 first: its little-endian BOM starts with the utf-16 one
     if head.startswith(_BOMS_UTF32):
-        raise CorpusError(f"{source.label} looks like UTF-32 text; pass --encoding utf-32")
+        raise CorpusError(f"{source.label} looks like UTF-32 text; {source.advice('utf-32')}")
     if head.startswith(_BOMS_UTF16):
-        raise CorpusError(f"{source.label} looks like UTF-16 text; pass --encoding utf-16")
+        raise CorpusError(f"{source.label} looks like UTF-16 text; {source.advice('utf-16')}")
 
 
 def _nul_error(source: _Source, raw: bytes, offset: int, at: int) -> CorpusError:
@@ -503,9 +539,9 @@ def _nul_error(source: _Source, raw: bytes, offset: int, at: int) -> CorpusError
         nul_fraction = pos.size / window.size
         nonzero = np.flatnonzero(window != 0) + offset + start
         if nul_fraction >= 0.5 and nonzero.size and _dominant(nonzero % 4) >= 0.9:
-            return CorpusError(f"{source.label} looks like UTF-32 text; pass --encoding utf-32")
+            return CorpusError(f"{source.label} looks like UTF-32 text; {source.advice('utf-32')}")
         if nul_fraction >= 0.25 and _dominant(pos % 2) >= 0.9:
-            return CorpusError(f"{source.label} looks like UTF-16 text; pass --encoding utf-16")
+            return CorpusError(f"{source.label} looks like UTF-16 text; {source.advice('utf-16')}")
     return CorpusError(
         f"{source.label} contains NUL bytes at byte {offset + at}: it looks binary, not text"
     )
@@ -520,6 +556,11 @@ def _decode_error(
     source: _Source, codec: codecs.CodecInfo, at: int, line: int | None, reason: str
 ) -> CorpusError:
     where = f"byte {at}" + (f" (line {line})" if line is not None else "")
+    if source.model_encoding is not None:
+        return CorpusError(
+            f"{source.label}: cannot decode as {codec.name} at {where} ({reason}); "
+            f"the model reads {source.model_encoding}: convert the text to it first"
+        )
     if codec.name in _UTF8_NAMES:
         return CorpusError(
             f"{source.label}: invalid UTF-8 at {where}; if the file is in another encoding, "

@@ -7,15 +7,46 @@ or for many lines at once as one padded batch. Pure NumPy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
+from charrnn.errors import VocabError
 from charrnn.model import CharRNN
-from charrnn.tokenizer import Vocab
+from charrnn.tokenizer import Vocab, unknown_message
+
+# characters of complete lines gathered before a padded batch is scored (--per-line)
+LINE_BATCH_CHARS = 1 << 20
 
 
 def _context(vocab: Vocab) -> list[int]:
     """What precedes the text: the newline (start of a line) when the vocabulary has one."""
     return [vocab.eos_id] if vocab.eos_id is not None else []
+
+
+class StreamScore:
+    """log P of a text fed in pieces of any size, the state carried: the same sum as
+    scoring it whole, in memory bounded by the largest piece."""
+
+    def __init__(self, model: CharRNN, vocab: Vocab, chunk: int = 256) -> None:
+        self.model, self.chunk = model, chunk
+        self.state = model.initial_state(1)
+        self.pending = np.array(_context(vocab), dtype=np.int64)  # (0|1,) next input
+        self.logprob = 0.0  # nats
+        self.n = 0  # characters scored
+
+    def feed(self, ids: np.ndarray) -> None:
+        ids = np.concatenate([self.pending, ids.astype(np.int64)])  # (N+1,)
+        n = len(ids) - 1
+        for i in range(0, n, self.chunk):
+            x = ids[i : i + self.chunk][None, :]  # (1, T)
+            y = ids[i + 1 : i + self.chunk + 1][None, :]  # (1, T') targets, T' <= T
+            x = x[:, : y.shape[1]]
+            nll, self.state = self.model.nll(x, y, self.state)
+            self.logprob -= float(nll.sum(dtype=np.float64))
+        self.n += max(n, 0)
+        self.pending = ids[-1:]
 
 
 def score_text(model: CharRNN, vocab: Vocab, text: str, chunk: int = 256) -> tuple[float, int]:
@@ -24,21 +55,83 @@ def score_text(model: CharRNN, vocab: Vocab, text: str, chunk: int = 256) -> tup
     With a newline in the vocabulary the text is read as starting a line, so
     every character is scored; otherwise the first character is context only.
     """
-    ids = np.concatenate(
-        [np.array(_context(vocab), dtype=np.int64), vocab.encode(text).astype(np.int64)]
-    )
-    n = len(ids) - 1
-    if n <= 0:
-        return 0.0, 0
-    state = model.initial_state(1)
-    total = 0.0
-    for i in range(0, n, chunk):
-        x = ids[i : i + chunk][None, :]
-        y = ids[i + 1 : i + chunk + 1][None, :]
-        x = x[:, : y.shape[1]]
-        nll, state = model.nll(x, y, state)
-        total += float(nll.sum(dtype=np.float64))
-    return -total, n
+    scorer = StreamScore(model, vocab, chunk)
+    scorer.feed(vocab.encode(text))
+    return scorer.logprob, scorer.n
+
+
+@dataclass
+class Known:
+    """Filters text pieces to the vocabulary: refuses unknown characters, or drops and
+    counts them (``skip``)."""
+
+    vocab: Vocab
+    what: str  # the text's name, for messages
+    skip: bool = False
+    dropped: int = 0  # characters dropped so far
+
+    def __call__(self, text: str) -> str:
+        unknown = self.vocab.unknown(text)
+        if not unknown:
+            return text
+        if not self.skip:
+            raise VocabError(
+                unknown_message(unknown, self.what) + " (pass --skip-unknown to drop them)",
+                unknown=unknown,
+            )
+        kept = text.translate(dict.fromkeys(map(ord, unknown)))
+        self.dropped += len(text) - len(kept)
+        return kept
+
+
+def score_stream(
+    model: CharRNN, vocab: Vocab, pieces: Iterable[str], known: Known
+) -> tuple[float, int, int]:
+    """(log-probability, characters scored, characters read) of a text given in pieces."""
+    scorer = StreamScore(model, vocab)
+    n_read = 0
+    for piece in pieces:
+        text = known(piece)
+        n_read += len(text)
+        scorer.feed(vocab.encode(text))
+    return scorer.logprob, scorer.n, n_read
+
+
+def lines_of(pieces: Iterable[str]) -> Iterator[str]:
+    """The lines of a text given in pieces, without their newlines; a final empty
+    line (after a last newline) is not one."""
+    held: list[str] = []  # the start of a line split across pieces
+    for piece in pieces:
+        parts = piece.split("\n")
+        if len(parts) > 1:
+            yield "".join([*held, parts[0]])
+            held = []
+            yield from parts[1:-1]
+        if parts[-1]:
+            held.append(parts[-1])
+    if held:
+        yield "".join(held)
+
+
+def score_line_stream(
+    model: CharRNN, vocab: Vocab, pieces: Iterable[str], known: Known
+) -> Iterator[tuple[str, float, int]]:
+    """(line, log-probability, characters scored) of every line, in order, scored in
+    padded batches of about LINE_BATCH_CHARS: memory bounded by that and the longest line."""
+    batch: list[str] = []
+    size = 0
+    for line in lines_of(known(p) for p in pieces):
+        batch.append(line)
+        size += len(line) + 1
+        if size >= LINE_BATCH_CHARS:
+            yield from _scored(model, vocab, batch)
+            batch, size = [], 0
+    yield from _scored(model, vocab, batch)
+
+
+def _scored(model: CharRNN, vocab: Vocab, lines: list[str]) -> Iterator[tuple[str, float, int]]:
+    for line, (lp, n) in zip(lines, score_lines(model, vocab, lines), strict=True):
+        yield line, lp, n
 
 
 def score_lines(
