@@ -1,15 +1,21 @@
 PY ?= python3
 
-.PHONY: install dev test lint format typecheck bench demo shakespeare clean
+.PHONY: install dev wheel test ci lint format typecheck readme bench demo shakespeare clean
 
-install:            ## install charrnn and its runtime dependencies
-	$(PY) -m pip install -e .
+install:            ## install charrnn and its runtime dependencies (the bundled corpora included)
+	$(PY) -m pip install .
 
 dev:                ## install with test and lint tools
 	$(PY) -m pip install -e '.[dev]'
 
-test:               ## the test suite (what CI runs)
+wheel:              ## build dist/charrnn_numpy-*.whl (no network: uses the installed setuptools)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
+
+test:               ## the test suite
 	$(PY) -m pip install -q -e '.[test]' && $(PY) -m pytest -q
+
+ci:                 ## what CI runs: lint, tests, and a wheel installed in a fresh venv
+	bash .ci/run
 
 lint:               ## ruff
 	$(PY) -m ruff check charrnn tests bench
@@ -17,11 +23,14 @@ lint:               ## ruff
 format:
 	$(PY) -m ruff format charrnn tests bench
 
-typecheck:
+typecheck:          ## mypy
 	$(PY) -m mypy charrnn
 
+readme:             ## regenerate the README's transcripts from real runs (scripts/readme.py)
+	$(PY) scripts/readme.py README.md
+
 demo:               ## train on the bundled dinosaur names, then sample some
-	$(PY) -m pip install -q -e . && $(PY) -m charrnn train && $(PY) -m charrnn sample -n 10
+	$(PY) -m pip install -q . && charrnn train && charrnn sample -n 10
 
 shakespeare:        ## the 5-minute recipe: a 2x256 GRU on tiny-shakespeare, then a sample
 	$(PY) -m charrnn train data/tinyshakespeare.txt --run shakespeare --cell gru --layers 2 \

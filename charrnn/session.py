@@ -28,6 +28,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -52,7 +53,7 @@ from charrnn.store import BEST_NAME, Store, default_root, is_run_name, run_name_
 from charrnn.trainer import EvalStats, Every, SaveDue, TrainConfig, TrainState
 from charrnn.trainer import train as train_loop
 
-BUNDLED = Path(__file__).resolve().parent.parent / "data"  # the repository's data/
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # data/ in a source checkout
 DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
 UNBOUNDED = 2**62  # "no step target": the time budget or a signal ends the run
 
@@ -180,15 +181,19 @@ class TrainRequest:
         return UNBOUNDED if self.time_budget is not None else DEFAULT_STEPS
 
 
-def bundled_corpus() -> str:
-    """The bundled dinosaur names: beside the package, or in ./data of the current directory."""
-    for p in (BUNDLED / "dinos.txt", Path("data") / "dinos.txt"):
-        if p.is_file():
-            return str(p)
-    raise InputMissingError(
-        "no CORPUS given and the bundled data/dinos.txt is not here "
-        "(run from the charrnn repository, or pass a text file)"
-    )
+def bundled_corpus(name: str = "dinos.txt") -> str:
+    """A corpus shipped with charrnn: inside the installed package (charrnn/data in the
+    wheel), or the repository's data/ when running from a source checkout."""
+    try:
+        path = Path(str(resources.files("charrnn.data") / name))
+    except ModuleNotFoundError:  # a source checkout: data/ sits beside the package
+        path = REPO_DATA / name
+    if not path.is_file():
+        raise InputMissingError(
+            f"the bundled {name} is missing from this installation (reinstall charrnn, "
+            "or pass a text file: charrnn train CORPUS)"
+        )
+    return str(path)
 
 
 # --------------------------------------------------------------------------- the result
