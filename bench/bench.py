@@ -50,8 +50,10 @@ SECTIONS = ("train", "sample", "coldstart", "valloss", "memory")
 DEFAULT_SECTIONS = ("train", "sample", "coldstart")
 
 # the issue's targets (medians, same run, ratios charrnn / PyTorch)
-TRAIN_TARGET = 1.5  # training chars/s, LSTM and GRU at every config
-TRAIN_TARGET_CELLS = ("lstm", "gru")
+# training chars/s against PyTorch (issue 15): LSTM at (a) only (at (b) and (c) both engines sit
+# at the matmul-only limit, so a ratio above 1 is out of reach for anyone), GRU and RNN everywhere
+TRAIN_TARGETS = {("lstm", "a"): 1.0, "gru": 1.3, "rnn": 1.3}
+LIMIT_TARGET = 0.8  # every training config at >= 80% of its matmul-only limit
 SAMPLE_TARGETS = {1: 10.0, 256: 1.5}  # sampling chars/s by batch
 COLDSTART_TARGET_S = 0.25  # `charrnn sample` process start to first character
 MEMORY_CORPUS_FACTOR = 1.5  # peak RSS <= 1.5 x corpus bytes + model
@@ -638,7 +640,8 @@ def _train_one(
             "rounds": xs,
             "gflops": cps * flops / 1e9,
         }
-    row["target"] = TRAIN_TARGET if cell in TRAIN_TARGET_CELLS else None
+    row["target"] = TRAIN_TARGETS.get((cell, cfg.name), TRAIN_TARGETS.get(cell))
+    _limit_and_profile(row, engines[0], data, cell, cfg, plan, log)
     if torch_ok:
         tt = engines[1].tr
         ratios = paired_ratios(rates["charrnn"], rates["pytorch"])
@@ -662,6 +665,28 @@ def _train_one(
     else:
         row["ratio"] = row["met"] = None
     return row
+
+
+def _limit_and_profile(row, engine, data, cell, cfg, plan, log) -> None:
+    """The matmul-only limit at this shape, each engine's fraction of it, charrnn's profile."""
+    from limit import measure_limit, profile_step
+
+    lim = measure_limit(
+        cell, data.V, cfg.hidden, cfg.layers, cfg.batch, cfg.seq_len, plan.matmul_repeats
+    )
+    for name in ("charrnn", "pytorch"):
+        if name in row:
+            row[name]["limit_fraction"] = row[name]["chars_per_s"] / lim["chars_per_s"]
+    ts = engine.ts
+    row["profile"] = profile_step(
+        ts.model, engine.batches, ts.optimizer.cfg, lim, lambda: engine.run(1), plan.matmul_repeats
+    )
+    row["limit"] = lim
+    row["limit_met"] = row["charrnn"]["limit_fraction"] >= LIMIT_TARGET
+    log(
+        f"limit {cell} {cfg.label}: {lim['chars_per_s']:.0f} chars/s; charrnn at "
+        f"{100 * row['charrnn']['limit_fraction']:.0f}%"
+    )
 
 
 def bench_peak(
@@ -1075,13 +1100,25 @@ def targets_summary(res: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     train = [r for r in res.get("train", []) if r.get("met") is not None]
     if train:
-        worst = min(train, key=lambda r: r["ratio"])
+        worst = min(train, key=lambda r: r["ratio"] / r["target"])
         out.append(
             {
-                "target": "training ≥ 1.5× PyTorch (LSTM, GRU; every config)",
-                "measured": f"{sum(r['met'] for r in train)}/{len(train)} met, lowest "
-                f"{worst['ratio']:.2f}× ({worst['cell']} {worst['config']})",
+                "target": "training ≥ 1.0× PyTorch (LSTM at (a)), ≥ 1.3× (GRU, RNN everywhere)",
+                "measured": f"{sum(r['met'] for r in train)}/{len(train)} met, furthest "
+                f"{worst['ratio']:.2f}× for ≥ {worst['target']:g}× "
+                f"({worst['cell']} {worst['config']})",
                 "met": all(r["met"] for r in train),
+            }
+        )
+    limited = [r for r in res.get("train", []) if "limit_met" in r]
+    if limited:
+        worst = min(limited, key=lambda r: r["charrnn"]["limit_fraction"])
+        out.append(
+            {
+                "target": f"training ≥ {LIMIT_TARGET:.0%} of the matmul-only limit (every config)",
+                "measured": f"{sum(r['limit_met'] for r in limited)}/{len(limited)} met, lowest "
+                f"{worst['charrnn']['limit_fraction']:.0%} ({worst['cell']} {worst['config']})",
+                "met": all(r["limit_met"] for r in limited),
             }
         )
     for batch, target in SAMPLE_TARGETS.items():
@@ -1132,6 +1169,34 @@ def _peak_cell(p: dict[str, Any] | None) -> str:
     return f"{p['peak_bytes'] / 2**20:.0f} (+{p['train_bytes'] / 2**20:.0f})"
 
 
+def _print_profile(rows: list[dict[str, Any]], console) -> None:
+    """Where one charrnn training step spends its time (bench/limit.py), % of the step."""
+    from rich.table import Table
+
+    rows = [r for r in rows if "profile" in r]
+    if not rows:
+        return
+    phases = list(rows[0]["profile"])
+    t = Table(title="Profile of one charrnn training step (% of the step; ms per step)")
+    t.add_column("cell")
+    t.add_column("config")
+    t.add_column("step ms", justify="right")
+    for ph in phases:
+        t.add_column(ph, justify="right")
+    for r in rows:
+        step = sum(r["profile"].values())
+        t.add_row(
+            r["cell"],
+            r["config"],
+            f"{1e3 * step:.1f}",
+            *(
+                f"{100 * r['profile'][ph] / step:.0f}% {1e3 * r['profile'][ph]:.1f}"
+                for ph in phases
+            ),
+        )
+    console.print(t)
+
+
 def print_report(res: dict[str, Any], console) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -1178,6 +1243,8 @@ def print_report(res: dict[str, Any], console) -> None:
             "range",
             "target",
             "met",
+            "limit",
+            "% of limit charrnn / PyTorch",
             "charrnn GFLOP/s",
             "PyTorch GFLOP/s",
             "peak MiB (+train) charrnn / PyTorch",
@@ -1197,11 +1264,17 @@ def print_report(res: dict[str, Any], console) -> None:
                 f"{min(rr):.2f}–{max(rr):.2f}" if len(rr) > 1 else "—",
                 f"≥{r['target']:g}×" if r["target"] else "—",
                 fmt_met(r["met"]),
+                fmt_rate(r["limit"]["chars_per_s"]) if "limit" in r else "—",
+                " / ".join(
+                    f"{100 * e['limit_fraction']:.0f}%" if e and "limit_fraction" in e else "—"
+                    for e in (c, p)
+                ),
                 f"{c['gflops']:.1f} ({100 * c['ceiling_fraction']:.0f}%)",
                 f"{p['gflops']:.1f} ({100 * p['ceiling_fraction']:.0f}%)" if p else "—",
                 " / ".join(_peak_cell(pk.get(e)) for e in ("charrnn", "pytorch")),
             )
         console.print(t)
+        _print_profile(res["train"], console)
     if res.get("sample"):
         t = Table(title="Sampling chars/s (temperature 1, from the newline)")
         for col in (
