@@ -96,7 +96,9 @@ def seed_option(default: int | None, help: str):
 
 
 def open_store(path: Path | None) -> Store:
-    return Store(path if path is not None else default_root())
+    from charrnn.schema import check
+
+    return Store(path if path is not None else default_root(), schema=check)
 
 
 def _emit_json(doc: Any) -> None:

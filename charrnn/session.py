@@ -346,7 +346,9 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
         from charrnn.console import Log
 
         events = Log(quiet=True)
-    store = Store(request.store if request.store is not None else default_root())
+    from charrnn.schema import check  # every checkpoint read is checked field by field
+
+    store = Store(request.store if request.store is not None else default_root(), schema=check)
     run = request.run_name
     run_dir = store.run_dir(run)
     check_paths(request.paths)  # a device or FIFO would hang while holding the lock

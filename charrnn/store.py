@@ -396,6 +396,8 @@ def _read(path: Path, schema: Schema | None = None) -> Checkpoint:
         try:
             header, arrays = _parse(f, st.st_size)
         except OSError as e:
+            if e.errno == errno.EINVAL:  # a damaged offset sent a seek before the start
+                raise _Corrupt("truncated or damaged file (bad offsets)") from None
             raise StoreIOError(f"cannot read checkpoint {path}: {_strerror(e)}") from None
     ck = Checkpoint(
         path=path,

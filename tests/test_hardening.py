@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -164,3 +165,71 @@ def test_score_streams_in_bounded_memory(dinos_store, tmp_path):
     assert r.returncode == 65, r.stderr
     assert f"dropped {64 << 20} character(s) not in the vocabulary" in r.stderr
     assert r.stderr.strip().endswith(f"charrnn: error: {big} has nothing to score")
+
+
+# ----------------------------------------------------------------------------- 5. meaning
+
+
+@pytest.fixture
+def trained(tmp_path) -> Path:
+    r = invoke(["train", "--store", str(tmp_path), "--steps", "4", "--eval-every", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    return tmp_path
+
+
+def _rewrite(store: Path, change) -> Path:
+    """Re-save the latest checkpoint of 'dinos' with valid crcs but ``change``d content."""
+    st = Store(store)
+    ck = st.latest("dinos")
+    arrays, meta = dict(ck.arrays), dict(ck.meta)
+    change(arrays, meta)
+    return st.save("dinos", ck.step, arrays, meta, keep=None)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (
+            lambda a, m: a.update({"param.Wya": a["param.Wya"].astype(np.int64)}),
+            "parameter 'param.Wya' is int64",
+        ),
+        (
+            lambda a, m: a.update({"param.by": a["param.by"].astype(np.complex64)}),
+            "parameter 'param.by' is complex64",
+        ),
+        (lambda a, m: a.update({"param.by": a["param.by"] > 0}), "parameter 'param.by' is bool"),
+        (
+            lambda a, m: a.update({"opt.m": np.array(0.5, np.float32)}),
+            "array 'opt.m' is float32 ()",
+        ),
+        (
+            lambda a, m: a.update({"param.Wya": np.full_like(a["param.Wya"], 3e38)}),
+            "holds values beyond 1e+15",
+        ),
+        (lambda a, m: a.pop("hist.lr"), "training state is malformed"),
+        (lambda a, m: a.update({"notes": np.ones(2)}), "unknown array 'notes'"),
+        (lambda a, m: m.update({"optimizer_t": -3}), "'optimizer_t' is -3, not a count"),
+        (lambda a, m: m.update({"elapsed": -1.0}), "'elapsed' is -1.0"),
+        (lambda a, m: m["vocab"]["chars"].pop(), "vocabulary has 26 characters"),
+        (lambda a, m: m["train"].update({"batch_size": 7}), "array 'train.hidden' is"),
+    ],
+)
+def test_a_meaningless_checkpoint_is_corrupt_everywhere(trained, change, reason):
+    bad = _rewrite(trained, change)
+    commands = (
+        ["sample", str(bad)],
+        ["clip-stats", str(bad)],
+        ["score", DINOS, "--model", str(bad)],
+    )
+    for args in commands:
+        r = invoke([*args, "--store", str(trained)])
+        one_line_error(r, 65, f"{bad}: ")
+        assert reason in r.stderr, r.stderr
+    # where the latest is asked for, the one before it is used, with a warning
+    r = invoke(["sample", "dinos", "-n", "1", "--store", str(trained), "--seed", "1"])
+    assert r.exit_code == 0, r.stderr
+    assert f"skipping corrupt checkpoint {bad}" in r.stderr
+    assert "ckpt-000000002.npz" in r.stderr
+    r = invoke(["train", "--store", str(trained), "--steps", "6", "--eval-every", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert "resuming run 'dinos' from step 2" in r.stderr
