@@ -249,7 +249,8 @@ def _alarm(doc: dict, unit: str) -> Panel | None:
         steps = [s["step"] for s in ev["spikes"]]
         shown = ", ".join(map(str, steps[:MAX_EVENTS]))
         more = f", ... ({len(steps) - MAX_EVENTS} more)" if len(steps) > MAX_EVENTS else ""
-        big = max(s["ratio"] for s in ev["spikes"])
+        ratios = [s["ratio"] for s in ev["spikes"]]
+        big = math.inf if None in ratios else max(ratios)  # None: a spike over a zero median
         parts.append(
             f"{plural(ev['spike_count'], 'spike')}: the norm jumped above "
             f"{ev['factor']:g}x the median of the previous {ev['window']} {units(unit)} "
@@ -453,7 +454,7 @@ def _events(doc: dict, unit: str) -> list[Any]:
                 str(s["step"]),
                 num(s["grad_norm"]),
                 num(s["running_median"]),
-                f"{s['ratio']:.3g}x",
+                f"{s['ratio']:.3g}x" if s["ratio"] is not None else "inf",
                 Text(s["top_group"] or "-"),
                 scale(s["scale"]),
                 style="red",

@@ -55,8 +55,9 @@ key is always present (``null`` where it does not apply):
     ``{factor, window, exploding, spike_count, spikes: [{step, grad_norm,
     running_median, ratio, top_group, scale}], nonfinite_steps: [int]}``. A spike is a
     step whose norm exceeds ``factor`` times the median of the finite norms of the
-    previous ``window`` steps (``top_group``: the group with the largest norm at that
-    step; ``scale``: the factor norm clipping applied to it, 1 = none);
+    previous ``window`` steps (``ratio``: null when that median is 0; ``top_group``:
+    the group with the largest norm at that step; ``scale``: the factor norm clipping
+    applied to it, 1 = none);
     ``nonfinite_steps`` are the steps whose loss or gradient was nan/inf (the trainer
     skipped their update); ``exploding`` is true when either list is non-empty. Lists
     are complete (the terminal view shortens them).
@@ -751,7 +752,7 @@ def events_summary(
             "step": st,
             "grad_norm": gn,
             "running_median": m,
-            "ratio": gn / m,
+            "ratio": gn / m if m > 0 else None,  # a zero median: every earlier norm was 0
             "top_group": top,
             "scale": sc,
         }

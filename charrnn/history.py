@@ -318,13 +318,25 @@ class Past:
         p.group_max_step = a["hist.past.group_max_step"].astype(np.int64).reshape(n_groups)
         G = n_groups
         dense = np.zeros(NORM_BINS * (1 + G) + SHARE_BINS * G, np.int64)
-        dense[a["hist.sketch.index"]] = a["hist.sketch.count"]
+        index, count = np.asarray(a["hist.sketch.index"]), np.asarray(a["hist.sketch.count"])
+        if (
+            index.shape != count.shape
+            or index.ndim != 1
+            or (index.size and (index.min() < 0 or index.max() >= dense.size))
+            or (count.size and count.min() < 0)
+        ):
+            raise ValueError("history sketch indices or counts are out of range")
+        dense[index.astype(np.intp)] = count
         p.norm_counts = dense[:NORM_BINS]
         p.group_counts = dense[NORM_BINS : NORM_BINS * (1 + G)].reshape(G, NORM_BINS)
         p.share_counts = dense[NORM_BINS * (1 + G) :].reshape(G, SHARE_BINS)
         for f in cls.BUCKET_FIELDS:
             setattr(p, "b_" + f, np.array(a[f"hist.bucket.{f}"]))
-        if p.width < 1 or p.b_first.shape[0] != -(-p.n // p.width):
+        if (
+            p.width < 1
+            or p.n < 0
+            or any(getattr(p, "b_" + f).shape != (-(-p.n // p.width),) for f in cls.BUCKET_FIELDS)
+        ):
             raise ValueError("history buckets do not match the summarized step count")
         return p
 

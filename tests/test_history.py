@@ -255,10 +255,20 @@ def test_old_checkpoints_with_every_step_convert_on_load(small):
     assert h.val_step == [1000, 2000] and len(h) == 2_500
 
 
-def test_a_foreign_sketch_layout_is_refused(small):
+@pytest.mark.parametrize(
+    ("key", "change", "match"),
+    [
+        ("hist.sketch.layout", lambda v: v + 1, "layout"),
+        ("hist.sketch.index", lambda v: v + 10**9, "out of range"),
+        ("hist.sketch.count", lambda v: -v, "out of range"),
+        ("hist.bucket.max", lambda v: v[:-1], "buckets"),
+        ("hist.past.ints", lambda v: v[:-1], "wrong length"),
+    ],
+)
+def test_a_damaged_summary_is_one_clear_error(small, key, change, match):
     a = recorded(synthetic(500)).to_arrays(2)
-    a["hist.sketch.layout"] = a["hist.sketch.layout"] + 1
-    with pytest.raises(ValueError, match="layout"):
+    a[key] = change(a[key])
+    with pytest.raises(ValueError, match=match):
         History.from_arrays(a)
 
 
@@ -306,3 +316,23 @@ def test_clip_stats_reads_a_long_history_with_every_spike(tmp_path, small):
     text = " ".join(r.stdout.split())
     assert "summarized: percentiles are approximate" in text
     assert "EXPLODING GRADIENTS" in text and "recorded history: steps 1..4000" in text
+
+
+def test_a_spike_over_a_zero_median_has_no_ratio_and_the_json_stays_finite():
+    norm = np.zeros(60)
+    norm[55] = 3.0  # every earlier gradient was exactly zero
+    s = full_series(
+        {
+            "step": np.arange(1, 61),
+            "grad_norm": norm,
+            "scale": np.ones(60),
+            "value_frac": np.zeros(60),
+            "skipped": np.zeros(60, bool),
+            "group_norms": np.stack([norm, norm * 0], axis=1),
+            "loss": np.ones(60),
+        }
+    )
+    doc = cs.summarize(s)
+    assert doc["events"]["spikes"][0]["step"] == 56
+    assert doc["events"]["spikes"][0]["ratio"] is None
+    json.dumps(doc, allow_nan=False)
