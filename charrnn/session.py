@@ -49,7 +49,7 @@ from charrnn.errors import (
 )
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
-from charrnn.store import BEST_NAME, Store, default_root, is_run_name, run_name_from
+from charrnn.store import Store, default_root, is_run_name, run_name_from
 from charrnn.trainer import EvalStats, Every, SaveDue, TrainConfig, TrainState
 from charrnn.trainer import train as train_loop
 
@@ -378,10 +378,13 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
                 f"run '{run}' already has {state.step} steps (target {total}); nothing to do"
             )
             return TrainResult(run, "done", state, corpus, split.train.n_batches, 0.0, resumed_from)
-        if request.fresh:  # the new settings and corpus are valid: now the old run may go
-            removed = _remove_checkpoints(store, run)
-            if removed:
-                events.info(f"--fresh: removed {removed} checkpoint(s) of run '{run}'")
+        if request.fresh:  # the old run stays usable until the new one's first save
+            retired = store.retire(run)
+            if retired:
+                events.info(
+                    f"--fresh: {retired} checkpoint(s) of run '{run}' set aside; "
+                    "they go once the new run saves its first"
+                )
         saver = _Saver(store, run, state, corpus, request.keep)
         return _train(request, events, state, corpus, split, total, saver, resumed_from)
 
@@ -579,14 +582,6 @@ def _stop_on_signals(stop: list[Any]) -> Iterator[None]:
     finally:  # restored after the final save
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def _remove_checkpoints(store: Store, run: str) -> int:
-    """--fresh: the run's checkpoints go (under the lock) so step numbers start over."""
-    paths = store.checkpoints(run)
-    for p in [*paths, store.run_dir(run) / BEST_NAME]:
-        p.unlink(missing_ok=True)
-    return len(paths)
 
 
 def _corpus_meta(corpus: Corpus) -> dict[str, Any]:

@@ -71,6 +71,9 @@ DEFAULT_ROOT = "checkpoints"
 META_KEY = "__meta__"  # reserved member holding the JSON header
 
 BEST_NAME = "best.npz"
+# --fresh moves the old run's checkpoints here; readers use them while the run directory
+# has none, and the new run's first save deletes them (see Store.retire)
+PREVIOUS = ".previous"
 LOCK_NAME = "lock"
 TRAIN_HINT = "train one with: charrnn train CORPUS"
 _LOCK_ATTEMPTS = 5  # a run directory replaced this often while we wait is not an accident
@@ -479,7 +482,14 @@ class Store:
     def checkpoints(self, run: str) -> list[Path]:
         """Committed checkpoint files of ``run``, oldest step first (temp files skipped)."""
         d = self.run_dir(run)
-        return [p for _, p in self._steps(d)]
+        return [p for _, p in self._steps(self._home(d))]
+
+    def _home(self, d: Path) -> Path:
+        """Where the run's committed checkpoints are: its directory, or, between a --fresh
+        start and the new run's first save, the old run's in ``.previous``."""
+        if self._steps(d) or not self._steps(d / PREVIOUS):
+            return d
+        return d / PREVIOUS
 
     @staticmethod
     def _steps(d: Path) -> list[tuple[int, Path]]:
@@ -510,7 +520,7 @@ class Store:
             if not entry.is_dir():
                 continue
             steps, mtimes = [], []
-            for step, path in self._steps(Path(entry.path)):
+            for step, path in self._steps(self._home(Path(entry.path))):
                 try:
                     mtimes.append(path.stat().st_mtime)
                 except FileNotFoundError:  # pruned while we looked
@@ -575,7 +585,53 @@ class Store:
             self._point_best(d, final)
         if keep is not None:
             self._prune(d, keep, final, on_warning)
+        self._drop_previous(d, on_warning)  # the new run has committed: the old one goes
         return final
+
+    def retire(self, run: str) -> int:
+        """--fresh: set the run's checkpoints aside; return how many there were.
+
+        They move into ``<run>/.previous`` (oldest first, so the run directory keeps its
+        newest until the last move) and readers keep using them there until the next
+        :meth:`save` of the run commits, which deletes them. A kill at any point leaves
+        a usable run: the old one, or the new one. Call it under :meth:`lock`.
+        """
+        d = self.run_dir(run)
+        self._check_held(run)
+        steps = self._steps(d)
+        if not steps:
+            return 0
+        prev = d / PREVIOUS
+        try:
+            if prev.is_dir():  # an earlier --fresh never saved: its leftovers are older
+                self._drop_previous(d, None)
+            prev.mkdir()
+            fsync_dir(d)
+            for _, path in steps:
+                os.rename(path, prev / path.name)
+            with suppress(FileNotFoundError):
+                os.rename(d / BEST_NAME, prev / BEST_NAME)
+            fsync_dir(prev)
+            fsync_dir(d)
+        except OSError as e:
+            raise StoreIOError(f"cannot set aside the checkpoints of {d}: {_strerror(e)}") from None
+        return len(steps)
+
+    def _drop_previous(self, d: Path, on_warning: Warn | None) -> None:
+        prev = d / PREVIOUS
+        try:
+            entries = list(os.scandir(prev))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            for entry in entries:
+                if _CKPT_RE.fullmatch(entry.name) or entry.name == BEST_NAME:
+                    os.unlink(entry.path)
+            os.rmdir(prev)  # fails, and is reported, if someone put their own files there
+            fsync_dir(d)
+        except OSError as e:
+            if on_warning is not None:
+                on_warning(f"cannot remove the replaced run's {prev}: {_strerror(e)}")
 
     @staticmethod
     def _members(
@@ -704,7 +760,8 @@ class Store:
         skipped: list[tuple[Path, str]] = []
         found: Checkpoint | None = None
         for _attempt in range(3):  # a writer can prune a whole listing; look again
-            paths = [p for _, p in self._steps(d)]
+            home = self._home(d)
+            paths = [p for _, p in self._steps(home)]
             vanished = 0
             for path in reversed(paths):
                 if any(path == s for s, _ in skipped):
@@ -721,7 +778,7 @@ class Store:
         if found is None and skipped:
             # last resort: best.npz may hold a separate, intact copy
             with suppress(FileNotFoundError, _Corrupt):
-                found = _read(d / BEST_NAME, self.schema)
+                found = _read(home / BEST_NAME, self.schema)
         if found is None:
             if skipped:
                 newest, reason = skipped[0]
@@ -737,7 +794,7 @@ class Store:
 
     def best(self, run: str) -> Checkpoint | None:
         """The run's best checkpoint, or None if it never saved one with ``best=True``."""
-        path = self.run_dir(run) / BEST_NAME
+        path = self._home(self.run_dir(run)) / BEST_NAME
         try:
             return _read(path, self.schema)
         except FileNotFoundError:
@@ -771,7 +828,7 @@ class Store:
                 f"no run or checkpoint file named {spec!r} in {_show(self.root)}; "
                 f"{self._runs_hint()}"
             )
-        steps = self._steps(self.run_dir(run))
+        steps = self._steps(self._home(self.run_dir(run)))
         if not steps:
             raise InputMissingError(
                 f"no run named {run!r} in {_show(self.root)}; {self._runs_hint()}"

@@ -233,3 +233,44 @@ def test_a_meaningless_checkpoint_is_corrupt_everywhere(trained, change, reason)
     r = invoke(["train", "--store", str(trained), "--steps", "6", "--eval-every", "2", *SMALL])
     assert r.exit_code == 0, r.stderr
     assert "resuming run 'dinos' from step 2" in r.stderr
+
+
+# ----------------------------------------------------------------------------- 2. --fresh
+
+
+def test_fresh_killed_before_its_first_save_keeps_the_old_run(tmp_path):
+    r = invoke(["train", "--store", str(tmp_path), "--steps", "4", "--eval-every", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["train", "--store", str(tmp_path), "--fresh", "--steps", "100000"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", *args, "--eval-every", "100000", *SMALL],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        seen = []
+        for line in p.stderr:  # killed once it has set the old run aside and is training
+            seen.append(line)
+            if " training " in line:
+                break
+        p.kill()
+    finally:
+        p.wait()
+    assert any(" training " in line for line in seen), seen
+    assert Store(tmp_path).latest("dinos").step == 4
+    assert any("set aside" in line for line in seen), seen
+    r = invoke(["sample", "-n", "2", "--store", str(tmp_path), "--seed", "0"])
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2
+    r = invoke(["train", "--store", str(tmp_path), "--steps", "6", "--eval-every", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert "resuming run 'dinos' from step 4" in r.stderr
+    # a --fresh run that saves replaces the old run for good
+    r = invoke(["train", "--store", str(tmp_path), "--fresh", "--steps", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert "set aside" in r.stderr
+    run = tmp_path / "dinos"
+    assert [p.name for p in Store(tmp_path).checkpoints("dinos")] == ["ckpt-000000002.npz"]
+    assert not (run / ".previous").exists()

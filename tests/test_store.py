@@ -819,3 +819,27 @@ def test_a_huge_npy_header_is_one_line(store: Store, tmp_path: Path) -> None:
             dst.writestr("__meta__.npy", header)
             dst.writestr("w.npy", npy)
         assert_bad(store, bad, message)
+
+
+# ----------------------------------------------------------------------------- --fresh
+
+
+def test_retired_checkpoints_stay_usable_until_the_next_save(store: Store) -> None:
+    for step in (10, 20):
+        store.save("r", step, params(step), {"step": step}, best=step == 10)
+    with store.lock("r"):
+        assert store.retire("r") == 2
+    # as after a kill before the new run's first save: the old run is still the run
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+    assert store.latest("r").step == 20
+    assert store.resolve("r:best").step == 10 and store.resolve("r:10").step == 10
+    assert [(r.name, r.latest_step) for r in store.runs()] == [("r", 20)]
+    with store.lock("r"):
+        store.save("r", 1, params(1), {"step": 1})  # the new run commits: the old one goes
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000001.npz"]
+    assert store.latest("r").step == 1 and store.best("r") is None
+    assert sorted(p.name for p in store.run_dir("r").iterdir()) == ["ckpt-000000001.npz", "lock"]
+    with store.lock("r"):
+        assert store.retire("r") == 1
+        assert store.retire("r") == 0  # nothing left in the run directory to set aside
+    assert store.latest("r").step == 1
