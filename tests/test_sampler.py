@@ -58,7 +58,8 @@ def test_drawer_follows_the_tempered_softmax(B, T):
     ],
     ids=["rnn", "rnn-relu", "gru-2", "lstm-2", "lstm-peep-emb"],
 )
-def test_generation_kernel_equals_model_step(kw):
+@pytest.mark.parametrize("B", [3, 20])  # the kernel gathers rows below 16 streams, columns above
+def test_generation_kernel_equals_model_step(kw, B):
     """The sampler's lean kernel computes exactly CharRNN.step (float64, 1e-12)."""
     from charrnn.model import CharRNN, ModelConfig, init_params
     from charrnn.sampler import Kernel
@@ -69,7 +70,7 @@ def test_generation_kernel_equals_model_step(kw):
     params.flat[...] = rng.uniform(-0.9, 0.9, params.flat.shape)
     model = CharRNN(cfg, params)
     kernel = Kernel(model)
-    B = 3
+    assert (B < Kernel.COLUMN_GATHER_BATCH) == (B == 3)
     ref_state = model.initial_state(B)
     state = kernel.initial_state(B)
     for _ in range(6):
