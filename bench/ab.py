@@ -25,18 +25,26 @@ from pathlib import Path
 import click
 
 
-def run_one(tree: Path, out: Path, bench_args: list[str]) -> dict:
+def run_one(tree: Path, out: Path, bench_args: list[str], probe: bool, config: str) -> dict:
+    """One run of TREE's bench.py (or of this directory's cpu_probe.py on TREE's charrnn)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(tree / "bench" / "bench.py"), "--no-torch", "-q"]
-    cmd += ["--json", str(out), *bench_args]
+    if probe:
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "cpu_probe.py"), config]
+    else:
+        cmd = [sys.executable, str(tree / "bench" / "bench.py"), "--no-torch", "-q"]
+        cmd += ["--json", str(out), *bench_args, "--configs", config]
     load = os.getloadavg()[0]
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    p = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True)
     click.echo(
         f"  {tree}: {time.perf_counter() - t:.0f} s, load {load:.2f} -> {os.getloadavg()[0]:.2f}",
         err=True,
     )
-    return json.loads(out.read_text())
+    if probe:
+        out.write_text(p.stdout)
+        return json.loads(p.stdout)
+    return figures(json.loads(out.read_text()))
 
 
 def figures(res: dict) -> dict[str, float]:
@@ -63,12 +71,20 @@ def figures(res: dict) -> dict[str, float]:
 )
 @click.option("--configs", default="a,b,c", show_default=True, help="Alternated one by one.")
 @click.option(
+    "--probe",
+    is_flag=True,
+    help="Measure CPU time on one thread with bench/cpu_probe.py instead of bench.py's wall "
+    "clock: for a machine too busy for wall-clock figures.",
+)
+@click.option(
     "--bench-args",
     default="--only train,sample --cells lstm,gru,rnn --rounds 1 --no-peak-memory",
     show_default=True,
     help="Options for both trees' bench.py.",
 )
-def main(tree_a: Path, tree_b: Path, pairs: int, out: Path, configs: str, bench_args: str) -> None:
+def main(
+    tree_a: Path, tree_b: Path, pairs: int, out: Path, configs: str, probe: bool, bench_args: str
+) -> None:
     """Alternate two trees' bench/bench.py and compare charrnn's chars/s (B/A)."""
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, float]]] = {"A": [{} for _ in range(pairs)], "B": []}
@@ -79,13 +95,13 @@ def main(tree_a: Path, tree_b: Path, pairs: int, out: Path, configs: str, bench_
     for i in range(pairs):
         for config in configs.split(","):
             for side in ("A", "B") if flip % 2 == 0 else ("B", "A"):
-                args = [*bench_args.split(), "--configs", config]
-                res = run_one(trees[side], out / f"{side}{i}{config}.json", args)
-                runs[side][i].update(figures(res))
+                path = out / f"{side}{i}{config}.json"
+                runs[side][i].update(run_one(trees[side], path, bench_args.split(), probe, config))
             flip += 1
     loads.append(os.getloadavg())
     click.echo(f"A = {trees['A']}\nB = {trees['B']}")
-    click.echo(f"{pairs} pairs per config ({configs}), alternating; bench.py {bench_args}")
+    how = "cpu_probe.py (CPU time, 1 thread)" if probe else f"bench.py {bench_args}"
+    click.echo(f"{pairs} pairs per config ({configs}), alternating; {how}")
     click.echo(
         "load average (1/5/15 min): start {:.2f} {:.2f} {:.2f}, end {:.2f} {:.2f} {:.2f}".format(
             *loads[0], *loads[1]
