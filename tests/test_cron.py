@@ -86,10 +86,13 @@ def test_a_log_that_cannot_write_goes_quiet_and_says_why(monkeypatch):
             raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(sys, "stderr", Broken())
+    moved = []  # descriptor 2 goes to /dev/null: recorded here, not done to pytest's own
+    monkeypatch.setattr("charrnn.console.os.dup2", lambda fd, to: moved.append(to))
     log = Log()
     log.info("one")
-    assert log.lost == "Broken pipe"
+    assert log.lost == "Broken pipe" and moved == [2]
     log.warn("two")  # silently dropped: no exception
+    assert moved == [2]
 
 
 # --------------------------------------------------------------------------- a dying reader
