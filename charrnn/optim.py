@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "rmsprop")
+SCHEDULES = ("step", "cosine")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class OptimConfig:
     lr_decay_every: int = field(  # ... every this many steps (1.0 = constant rate)
         default=1000, metadata={"help": "Steps between learning-rate decays, 1 or more."}
     )
+    schedule: str = "step"  # step: lr_decay every lr_decay_every steps; cosine: see lr_at
+    warmup: int = 0  # steps of linear warm-up to lr at the start of the run (0: none)
+    decay_steps: int = 0  # cosine: the step where the decay ends (the budget's); 0: not known yet
+    lr_min: float = 0.1  # cosine: the final learning rate, as a fraction of lr
     beta1: float = 0.9  # adam: first-moment decay
     beta2: float = 0.999  # adam: second-moment decay
     alpha: float = 0.95  # rmsprop: squared-gradient decay (char-rnn's decay_rate)
@@ -58,14 +63,34 @@ class OptimConfig:
             raise ValueError(f"lr_decay must be in (0, 1], not {self.lr_decay}")
         if self.lr_decay_every < 1:
             raise ValueError("lr_decay_every must be at least 1")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"
+            )
+        if self.warmup < 0 or self.decay_steps < 0:
+            raise ValueError("warmup and decay_steps must be 0 or more")
+        if not 0 <= self.lr_min <= 1:
+            raise ValueError(f"lr_min must be in [0, 1], not {self.lr_min}")
         for name in ("clip_value", "clip_norm"):
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a positive number, not {v}")
 
     def lr_at(self, step: int) -> float:
-        """Learning rate for the step numbered ``step`` (0-based): a pure function, so resumable."""
-        return self.lr * self.lr_decay ** (step // self.lr_decay_every)
+        """Learning rate for the step numbered ``step`` (0-based): a pure function, so resumable.
+
+        A linear warm-up over the first ``warmup`` steps, then either the step decay or
+        (``schedule="cosine"``) a half cosine from lr at the warm-up's end down to
+        ``lr * lr_min`` at ``decay_steps``, held there after it; while ``decay_steps`` is
+        0 (a time budget not measured yet) the cosine stays at its start, lr.
+        """
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        lr = self.lr * self.lr_decay ** (step // self.lr_decay_every)
+        if self.schedule == "cosine" and self.decay_steps > self.warmup:
+            done = min(1.0, (step - self.warmup) / (self.decay_steps - self.warmup))
+            lr *= self.lr_min + (1 - self.lr_min) * 0.5 * (1 + math.cos(math.pi * done))
+        return lr
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
