@@ -49,7 +49,10 @@ class StreamBatches:
 
     Stream b covers ``ids[start + b*L : start + (b+1)*L]`` with ``L = (stop-start) // B``;
     the ``(stop-start) % B`` characters at the end, and each stream's last
-    ``(L-1) % T`` inputs, are not used this epoch.
+    ``(L-1) % T`` inputs, are not used at offset 0. ``batch(k, offset)`` shifts every
+    stream right by ``offset`` (at most ``max_offset``): a training run draws one per
+    epoch (:func:`epoch_offset`), so over epochs every character is a target (but the
+    first of each stream when the split divides into B streams exactly).
     """
 
     ids: np.ndarray  # (N,) the whole token array (may be a memmap); never copied whole
@@ -92,20 +95,37 @@ class StreamBatches:
         """Batches per epoch; each input needs its next character as a target."""
         return (self.stream_len - 1) // self.seq_len
 
+    @property
+    def max_offset(self) -> int:
+        """The largest shift of the grid that keeps the last stream inside the split."""
+        used = self.n_batches * self.seq_len + 1  # characters one stream reads an epoch
+        return (self.stop - self.start) - (self.batch_size - 1) * self.stream_len - used
+
     def __len__(self) -> int:
         return self.n_batches
 
-    def batch(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, k: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of batch ``k``, each (B, T) int32; ``y[b, j]`` is the character after ``x[b, j]``.
 
-        Row b of batch k+1 continues row b of batch k, so carry the hidden state.
+        Row b of batch k+1 continues row b of batch k, so carry the hidden state; keep
+        ``offset`` (0 .. max_offset) the same for a whole epoch.
         """
         if not 0 <= k < self.n_batches:
             raise IndexError(f"batch {k} out of range: there are {self.n_batches}")
-        window = self.ids[self._grid + k * self.seq_len]  # (B, T+1) one gather
+        if not 0 <= offset <= self.max_offset:
+            raise IndexError(f"offset {offset} out of range 0..{self.max_offset}")
+        window = self.ids[self._grid + (k * self.seq_len + offset)]  # (B, T+1) one gather
         x = np.ascontiguousarray(window[:, :-1], dtype=np.int32)  # (B, T)
         y = np.ascontiguousarray(window[:, 1:], dtype=np.int32)  # (B, T) shifted by one
         return x, y
+
+
+def epoch_offset(seed: int, epoch: int, max_offset: int) -> int:
+    """The grid shift of a training epoch: 0 for the first, then seeded draws in
+    0..max_offset, a pure function of (seed, epoch) so that a resumed run reads the same."""
+    if epoch == 0 or max_offset <= 0:
+        return 0
+    return int(np.random.default_rng([seed, epoch]).integers(0, max_offset + 1))
 
 
 def make_batches(

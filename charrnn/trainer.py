@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.batches import LineBatches, StreamBatches
+from charrnn.batches import LineBatches, StreamBatches, epoch_offset
 from charrnn.errors import CheckpointError, DivergedError
 from charrnn.history import History
 from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
@@ -376,7 +376,8 @@ def train(
             k = ts.step % nb
             if k == 0:
                 ts.hidden[...] = 0.0  # a new epoch: every stream starts over
-            x, y = batches.batch(k)
+            shift = epoch_offset(cfg.seed, ts.step // nb, batches.max_offset)  # varies per epoch
+            x, y = batches.batch(k, shift)
             state, mask, n_real = ts.hidden, None, x.size
         lr = opt.cfg.lr_at(ts.step)
         with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
