@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from charrnn import __version__
+from charrnn import __version__, autoconfig
 from charrnn.batches import StreamBatches, eval_batches, make_batches, split_train_val
 from charrnn.corpus import Corpus, CorpusOptions, check_paths, load_corpus, prune_token_cache
 from charrnn.errors import (
@@ -213,6 +213,7 @@ class TrainResult:
     signal: int | None = None  # the signal that stopped it
     log_lost: str | None = None  # why log lines stopped getting through (stderr gone), if so
     log_lost_at: int | None = None  # the step at which they stopped
+    auto: dict[str, Any] | None = None  # the automatic configuration's choice and reason
 
     @property
     def return_code(self) -> int:
@@ -240,6 +241,9 @@ class TrainResult:
             "log_lost_at_step": self.log_lost_at,
             "log_error": self.log_lost,
             "model": ts.model.cfg.to_json(),
+            "optim": ts.optimizer.cfg.to_json(),
+            "train": ts.train_cfg.to_json(),
+            "auto": self.auto,
             "corpus": {
                 "sources": list(self.corpus.sources),
                 "n_chars": self.corpus.n_chars,
@@ -370,14 +374,16 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
             f"{'one item per line' if corpus.is_lines else 'prose'} "
             f"({time.perf_counter() - t0:.1f}s)"
         )
-        state, resumed_from = _start_or_resume(store, run, corpus, request, events)
+        state, resumed_from, auto = _start_or_resume(store, run, corpus, request, events)
         split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg)
         total = request.target_steps(split.train.n_batches)
+        _fix_decay_end(state, total)
         if state.step >= total:
             events.info(
                 f"run '{run}' already has {state.step} steps (target {total}); nothing to do"
             )
-            return TrainResult(run, "done", state, corpus, split.train.n_batches, 0.0, resumed_from)
+            n_batches = split.train.n_batches
+            return TrainResult(run, "done", state, corpus, n_batches, 0.0, resumed_from, auto=auto)
         if request.fresh:  # the old run stays usable until the new one's first save
             retired = store.retire(run)
             if retired:
@@ -385,14 +391,17 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
                     f"--fresh: {retired} checkpoint(s) of run '{run}' set aside; "
                     "they go once the new run saves its first"
                 )
-        saver = _Saver(store, run, state, corpus, request.keep)
-        return _train(request, events, state, corpus, split, total, saver, resumed_from)
+        saver = _Saver(store, run, state, corpus, request.keep, auto)
+        result = _train(request, events, state, corpus, split, total, saver, resumed_from)
+        result.auto = auto
+        return result
 
 
 def _start_or_resume(
     store: Store, run: str, corpus: Corpus, request: TrainRequest, events: Events
-) -> tuple[TrainState, Path | None]:
-    """The run's latest checkpoint, checked against the request, or a fresh state."""
+) -> tuple[TrainState, Path | None, dict[str, Any] | None]:
+    """The run's latest checkpoint, checked against the request, or a fresh state
+    (configured by charrnn.autoconfig where the user chose nothing)."""
     if not request.fresh and store.checkpoints(run):
         ck = store.latest(run, on_warning=events.warn)
         check_resume(ck.meta, corpus, request)
@@ -409,16 +418,86 @@ def _start_or_resume(
                 state.train_cfg, eval_max_batches=request.train.eval_max_batches
             )
         events.info(f"resuming run '{run}' from step {state.step} ({ck.path.name})")
-        return state, ck.path
+        return state, ck.path, ck.meta.get("auto")
     model = dataclasses.replace(request.model, vocab_size=corpus.vocab.size)
-    return TrainState.fresh(model, request.optim, request.train), None
+    facts = autoconfig.CorpusFacts(
+        corpus.n_chars, corpus.vocab.size, corpus.is_lines, corpus.n_lines
+    )
+    budget = autoconfig.Budget(request.steps, request.epochs, request.time_budget)
+    choice = autoconfig.choose(
+        facts, budget, model, request.optim, request.train, request.explicit, DEFAULT_STEPS
+    )
+    if choice.applied:
+        events.info(choice.reason)
+    return TrainState.fresh(choice.model, choice.optim, choice.train), None, choice.to_json()
+
+
+def _fix_decay_end(state: TrainState, end: int) -> None:
+    """A cosine schedule whose end is not known yet ends at the run's step target (none
+    for a time budget: the session measures the speed first, see _HorizonMeter)."""
+    cfg = state.optimizer.cfg
+    if cfg.schedule == "cosine" and cfg.decay_steps == 0 and end < UNBOUNDED:
+        state.optimizer.cfg = dataclasses.replace(cfg, decay_steps=max(end, cfg.warmup + 1))
+
+
+class _HorizonMeter:
+    """--time with a cosine schedule not yet fixed: time a few steps early in the run,
+    then fix the step where the budget will be spent (saved with the optimizer's
+    settings, so a resume decays the same way)."""
+
+    def __init__(self, state: TrainState, budget: float | None, split: Split) -> None:
+        cfg = state.optimizer.cfg
+        self.state = state
+        self.active = budget is not None and cfg.schedule == "cosine" and cfg.decay_steps == 0
+        self.budget = budget or 0.0
+        tc = state.train_cfg
+        n_val = split.val.n_batches if split.val is not None else 0
+        self.eval_share = autoconfig.eval_share(n_val, tc.eval_max_batches, tc.eval_every)
+        self.t_start = time.perf_counter()
+        self.first_step = state.step
+        self.t0: float | None = None  # after the settling steps
+        self.step0 = 0
+
+    def __call__(self, events: Events, force: bool = False) -> None:
+        if not self.active:
+            return
+        now, step = time.perf_counter(), self.state.step
+        if self.t0 is None:
+            if step - self.first_step >= autoconfig.SETTLE_STEPS:
+                self.t0, self.step0 = now, step
+            if not force:
+                return
+        t0 = self.t0 if self.t0 is not None else self.t_start
+        step0 = self.step0 if self.t0 is not None else self.first_step
+        done, secs = step - step0, now - t0
+        if not force and done < autoconfig.MEASURE_STEPS and secs < autoconfig.MEASURE_SECONDS:
+            return
+        self.active = False
+        per_step = secs / max(done, 1)
+        left = self.budget - (now - self.t_start)
+        end = autoconfig.decay_end(step, per_step, left, self.eval_share)
+        cfg = self.state.optimizer.cfg
+        self.state.optimizer.cfg = dataclasses.replace(cfg, decay_steps=max(end, cfg.warmup + 1))
+        events.info(
+            f"schedule: {per_step * 1e3:.0f} ms a step over steps {step0}-{step}, so the "
+            f"learning rate decays until step {end} (fixed in the checkpoint)"
+        )
 
 
 class _Saver:
     """Writes the session's state as a checkpoint of the run, corpus facts included."""
 
-    def __init__(self, store: Store, run: str, state: TrainState, corpus: Corpus, keep: int):
+    def __init__(
+        self,
+        store: Store,
+        run: str,
+        state: TrainState,
+        corpus: Corpus,
+        keep: int,
+        auto: dict[str, Any] | None = None,
+    ):
         self.store, self.run, self.state, self.keep = store, run, state, keep
+        self.auto = auto
         self.extra = _corpus_arrays(corpus)
         self.corpus_meta = _corpus_meta(corpus)
         self.vocab = corpus.vocab.to_json()
@@ -431,6 +510,8 @@ class _Saver:
         meta["vocab"] = self.vocab
         meta["run"] = self.run
         meta["charrnn"] = __version__
+        if self.auto is not None:
+            meta["auto"] = self.auto
         path = self.store.save(self.run, self.state.step, arrays, meta, best=best, keep=self.keep)
         self.saved_step = self.state.step
         return path
@@ -460,6 +541,7 @@ def _train(
         f"{cfg.batch_size}x{cfg.seq_len} per epoch), validating on {split.n_val:,}"
     )
     show_samples = _sample_shower(request, state, corpus, events)
+    horizon = _HorizonMeter(state, request.time_budget, split)
     t_start = time.perf_counter()
     last_val, chars_per_sec = math.nan, 0.0
     lost_at: int | None = None  # the step at which log lines stopped getting through
@@ -479,10 +561,12 @@ def _train(
                 if lost_at is None and getattr(events, "lost", None) is not None:
                     lost_at = state.step  # stderr is gone: train on, say so in the result
                 if isinstance(ev, SaveDue):
+                    horizon(events, force=True)  # fixed before any checkpoint holds it
                     last_path = save(False)
                     events.info(f"step {ev.step}: saved {last_path.name}")
                     continue
                 if isinstance(ev, EvalStats):
+                    horizon(events, force=True)  # fixed before any checkpoint holds it
                     last_val = ev.val_loss
                     last_path = save(ev.improved)
                     events.info(
@@ -493,6 +577,7 @@ def _train(
                     )
                     continue
                 chars_per_sec = ev.chars_per_sec
+                horizon(events)
                 if ev.skipped:
                     events.warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
                 postfix = {"loss": f"{ev.loss:.3f}", "cps": f"{chars_per_sec / 1e3:.1f}k"}
