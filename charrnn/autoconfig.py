@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from charrnn.cells import GATES
@@ -113,8 +114,14 @@ def choose(
     train: TrainConfig,
     explicit: frozenset[str] = frozenset(),
     default_steps: int = 1000,
+    speed: Callable[[ModelConfig, int, int], float] | None = None,
 ) -> Choice:
-    """The configs to train with; ``explicit`` names the options the user set."""
+    """The configs to train with; ``explicit`` names the options the user set.
+
+    For a time budget, ``speed(model, B, T)`` gives a size's training chars/s (the
+    session measures it on this machine, now); without it, the SPEED table. Sizes
+    are tried smallest first and ``speed`` is not called beyond the first that fails.
+    """
     if facts.is_lines:
         return Choice(model, optim, train, False, "names corpus: the names-mode defaults")
     chosen_by_user = sorted(o for o in (*MODEL_OPTIONS, *OPTIM_OPTIONS) if o in explicit)
@@ -129,21 +136,27 @@ def choose(
         val_fraction = round(VAL_CHARS / facts.n_chars, 6)
     n_train = max(1, facts.n_chars - int(round(facts.n_chars * val_fraction)))
 
+    timed = budget.steps is None and budget.epochs is None and budget.seconds is not None
+    speeds: dict[tuple[int, int], float] = {}
+
     def chars_for(size: tuple[int, int]) -> float:
         if budget.steps is not None:
             return budget.steps * B * T
         if budget.epochs is not None:
             return budget.epochs * n_train
         if budget.seconds is not None:
-            return budget.seconds * SPEED[size]
+            if size not in speeds:
+                cfg = dataclasses.replace(model, cell=CELL, layers=size[0], hidden=size[1])
+                speeds[size] = speed(cfg, B, T) if speed is not None else SPEED[size]
+            return budget.seconds * speeds[size]
         return default_steps * B * T
 
     size = SIZES[0]
     for cand in SIZES:
         P = n_params(*cand, facts.vocab_size)
-        fits_data = MAX_PARAMS_PER_CHAR * n_train >= P
-        if chars_for(cand) >= CHARS_PER_PARAM * P and fits_data:
-            size = cand
+        if MAX_PARAMS_PER_CHAR * n_train < P or chars_for(cand) < CHARS_PER_PARAM * P:
+            break  # larger sizes need more still
+        size = cand
     layers, hidden = size
     C = chars_for(size)
     epochs = C / n_train
@@ -168,8 +181,9 @@ def choose(
     )
     P = n_params(layers, hidden, facts.vocab_size)
     how = (
-        f"{budget.seconds:g} s at ~{SPEED[size] / 1e3:.0f}k chars/s"
-        if budget.steps is None and budget.epochs is None and budget.seconds is not None
+        f"{budget.seconds:g} s at {chars_for(size) / budget.seconds / 1e3:.1f}k chars/s"
+        f"{' (measured)' if speed is not None else ''}"
+        if timed and budget.seconds
         else f"{steps} steps of {B}x{T}"
     )
     reason = (

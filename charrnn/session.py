@@ -425,11 +425,36 @@ def _start_or_resume(
     )
     budget = autoconfig.Budget(request.steps, request.epochs, request.time_budget)
     choice = autoconfig.choose(
-        facts, budget, model, request.optim, request.train, request.explicit, DEFAULT_STEPS
+        facts,
+        budget,
+        model,
+        request.optim,
+        request.train,
+        request.explicit,
+        DEFAULT_STEPS,
+        speed=_measured_speed if request.time_budget is not None else None,
     )
     if choice.applied:
         events.info(choice.reason)
     return TrainState.fresh(choice.model, choice.optim, choice.train), None, choice.to_json()
+
+
+def _measured_speed(cfg: ModelConfig, batch_size: int, seq_len: int) -> float:
+    """Training chars/s of ``cfg`` on this machine now: one (B, T) step timed twice after
+    one untimed (about three steps of each size autoconfig considers for a time budget)."""
+    from charrnn.model import CharRNN
+
+    rng = np.random.default_rng(0)
+    model = CharRNN(cfg, rng=rng)
+    x = rng.integers(0, cfg.vocab_size, (batch_size, seq_len + 1)).astype(np.int32)  # (B, T+1)
+    xs, ys = x[:, :-1].copy(), x[:, 1:].copy()  # (B, T) each
+    model.loss_and_grads(xs, ys, None, rng=rng)
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        model.loss_and_grads(xs, ys, None, rng=rng)
+        times.append(time.perf_counter() - t)
+    return batch_size * seq_len / max(min(times), 1e-9)
 
 
 def _fix_decay_end(state: TrainState, end: int) -> None:

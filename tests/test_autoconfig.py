@@ -244,3 +244,25 @@ def test_an_explicit_model_option_trains_as_told(tmp_path):
     r = run_training(req)
     assert not r.summary()["auto"]["applied"]
     assert r.summary()["model"]["hidden"] == 8 and r.summary()["optim"]["schedule"] == "step"
+
+
+def test_a_measured_speed_decides_the_size_for_a_time_budget():
+    calls: list[tuple[int, int]] = []
+
+    def speed(cfg: ModelConfig, B: int, T: int) -> float:
+        calls.append((cfg.layers, cfg.hidden))
+        return rate[(cfg.layers, cfg.hidden)]
+
+    P = {s: n_params(*s, 65) for s in autoconfig.SIZES}
+    # fast enough for the second size only: it is chosen, the third is asked, the fourth not
+    rate = {s: autoconfig.CHARS_PER_PARAM * P[autoconfig.SIZES[1]] / 100 for s in P}
+    c = choose(BOOK, Budget(seconds=100), *DEFAULTS, speed=speed)
+    assert (c.model.layers, c.model.hidden) == autoconfig.SIZES[1]
+    assert calls == list(autoconfig.SIZES[:3]) and "(measured)" in c.reason
+    calls.clear()
+    slow = choose(BOOK, Budget(seconds=1), *DEFAULTS, speed=speed)
+    assert (slow.model.layers, slow.model.hidden) == autoconfig.SIZES[0]
+    assert calls == list(autoconfig.SIZES[:1])  # the smallest, even when too slow
+    calls.clear()
+    choose(BOOK, Budget(steps=100), *DEFAULTS, speed=speed)  # a step budget needs no speed
+    assert calls == []
