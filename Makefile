@@ -32,10 +32,9 @@ readme:             ## regenerate the README's transcripts from real runs (scrip
 demo:               ## train on the bundled dinosaur names, then sample some
 	$(PY) -m pip install -q . && charrnn train && charrnn sample -n 10
 
-shakespeare:        ## the 5-minute recipe: a 2x256 GRU on tiny-shakespeare, then a sample
-	$(PY) -m charrnn train data/tinyshakespeare.txt --run shakespeare --cell gru --layers 2 \
-	  --hidden 256 --lr 3e-3 --dropout 0.1 --lr-decay 0.7 --lr-decay-every 800 --time 5m
-	$(PY) -m charrnn sample shakespeare --temperature 0.8 --length 400
+shakespeare:        ## five minutes on tiny-shakespeare, configured automatically, then a sample
+	$(PY) -m charrnn train data/tinyshakespeare.txt --time 5m
+	$(PY) -m charrnn sample tinyshakespeare --temperature 0.8 --length 400
 
 bench:              ## charrnn against PyTorch CPU (pip install torch==2.13.0 first)
 	$(PY) bench/bench.py
