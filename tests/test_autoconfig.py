@@ -188,7 +188,7 @@ def test_session_applies_stores_and_resumes_the_choice_bit_identically(tmp_path)
     corpus = _prose(tmp_path)
     straight = run_training(small(corpus, tmp_path / "a", steps=20))
     auto = straight.summary()["auto"]
-    assert auto["applied"] and auto["reason"].startswith("auto: lstm")
+    assert auto["applied"] and auto["reason"].startswith(f"auto: {autoconfig.CELL} ")
     optim = straight.summary()["optim"]
     assert optim["schedule"] == "cosine" and optim["decay_steps"] == 20
 
