@@ -291,8 +291,11 @@ def test_sigkill_at_random_moments_never_breaks_the_store(invoke, tmp_path):
     rnd = random.Random(1234)
     args = [DINOS, "--steps", "100000", "--eval-every", "2", "--keep", "2", *SMALL]
     kills = 0
-    for _ in range(12):
+    for i in range(12):
         p = _spawn(args, tmp_path)
+        deadline = time.monotonic() + 120
+        while i == 0 and not Store(tmp_path).checkpoints("dinos") and time.monotonic() < deadline:
+            time.sleep(0.1)  # a loaded machine can take seconds to start: one checkpoint first
         time.sleep(rnd.uniform(0.6, 2.0))
         p.kill()
         p.wait()
