@@ -37,8 +37,8 @@ __all__ = ["PARAM_LIMIT", "check"]
 PARAM_LIMIT = 1e15
 # arrays the session adds beside the training state: name -> (dtype kind, ndim)
 CORPUS_ARRAYS = {"corpus.line_hashes": ("iu", 1)}
-# meta the session adds beside the training state
-CORPUS_META = ("corpus", "vocab", "run", "charrnn")
+# meta the session adds beside the training state ("auto": autoconfig's choice and reason)
+CORPUS_META = ("corpus", "vocab", "run", "charrnn", "auto")
 # history members of checkpoints written before the bounded history (converted on load)
 HISTORY_V1 = {
     *(f"hist.{k}" for k in ("step", "loss", "grad_norm", "scale", "value_frac", "lr")),
