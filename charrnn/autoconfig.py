@@ -27,7 +27,17 @@ The rule (prose)::
     PATIENCE validations
 
 The constants come from measurements on the project's 2-core machine, described
-in the README's "Automatic configuration" section with the commands that made them.
+in the README's "Automatic configuration and a baseline" section with the commands
+that made them (bench/auto_sweep.py, bench/prose_ref.py). In short, on tiny-shakespeare
+(first 90% trained, last 10% scored), load average 7-10, one BLAS thread:
+
+- 90 s, automatic schedule: GRU 2x256 2.31-2.60 against LSTM 2x256 3.33 at ~100-160
+  steps (the GRU learns faster per step); GRU 1x256 2.24 (2.5 chars/parameter), GRU
+  1x128 2.27 (14), LSTM 1x128 2.18 (20): sizes tie well below 10 chars/parameter
+- 5 min: GRU 1x256 at 5.4 chars/parameter 2.010; GRU 1x128 at 35: 1.905 with constant
+  Adam 2e-3, 1.843 with this schedule -> CHARS_PER_PARAM = 10
+- quiet machine, 5 min (the README's race): GRU 2x256, Adam 3e-3, 12.7 chars/parameter,
+  1.497 (PyTorch's 2x256 LSTM: 1.536) -> the GRU and LR
 """
 
 from __future__ import annotations
@@ -59,7 +69,7 @@ SPEED = {
     (2, 384): 12_000.0,
     (2, 512): 7_000.0,
 }
-CHARS_PER_PARAM = 4.0  # a size needs this many training characters per parameter
+CHARS_PER_PARAM = 10.0  # a size needs this many training characters per parameter (README)
 MAX_PARAMS_PER_CHAR = 4.0  # and no more parameters than this per training character
 DROPOUT_BY_EPOCHS = ((3.0, 0.0), (8.0, 0.1), (math.inf, 0.2))  # (epochs up to, dropout)
 LR = 3e-3  # Adam's peak learning rate (the GRU's, measured)
