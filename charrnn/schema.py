@@ -28,13 +28,10 @@ from charrnn.errors import CharrnnError, CheckpointError
 from charrnn.model import ModelConfig, param_shapes
 from charrnn.store import Checkpoint
 from charrnn.tokenizer import Vocab
-from charrnn.trainer import TrainState
+from charrnn.trainer import PARAM_LIMIT, TrainState
 
 __all__ = ["PARAM_LIMIT", "check"]
 
-# no trained model comes near this; float32 overflows at 3.4e38, and a sum of squares of
-# a million entries of 1e15 still fits
-PARAM_LIMIT = 1e15
 # arrays the session adds beside the training state: name -> (dtype kind, ndim)
 CORPUS_ARRAYS = {"corpus.line_hashes": ("iu", 1)}
 # meta the session adds beside the training state ("auto": autoconfig's choice and reason)

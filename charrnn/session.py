@@ -604,7 +604,10 @@ def _train(
                 chars_per_sec = ev.chars_per_sec
                 horizon(events)
                 if ev.skipped:
-                    events.warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
+                    events.warn(
+                        f"step {ev.step}: loss non-finite or far above uniform guessing, "
+                        "update skipped"
+                    )
                 postfix = {"loss": f"{ev.loss:.3f}", "cps": f"{chars_per_sec / 1e3:.1f}k"}
                 if math.isfinite(last_val):
                     postfix["val"] = f"{last_val:.3f}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,22 @@ from charrnn.errors import CheckpointError, DivergedError
 from charrnn.history import History
 from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
 from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
+
+# a training loss this many times uniform guessing's log(V) is divergence, not noise
+DIVERGED_FACTOR = 3.0
+# no trained model has parameters this large; an update that makes one is undone
+PARAM_LIMIT = 1e15
+
+
+def diverged(loss: float, vocab_size: int) -> bool:
+    """Whether a loss (nats/char) says training has diverged: non-finite, or far above
+    the log(V) of guessing uniformly among V characters."""
+    return not loss <= DIVERGED_FACTOR * math.log(max(vocab_size, 2))
+
+
+def _sane(arrays: list[np.ndarray], limit: float) -> bool:
+    # one reduction per array: a nan max fails the comparison too
+    return all(a.size == 0 or bool(np.max(np.abs(a)) <= limit) for a in arrays)
 
 
 @dataclass(frozen=True)
@@ -359,6 +376,8 @@ def train(
     nb = batches.n_batches
     lines = isinstance(batches, LineBatches)
     bad_in_a_row = 0
+    V = model.cfg.vocab_size
+    undo = _Undo()
     t_start = time.perf_counter()
     t_last = t_start
     t_eval = t_save = t_start  # the last validation, the last checkpoint (this invocation)
@@ -386,14 +405,18 @@ def train(
         group_norms = np.sqrt(
             np.bincount(seg_group, weights=clip.param_norms**2, minlength=len(groups))
         )
-        skipped = not (math.isfinite(loss) and clip.finite)
+        skipped = not clip.finite or diverged(loss, V)
+        if not skipped:
+            undo.keep(model.params.flat, opt)
+            with np.errstate(all="ignore"):
+                opt.step(model.params.flat, grads.flat, lr)
+            # an update that overflows is undone: the state stays the last sane one
+            skipped = not undo.sane(model.params.flat, opt)
         if skipped:
             bad_in_a_row += 1
             ts.hidden[...] = 0.0  # a non-finite state must not poison the next batch
         else:
             bad_in_a_row = 0
-            with np.errstate(all="ignore"):
-                opt.step(model.params.flat, grads.flat, lr)
             if not lines:
                 ts.hidden[...] = hidden
         ts.step += 1
@@ -425,8 +448,10 @@ def train(
         )
         if bad_in_a_row >= cfg.max_nonfinite:
             raise DivergedError(
-                f"training diverged: loss or gradients were non-finite {bad_in_a_row} steps in a "
-                f"row (step {ts.step}); lower the learning rate or clip gradients (--clip-norm 5)"
+                f"training diverged: for {bad_in_a_row} steps in a row (to step {ts.step}) the "
+                f"loss was non-finite or above {DIVERGED_FACTOR:g}x log(V) = "
+                f"{DIVERGED_FACTOR * math.log(max(V, 2)):.2f} nats/char (uniform guessing), or "
+                "an update overflowed; lower the learning rate or clip gradients (--clip-norm 5)"
             )
         if cfg.eval_seconds is not None:
             eval_due = now - t_eval >= cfg.eval_seconds
@@ -447,6 +472,35 @@ def train(
         yield _evaluate(ts, val)
 
 
+class _Undo:
+    """The parameters and optimizer state before an update, to undo one that overflows."""
+
+    def __init__(self) -> None:
+        self.flat: np.ndarray | None = None
+        self.state: dict[str, np.ndarray] = {}
+        self.t = 0
+
+    def keep(self, flat: np.ndarray, opt: Optimizer) -> None:
+        if self.flat is None:
+            self.flat = np.empty_like(flat)
+            self.state = {k: np.empty_like(v) for k, v in opt.state.items()}
+        np.copyto(self.flat, flat)
+        for k, v in opt.state.items():
+            np.copyto(self.state[k], v)
+        self.t = opt.t
+
+    def sane(self, flat: np.ndarray, opt: Optimizer) -> bool:
+        """True if the update left everything finite and in range; else undo it."""
+        if _sane([flat], PARAM_LIMIT) and _sane(list(opt.state.values()), sys.float_info.max):
+            return True
+        assert self.flat is not None
+        np.copyto(flat, self.flat)
+        for k, v in opt.state.items():
+            np.copyto(v, self.state[k])
+        opt.t = self.t
+        return False
+
+
 def _spread(n_batches: int, n_chars: int, max_chars: int | None) -> list[int]:
     """All batch indices, or about ``max_chars / n_chars`` of them evenly spaced."""
     if max_chars is None or n_chars <= max_chars or n_batches <= 1:
@@ -464,6 +518,12 @@ def _evaluate(ts: TrainState, val: StreamBatches | LineBatches | None) -> EvalSt
         ts.best_val = loss
     if math.isfinite(loss):  # no validation split: nothing to record
         ts.history.record_val(ts.step, loss)
+    if val is not None and diverged(loss, ts.model.cfg.vocab_size):  # never a best checkpoint
+        raise DivergedError(
+            f"training diverged: validation loss {loss:.4g} nats/char at step {ts.step} is "
+            f"above {DIVERGED_FACTOR:g}x log(V) (uniform guessing); lower the learning rate "
+            "or clip gradients (--clip-norm 5)"
+        )
     patience = ts.train_cfg.patience
     return EvalStats(ts.step, loss, improved, bool(patience) and evals_since_best(ts) >= patience)
 

@@ -4,6 +4,7 @@ failure success, and answers bad input with one line and a documented exit code.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -274,3 +275,41 @@ def test_fresh_killed_before_its_first_save_keeps_the_old_run(tmp_path):
     run = tmp_path / "dinos"
     assert [p.name for p in Store(tmp_path).checkpoints("dinos")] == ["ckpt-000000002.npz"]
     assert not (run / ".previous").exists()
+
+
+# ----------------------------------------------------------------------------- 3. divergence
+
+
+def test_the_divergence_rule():
+    from charrnn.trainer import diverged
+
+    assert not diverged(math.log(27), 27) and not diverged(2.9 * math.log(27), 27)
+    assert diverged(3.1 * math.log(27), 27) and diverged(509.0, 27)
+    assert diverged(math.nan, 27) and diverged(math.inf, 27)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lr", "100", "--clip-norm", "none"],
+        ["--optimizer", "sgd", "--lr", "100", "--clip-norm", "none"],
+        ["--optimizer", "adagrad", "--lr", "100", "--clip-norm", "none"],
+        ["--optimizer", "rmsprop", "--lr", "100", "--clip-norm", "none"],
+        ["--optimizer", "sgd", "--lr", "1e30"],
+        ["--optimizer", "sgd", "--lr", "1e30", "--eval-every", "2"],  # validates mid-divergence
+    ],
+)
+def test_divergence_exits_3_keeps_the_last_sane_state_and_is_never_best(tmp_path, args):
+    base = ["train", "--store", str(tmp_path), "--steps", "60", "--hidden", "16"]
+    r = invoke([*base, "--eval-every", "30", *args])
+    assert r.exit_code == 3, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("charrnn: error: training diverged: ")
+    ck = Store(tmp_path).latest("dinos")  # saved for clip-stats, finite and sane
+    best = Store(tmp_path).best("dinos")  # only a validation before the divergence
+    assert best is None or (best.step < ck.step and best.meta["best_val"] < 3 * math.log(27))
+    params = [a for k, a in ck.arrays.items() if k.startswith("param.")]
+    assert all(np.isfinite(a).all() and np.abs(a).max() < 1e15 for a in params)
+    r = invoke(["clip-stats", "--store", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["step"] == ck.step
