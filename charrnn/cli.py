@@ -14,8 +14,8 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -36,7 +36,7 @@ from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
 from charrnn.optim import OPTIMIZERS, OptimConfig
 from charrnn.sampler import SampleOptions
-from charrnn.session import OPTIM_OPTION, TrainRequest
+from charrnn.session import OPTIM_OPTION, TrainRequest, finite_or_none
 from charrnn.store import Store, default_root
 from charrnn.trainer import Every, TrainConfig, parse_duration
 
@@ -526,18 +526,24 @@ def train(
 # --------------------------------------------------------------------------- loading a model
 
 
-def _load_for_inference(store_dir: Path | None, spec: str | None, best: bool, log):
-    """(checkpoint, model, vocab) from a run name, a path, or the latest run."""
+def _load_for_inference(
+    store_dir: Path | None, spec: str | None, best: bool, log, announce: bool = False
+):
+    """(checkpoint, model, vocab) from a run name, a path, or the latest run (named on
+    stderr with ``announce``, where the output itself would not say which run it is)."""
     from charrnn.model import CharRNN, ModelConfig, Params, param_shapes
     from charrnn.store import validate_arrays
     from charrnn.tokenizer import Vocab
 
     store = open_store(store_dir)
+    if spec is None:  # no silent switch: say which run "the latest" is
+        spec = store.latest_run()
+        if spec is not None and announce:
+            log.info(f"using run '{spec}', the most recently trained (name one: RUN)")
     if best:
         if spec is not None and Path(spec).is_file():
             raise click.UsageError("--best takes a run name, not a checkpoint file")
-        run = spec if spec is not None else store.latest_run()
-        checkpoint = store.resolve(f"{run}:best" if run else None, on_warning=log.warn)
+        checkpoint = store.resolve(f"{spec}:best" if spec else None, on_warning=log.warn)
     else:
         checkpoint = store.resolve(spec, on_warning=log.warn)
     meta = checkpoint.meta
@@ -658,7 +664,7 @@ def sample(
     from charrnn.sampler import Sampler
 
     log = Log(quiet)
-    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log, announce=True)
     trained_on = checkpoint.meta.get("corpus", {})
     names = mode == "names" or (mode == "auto" and bool(trained_on.get("is_lines")))
     if names and vocab.eos_id is None:
@@ -682,7 +688,9 @@ def sample(
 
 
 def _write_prose(sampler, count: int, length: int, opts, rng, prime: str, json: bool) -> None:
-    """``count`` texts of ``length`` characters; a single one streams as it is generated."""
+    """``count`` texts of ``length`` characters; a single one streams as it is generated.
+    JSON lines carry the fields of names mode: ``logprob`` (nats, of the generated
+    characters after the prime) and ``finished`` (always true: prose ends at --length)."""
     out = sys.stdout
     if count == 1 and not json:
         out.write(prime)
@@ -702,10 +710,25 @@ def _write_prose(sampler, count: int, length: int, opts, rng, prime: str, json: 
         for part in parts:
             text = "".join(part)
             if json:
-                _emit_json({"text": text, "n_chars": len(text) - len(prime)})
+                doc = {"text": text, "n_chars": len(text) - len(prime)}
+                doc["logprob"] = _generated_logprob(sampler, prime, text[len(prime) :])
+                doc["finished"] = True
+                _emit_json(doc)
             else:
                 out.write(text + "\n\n")
         out.flush()
+
+
+def _generated_logprob(sampler, prime: str, generated: str) -> float | None:
+    """log P(generated | start of a line, prime) under the model, as names mode reports it;
+    None when the vocabulary has no newline (the start is then not a character to score)."""
+    from charrnn.scoring import score_text
+
+    if sampler.vocab.eos_id is None:
+        return None
+    with_prime, _ = score_text(sampler.model, sampler.vocab, prime + generated)
+    prime_only, _ = score_text(sampler.model, sampler.vocab, prime)
+    return with_prime - prime_only
 
 
 def _write_names(
@@ -812,13 +835,15 @@ def score(
     from charrnn.scoring import Known, score_line_stream, score_stream
 
     log = Log(quiet)
-    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log, announce=True)
     reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
     # read like the training corpus was, a chunk at a time: bounded memory for any size
     pieces = read_text(file, reading, chunk_bytes=1 << 20, model_encoding=True)
     known = Known(vocab, file, skip_unknown)
     if per_line:
+        rows = 0
         for line, lp, n in score_line_stream(model, vocab, pieces, known):
+            rows += 1
             if json:
                 nats = -lp / n if n else None
                 _emit_json(
@@ -834,6 +859,8 @@ def score(
                 click.echo(f"{lp:10.3f}  {-lp / n if n else 0.0:6.3f}  {line}")
         if known.dropped:
             log.warn(f"dropped {known.dropped} character(s) not in the vocabulary")
+        if not rows:  # as without --per-line: an empty input is an error, not silence
+            raise CorpusError(f"{file} has nothing to score")
         return
     lp, n, n_read = score_stream(model, vocab, pieces, known)
     skipped = known.dropped
@@ -1102,27 +1129,51 @@ def runs(store_dir: Path | None, json: bool) -> None:
       CHARRNN_STORE=/data/models charrnn runs
     """
     store = open_store(store_dir)
-    infos = store.runs()
+    rows = [_run_row(store, info) for info in store.runs()]
     if json:
-        _emit_json(
-            [
-                {
-                    "run": r.name,
-                    "latest_step": r.latest_step,
-                    "checkpoints": r.n_checkpoints,
-                    "updated": r.updated,
-                    "has_best": r.has_best,
-                }
-                for r in infos
-            ]
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"no runs in {store.root}; train one with: charrnn train CORPUS", err=True)
+        return
+    table = [("RUN", "STEP", "CKPTS", "MODEL", "BEST VAL", "UPDATED")]
+    for row in rows:
+        when = datetime.fromisoformat(row["updated"]).astimezone().strftime("%Y-%m-%d %H:%M")
+        best = row["best_val_loss"]
+        table.append(
+            (
+                row["run"],
+                str(row["latest_step"]),
+                str(row["checkpoints"]),
+                row["model"] or "?",
+                "-" if best is None else f"{best:.4f}",
+                when,
+            )
         )
-        return
-    if not infos:
-        click.echo(f"no runs in {store.root}", err=True)
-        return
-    for r in infos:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
-        click.echo(f"{r.name}\tstep {r.latest_step}\t{r.n_checkpoints} checkpoint(s)\t{when}")
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _run_row(store: Store, info: Any) -> dict[str, Any]:
+    """One run for `charrnn runs`: its size, model and best validation loss (nats/char)."""
+    model, best = None, None
+    try:
+        meta = store.latest(info.name).meta
+        cfg = meta.get("model", {})
+        model = f"{cfg['cell']} {cfg['layers']}x{cfg['hidden']}"
+        best = finite_or_none(meta.get("best_val"))
+    except (CharrnnError, KeyError, TypeError):
+        pass  # listed all the same; `charrnn sample RUN` says what is wrong with it
+    return {
+        "run": info.name,
+        "latest_step": info.latest_step,
+        "checkpoints": info.n_checkpoints,
+        "model": model,
+        "best_val_loss": best,
+        "updated": datetime.fromtimestamp(info.updated, tz=timezone.utc).isoformat(),
+        "has_best": info.has_best,
+    }
 
 
 # --------------------------------------------------------------------------- entry point

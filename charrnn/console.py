@@ -107,10 +107,12 @@ class Progress:
             )
 
     def update(self, n: int = 1, **postfix: Any) -> None:
+        """Advance by n steps; new fields show with the step (at once when n is 0)."""
         if self.bar is not None:
             if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
-            self.bar.update(n)
+                self.bar.set_postfix(postfix, refresh=n == 0)
+            if n:
+                self.bar.update(n)
 
     def close(self) -> None:
         if self.bar is not None:

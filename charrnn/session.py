@@ -159,10 +159,13 @@ class TrainRequest:
 
     @property
     def run_name(self) -> str:
+        """--run, else the first file's name, with -lower when the text is lowercased (so
+        the bundled lowercase model and the same file with its capitals never share a run)."""
         if self.run is not None:
             return self.run
         first = self.paths[0]
-        return "stdin" if first == "-" else run_name_from(Path(first).stem)
+        name = "stdin" if first == "-" else run_name_from(Path(first).stem)
+        return f"{name}-lower" if self.corpus_options.lowercase else name
 
     @property
     def corpus_options(self) -> CorpusOptions:
@@ -313,9 +316,29 @@ def resumed_optim(meta: dict[str, Any], given: OptimConfig, explicit: frozenset[
     return dataclasses.replace(saved, **changes)
 
 
+def _check_reading(run: Any, saved: Any, given: CorpusOptions) -> None:
+    """The corpus must be read as the run read it: name the option that differs."""
+    if not isinstance(saved, dict):
+        return
+    flags = {
+        "lowercase": lambda v: "--lowercase" if v else "--keep-case",
+        "newline": lambda v: f"--newline {v}",
+        "encoding": lambda v: f"--encoding {v}",
+    }
+    for name, flag in flags.items():
+        was, now = saved.get(name), getattr(given, name)
+        if was is not None and was != now:
+            raise ConfigError(
+                f"run '{run}' was trained with {flag(was)}, this command reads the corpus "
+                f"with {flag(now)}; pass {flag(was)} to resume it, --run NAME for a new run, "
+                "or --fresh to start it over"
+            )
+
+
 def check_resume(meta: dict[str, Any], corpus: Corpus, request: TrainRequest) -> None:
     """Refuse to resume with a changed corpus or with explicitly different model options."""
     old = meta.get("corpus", {})
+    _check_reading(meta.get("run"), old.get("options"), corpus.options)
     if old.get("sha256") != corpus.sha256 and not request.allow_changed_corpus:
         raise CorpusError(
             f"the corpus changed since run '{meta.get('run')}' was last saved; pass "
@@ -563,12 +586,16 @@ def _train(
     events.info(
         f"training {state.model.cfg.cell} {state.model.cfg.layers}x{state.model.cfg.hidden} "
         f"on {split.n_train:,} characters ({split.train.n_batches} batches of "
-        f"{cfg.batch_size}x{cfg.seq_len} per epoch), validating on {split.n_val:,}"
+        f"{cfg.batch_size}x{cfg.seq_len} per epoch), "
+        + (f"validating on {split.n_val:,}" if split.val is not None else "no validation")
     )
     show_samples = _sample_shower(request, state, corpus, events)
     horizon = _HorizonMeter(state, request.time_budget, split)
     t_start = time.perf_counter()
-    last_val, chars_per_sec = math.nan, 0.0
+    chars_per_sec = 0.0
+    # the bar's fields: loss of the last step, chars/s, and the last validation loss named
+    # with the step it was measured at (so it never looks current when it is not)
+    postfix: dict[str, str] = {}
     lost_at: int | None = None  # the step at which log lines stopped getting through
     if getattr(events, "lost", None) is not None:
         lost_at = state.step
@@ -592,14 +619,12 @@ def _train(
                     continue
                 if isinstance(ev, EvalStats):
                     horizon(events, force=True)  # fixed before any checkpoint holds it
-                    last_val = ev.val_loss
                     last_path = save(ev.improved)
-                    events.info(
-                        f"step {ev.step}: val {ev.val_loss:.4f} nats/char "
-                        f"({ev.val_loss / math.log(2):.3f} bits)"
-                        f"{' best' if ev.improved else ''}  {chars_per_sec / 1e3:.1f}k chars/s  "
-                        f"saved {last_path.name}"
-                    )
+                    events.info(_eval_line(ev, chars_per_sec, last_path))
+                    if math.isfinite(ev.val_loss):
+                        postfix = {k: v for k, v in postfix.items() if not k.startswith("val")}
+                        postfix[f"val@{ev.step}"] = f"{ev.val_loss:.3f}"
+                        bar.update(0, **postfix)  # shown now, not at the next step
                     continue
                 chars_per_sec = ev.chars_per_sec
                 horizon(events)
@@ -608,9 +633,8 @@ def _train(
                         f"step {ev.step}: loss non-finite or far above uniform guessing, "
                         "update skipped"
                     )
-                postfix = {"loss": f"{ev.loss:.3f}", "cps": f"{chars_per_sec / 1e3:.1f}k"}
-                if math.isfinite(last_val):
-                    postfix["val"] = f"{last_val:.3f}"
+                postfix["loss"] = f"{ev.loss:.3f}"
+                postfix["chars/s"] = f"{chars_per_sec / 1e3:.1f}k"
                 bar.update(1, **postfix)
                 if bar.bar is not None:
                     show_samples(ev.step)
@@ -644,6 +668,17 @@ def _train(
         lost_at = state.step
     return TrainResult(
         run, status, state, corpus, n_batches, elapsed, last_path, signum, lost, lost_at
+    )
+
+
+def _eval_line(ev: EvalStats, chars_per_sec: float, path: Path) -> str:
+    """The log line of a validation pass (or of the checkpoint, without validation)."""
+    speed = f"{chars_per_sec / 1e3:.1f}k chars/s"
+    if not math.isfinite(ev.val_loss):
+        return f"step {ev.step}: no validation (--val-fraction 0)  {speed}  saved {path.name}"
+    return (
+        f"step {ev.step}: val {ev.val_loss:.4f} nats/char ({ev.val_loss / math.log(2):.3f} bits)"
+        f"{' best' if ev.improved else ''}  {speed}  saved {path.name}"
     )
 
 

@@ -187,3 +187,24 @@ def test_sample_never_imports_rich_tqdm_or_torch(store):
     }
     assert "numpy" in imported and "click" in imported  # the check sees real imports
     assert not imported & {"rich", "tqdm", "torch"}
+
+
+def test_without_run_the_run_used_is_named_on_stderr(sample):
+    r = sample("--seed", "1", "--length", "10")
+    assert r.exit_code == 0 and "using run 'prose'" in r.stderr
+    assert sample("--seed", "1", "--length", "10", "-q").stderr == ""
+
+
+def test_prose_json_has_the_fields_names_mode_has(sample, trained_store):
+    from charrnn.cli import _load_for_inference
+    from charrnn.console import Log
+    from charrnn.scoring import score_text
+
+    r = sample("prose", "-n", "2", "--length", "30", "--json", "--seed", "3")
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(docs) == 2
+    names = json.loads(sample("dinos", "-n", "1", "--json", "--seed", "3").stdout)
+    for doc in docs:
+        assert set(names) <= set(doc) and doc["finished"] is True and doc["n_chars"] == 30
+        _, model, vocab = _load_for_inference(trained_store, "prose", False, Log(True))
+        assert doc["logprob"] == pytest.approx(score_text(model, vocab, doc["text"])[0], rel=1e-5)

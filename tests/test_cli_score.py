@@ -66,3 +66,11 @@ def test_score_unknown_characters(invoke, store, tmp_path):
     assert json.loads(r.stdout)["skipped_chars"] == 2  # '€' and ' '
     r = invoke(["score", str(tmp_path / "nope.txt"), "--store", str(store)])
     assert r.exit_code == 66
+
+
+def test_per_line_on_an_empty_file_is_an_error_as_without_it(invoke, store, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for extra in ([], ["--per-line"]):
+        r = invoke(["score", str(empty), "--store", str(store), "--model", "dinos", *extra])
+        assert r.exit_code == 65 and "nothing to score" in r.stderr and r.stdout == ""

@@ -58,3 +58,39 @@ def test_request_checks_its_own_values():
 def test_the_result_decides_the_exit_status(tmp_path, signum, code):
     result = run_training(small_request(tmp_path, steps=1))
     assert dataclasses.replace(result, signal=signum).return_code == code
+
+
+class Recorder:
+    """Events that keep what a terminal would have drawn: every bar update's fields."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, dict]] = []
+        self.lines: list[str] = []
+        self.bar = self  # a live bar: samples would be drawn too
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    warn = info
+
+    def progress(self, total: int, initial: int, desc: str):
+        return self
+
+    def update(self, n: int = 1, **postfix) -> None:
+        self.updates.append((n, dict(postfix)))
+
+    def close(self) -> None:
+        pass
+
+    def close_progress(self) -> None:
+        pass
+
+
+def test_the_bar_names_the_step_of_its_validation_loss_and_shows_the_last_one(tmp_path):
+    events = Recorder()
+    run_training(small_request(tmp_path, steps=7, sample_every=0), events)
+    last_fields = events.updates[-1][1]
+    # the final validation (step 7) is on the bar, named with its step; speed says its unit
+    assert "val@7" in last_fields and not any(k == "val" for k in last_fields)
+    assert "chars/s" in last_fields and "cps" not in last_fields
+    assert [k for k in last_fields if k.startswith("val")] == ["val@7"]
