@@ -835,7 +835,7 @@ def score(
     from charrnn.scoring import Known, score_line_stream, score_stream
 
     log = Log(quiet)
-    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log, announce=True)
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
     reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
     # read like the training corpus was, a chunk at a time: bounded memory for any size
     pieces = read_text(file, reading, chunk_bytes=1 << 20, model_encoding=True)
