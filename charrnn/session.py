@@ -159,13 +159,11 @@ class TrainRequest:
 
     @property
     def run_name(self) -> str:
-        """--run, else the first file's name, with -lower when the text is lowercased (so
-        the bundled lowercase model and the same file with its capitals never share a run)."""
+        """--run, else the first file's name ('stdin' for -)."""
         if self.run is not None:
             return self.run
         first = self.paths[0]
-        name = "stdin" if first == "-" else run_name_from(Path(first).stem)
-        return f"{name}-lower" if self.corpus_options.lowercase else name
+        return "stdin" if first == "-" else run_name_from(Path(first).stem)
 
     @property
     def corpus_options(self) -> CorpusOptions:

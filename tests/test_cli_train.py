@@ -398,23 +398,23 @@ def test_lowercase_model_reads_the_prime_lowercased(invoke, tmp_path):
     assert all(line.startswith("tyr") for line in r.stdout.splitlines())
 
 
-def test_no_corpus_trains_the_lowercase_dinosaurs_in_a_run_of_their_own(invoke, tmp_path):
+def test_no_corpus_trains_the_lowercase_dinosaurs(invoke, tmp_path):
     r = invoke(["train", "--store", str(tmp_path), "-q", "--steps", "2", *SMALL])
     assert r.exit_code == 0, r.stderr
-    ck = Store(tmp_path).latest("dinos-lower")
+    ck = Store(tmp_path).latest("dinos")
     assert len(ck.meta["vocab"]["chars"]) == 27  # a-z and the newline, as in the assignment
     assert ck.meta["corpus"]["options"]["lowercase"] is True
-    # issue 13.1: the same file with its capitals is another run, not a clash
-    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--steps", "2", *SMALL])
-    assert r.exit_code == 0, r.stderr
-    assert len(Store(tmp_path).latest("dinos").meta["vocab"]["chars"]) == 53
-    # and resuming a run with other reading options names the option, not "corpus changed"
-    r = invoke(
-        ["train", DINOS, "--run", "dinos-lower", "--store", str(tmp_path), "-q", "--steps", "4"]
-    )
+    r = invoke(["train", DINOS, "--store", str(tmp_path / "k"), "-q", "--steps", "2", *SMALL])
+    assert len(Store(tmp_path / "k").latest("dinos").meta["vocab"]["chars"]) == 53
+    # issue 13.1: the same file read with its capitals names the real difference, and how
+    # to go on; not "the corpus changed", which was false
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--steps", "4", *SMALL])
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
-    assert "run 'dinos-lower' was trained with --lowercase" in r.stderr
+    assert "run 'dinos' was trained with --lowercase" in r.stderr
+    assert "pass --lowercase to resume it, --run NAME for a new run" in r.stderr
     assert "changed" not in r.stderr
+    r = invoke(["train", DINOS, "--store", str(tmp_path), "-q", "--steps", "4", "--lowercase"])
+    assert r.exit_code == 0, r.stderr
 
 
 def test_no_validation_says_so_instead_of_nan(invoke, tmp_path):

@@ -173,8 +173,7 @@ def test_score_streams_in_bounded_memory(dinos_store, tmp_path):
 
 @pytest.fixture
 def trained(tmp_path) -> Path:
-    args = ["--run", "dinos", "--steps", "4", "--eval-every", "2", *SMALL]  # the bundled names
-    r = invoke(["train", "--store", str(tmp_path), *args])
+    r = invoke(["train", "--store", str(tmp_path), "--steps", "4", "--eval-every", "2", *SMALL])
     assert r.exit_code == 0, r.stderr
     return tmp_path
 
@@ -232,8 +231,7 @@ def test_a_meaningless_checkpoint_is_corrupt_everywhere(trained, change, reason)
     assert r.exit_code == 0, r.stderr
     assert f"skipping corrupt checkpoint {bad}" in r.stderr
     assert "ckpt-000000002.npz" in r.stderr
-    args = ["--run", "dinos", "--steps", "6", "--eval-every", "2", *SMALL]
-    r = invoke(["train", "--store", str(trained), *args])
+    r = invoke(["train", "--store", str(trained), "--steps", "6", "--eval-every", "2", *SMALL])
     assert r.exit_code == 0, r.stderr
     assert "resuming run 'dinos' from step 2" in r.stderr
 
