@@ -87,7 +87,7 @@ def quiet_option(f):
 def seed_option(default: int | None, help: str):
     return click.option(
         "--seed",
-        type=int,
+        type=click.IntRange(0),  # numpy seeds are non-negative
         metavar="N",
         default=default,
         show_default=default is not None,
@@ -351,7 +351,7 @@ data_options = config_options(
         "seq_len": INT,
         "val_fraction": NUMBER,
         "eval_max_batches": INT,
-        "seed": INT,
+        "seed": {"type": click.IntRange(0), "metavar": "N"},  # numpy seeds are non-negative
     },
 )
 optim_options = config_options(
@@ -1273,6 +1273,14 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
         code = 0
+    except UnicodeEncodeError as e:  # e.g. PYTHONIOENCODING=ascii and a CJK model
+        enc = getattr(sys.stdout, "encoding", None) or e.encoding
+        click.echo(
+            f"charrnn: error: standard output's encoding ({enc}) cannot write "
+            f"{e.object[e.start]!r}; set PYTHONIOENCODING=utf-8 or use a UTF-8 locale",
+            err=True,
+        )
+        code = EXIT_IO
     except OSError as e:  # e.g. writing the samples to a full disk
         click.echo(error_line(str(e.strerror or e)), err=True)
         code = EXIT_IO

@@ -487,6 +487,18 @@ def _texts(
             if ascii_compatible:
                 line = newlines_before + raw[: max(at, 0)].count(b"\n") + 1
             raise _decode_error(source, codec, offset + at, line, e.reason) from None
+        except UnicodeError as e:  # e.g. utf-16 without a BOM: no byte offset to give
+            hint = "pass the file's real --encoding"
+            if codec.name in ("utf-16", "utf-32") and source.model_encoding is None:
+                hint = (
+                    f"if it is {codec.name} without a BOM, pass --encoding {codec.name}-le "
+                    f"or {codec.name}-be; else {hint}"
+                )
+            elif source.model_encoding is not None:
+                hint = f"the model reads {codec.name}: convert the text to it first"
+            raise CorpusError(
+                f"{source.label}: cannot decode as {codec.name} ({e}); {hint}"
+            ) from None
         if nul >= 0:
             raise _nul_error(source, raw, offset, nul)
         if not utf8 and "\0" in text:

@@ -40,7 +40,7 @@ def diverged(loss: float, vocab_size: int) -> bool:
 
 def _sane(arrays: list[np.ndarray], limit: float) -> bool:
     # one reduction per array: a nan max fails the comparison too
-    return all(a.size == 0 or bool(np.max(np.abs(a)) <= limit) for a in arrays)
+    return all(a.size == 0 or float(np.max(np.abs(a))) <= limit for a in arrays)
 
 
 @dataclass(frozen=True)

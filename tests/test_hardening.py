@@ -313,3 +313,61 @@ def test_divergence_exits_3_keeps_the_last_sane_state_and_is_never_best(tmp_path
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["step"] == ck.step
+
+
+# ----------------------------------------------------------------------------- 7. contract
+
+
+@pytest.mark.parametrize("command", [["train", "--steps", "1"], ["sample", "-n", "1"]])
+def test_a_negative_seed_is_a_usage_error(tmp_path, command):
+    r = invoke([*command, "--store", str(tmp_path), "--seed", "-1"])
+    one_line_error(r, 2, "--seed: -1 is not in the range x>=0")
+
+
+def test_utf16_asked_for_a_bomless_file_is_one_line(tmp_path):
+    text = tmp_path / "u8.txt"
+    text.write_text("hello world\nabc\n")
+    r = invoke(["train", str(text), "--store", str(tmp_path), "--encoding", "utf-16"])
+    one_line_error(
+        r,
+        65,
+        f"{text}: cannot decode as utf-16 (UTF-16 stream does not start with BOM); if it is "
+        "utf-16 without a BOM, pass --encoding utf-16-le or utf-16-be; else pass the file's "
+        "real --encoding",
+    )
+
+
+def test_stdout_that_cannot_write_the_model_s_characters_says_why(tmp_path):
+    cjk = tmp_path / "cjk.txt"
+    cjk.write_text("日本語の文章です。\n日本語\n" * 20)
+    r = invoke(["train", str(cjk), "--store", str(tmp_path), "--steps", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "ascii"}
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn", "sample", "--store", str(tmp_path), "-n", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 74, r.stderr
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "charrnn: error: standard output's encoding (ascii) cannot write "
+    )
+    assert lines[0].endswith("; set PYTHONIOENCODING=utf-8 or use a UTF-8 locale")
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_still_loads(trained):
+    def older(arrays, meta):
+        for field in ("schedule", "warmup", "decay_steps", "lr_min"):
+            meta["optim"].pop(field)  # written before the lr schedules existed
+        meta["train"].pop("patience")
+
+    path = _rewrite(trained, older)
+    r = invoke(["sample", str(path), "-n", "1", "--store", str(trained), "--seed", "0"])
+    assert r.exit_code == 0, r.stderr
+    r = invoke(["train", "--store", str(trained), "--steps", "6", "--eval-every", "2", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert "resuming run 'dinos' from step 4" in r.stderr
