@@ -344,7 +344,7 @@ def test_stdout_that_cannot_write_the_model_s_characters_says_why(tmp_path):
     assert r.exit_code == 0, r.stderr
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "ascii"}
     r = subprocess.run(
-        [sys.executable, "-m", "charrnn", "sample", "--store", str(tmp_path), "-n", "1"],
+        [sys.executable, "-m", "charrnn", "sample", "cjk", "--store", str(tmp_path), "-n", "1"],
         capture_output=True,
         text=True,
         env=env,
