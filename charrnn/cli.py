@@ -741,6 +741,9 @@ def _write_names(
     novel = hashes is not None
     done, rejected, attempts = 0, 0, 0
     group = max(1, min(4096, (1 << 24) // max_length))  # samples per batch: bounded memory
+    from charrnn import memory
+
+    memory.require(16 * max_length * min(group, count), f"--max-length {max_length}", "lower it")
     while done < count:
         want = min(count - done, group)
         batch = sampler.lines(

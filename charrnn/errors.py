@@ -88,6 +88,12 @@ class LockedError(CharrnnError):
         self.pid = pid
 
 
+class ResourceError(CharrnnError):
+    """What was asked for needs more memory than the machine has (a usage error)."""
+
+    exit_code = EXIT_USAGE
+
+
 class DivergedError(CharrnnError):
     """Training produced non-finite loss or gradients too many steps in a row."""
 

@@ -457,6 +457,14 @@ def _start_or_resume(
     )
     if choice.applied:
         events.info(choice.reason)
+    from charrnn import memory
+
+    memory.require(
+        memory.train_bytes(choice.model, choice.train.batch_size, choice.train.seq_len),
+        f"a {choice.model.layers}x{choice.model.hidden} {choice.model.cell} trained on "
+        f"batches of {choice.train.batch_size}x{choice.train.seq_len}",
+        "use a smaller --hidden, --layers, --batch-size or --seq-len",
+    )
     return TrainState.fresh(choice.model, choice.optim, choice.train), None, choice.to_json()
 
 

@@ -371,3 +371,17 @@ def test_a_checkpoint_from_before_a_config_field_existed_still_loads(trained):
     r = invoke(["train", "--store", str(trained), "--steps", "6", "--eval-every", "2", *SMALL])
     assert r.exit_code == 0, r.stderr
     assert "resuming run 'dinos' from step 4" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, what",
+    [
+        (["train", "--run", "big", "--hidden", "8192", "--layers", "16"], "a 16x8192 lstm"),
+        (["train", "--run", "wide", "--batch-size", "100000000"], "batches of 100000000x64"),
+        (["sample", "--max-length", "1000000000000"], "--max-length 1000000000000 needs about"),
+    ],
+)
+def test_asking_for_more_memory_than_there_is_is_a_usage_error(dinos_store, args, what):
+    r = invoke([*args, "--store", str(dinos_store), "-q"])
+    one_line_error(r, 2, what)
+    assert "of memory, more than the " in r.stderr
