@@ -55,11 +55,13 @@ def require(nbytes: float, what: str, fix: str) -> None:
         )
 
 
-def train_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> float:
+def train_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, n_chars: int) -> float:
     """A generous estimate of training memory: parameters with their gradients, the
-    optimizer state and the copies of both, plus one (B, T) batch's forward cache."""
+    optimizer state and the copies of both, the carried state of every stream, and one
+    batch's forward cache (of at most as many positions as the corpus has characters)."""
     item = np.dtype(cfg.dtype).itemsize
     n_params = sum(math.prod(shape) for shape in param_shapes(cfg).values())
     B, T, H, L, V = batch_size, seq_len, cfg.hidden, cfg.layers, cfg.vocab_size
+    positions = min(B * T, max(n_chars, 1))  # a longer batch is refused as too long anyway
     per_position = L * H * 10 + 3 * V  # gates (at most 4H), states, caches; logits, probs
-    return 8 * n_params * item + 2 * B * T * per_position * item
+    return (8 * n_params + 2 * L * H * B + 2 * positions * per_position) * item

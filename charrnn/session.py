@@ -460,7 +460,9 @@ def _start_or_resume(
     from charrnn import memory
 
     memory.require(
-        memory.train_bytes(choice.model, choice.train.batch_size, choice.train.seq_len),
+        memory.train_bytes(
+            choice.model, choice.train.batch_size, choice.train.seq_len, corpus.n_chars
+        ),
         f"a {choice.model.layers}x{choice.model.hidden} {choice.model.cell} trained on "
         f"batches of {choice.train.batch_size}x{choice.train.seq_len}",
         "use a smaller --hidden, --layers, --batch-size or --seq-len",
