@@ -23,6 +23,7 @@ import click
 from click.core import ParameterSource
 
 from charrnn import __version__
+from charrnn.console import plural
 from charrnn.corpus import NEWLINES, CorpusOptions
 from charrnn.errors import (
     EXIT_CODES,
@@ -661,6 +662,7 @@ def sample(
     import numpy as np
 
     from charrnn.console import Log
+    from charrnn.errors import VocabError
     from charrnn.sampler import Sampler
 
     log = Log(quiet)
@@ -670,9 +672,18 @@ def sample(
     if names and vocab.eos_id is None:
         raise CorpusError("names mode needs a newline in the vocabulary; use --mode prose")
     # the prime is read like the corpus was (e.g. lowercased for a --lowercase model)
-    prime = CorpusOptions.from_json(trained_on.get("options", {})).normalize(prime)
+    reading = CorpusOptions.from_json(trained_on.get("options", {}))
+    typed, prime = prime, reading.normalize(prime)
+    # fail early, before any output, naming the characters as they were typed
+    unknown = [c for c in dict.fromkeys(typed) if vocab.unknown(reading.normalize(c))]
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:20])
+        raise VocabError(
+            f"--prime has {plural(len(unknown), 'character')} not in the model's vocabulary: "
+            f"{shown}; use characters of the training text",
+            unknown=tuple(unknown),
+        )
     sampler = Sampler(model, vocab)
-    sampler.encode_prime(prime)  # fail early, before any output
     rng = np.random.default_rng(seed)
     if not names:
         if novel:
@@ -776,7 +787,7 @@ def _write_names(
             break
     out.flush()
     if novel:
-        log.info(f"--novel: rejected {rejected} sample(s) that were training lines")
+        log.info(f"--novel: rejected {plural(rejected, 'sample')} that were training lines")
 
 
 # --------------------------------------------------------------------------- score
@@ -861,14 +872,14 @@ def score(
             else:
                 click.echo(f"{lp:10.3f}  {-lp / n if n else 0.0:6.3f}  {line}")
         if known.dropped:
-            log.warn(f"dropped {known.dropped} character(s) not in the vocabulary")
+            log.warn(f"dropped {plural(known.dropped, 'character')} not in the vocabulary")
         if not rows:  # as without --per-line: an empty input is an error, not silence
             raise CorpusError(f"{file} has nothing to score")
         return
     lp, n, n_read = score_stream(model, vocab, pieces, known)
     skipped = known.dropped
     if skipped:
-        log.warn(f"dropped {skipped} character(s) not in the vocabulary")
+        log.warn(f"dropped {plural(skipped, 'character')} not in the vocabulary")
     if not n_read:
         raise CorpusError(f"{file} has nothing to score")
     if n == 0:  # no newline in the vocabulary: the first character is context only
@@ -1045,12 +1056,12 @@ def _probe_stats(model, paths, probe_batches, batches, clip_norm, clip_value, sp
     shape = f"{probe_batches.batch_size}x{probe_batches.seq_len}"
     if n < batches:
         log.info(
-            f"the corpus holds only {n} batch(es) of {shape}; "
+            f"the corpus holds only {plural(n, 'batch', 'batches')} of {shape}; "
             "probing those (smaller --batch-size or --seq-len give more)"
         )
     log.info(
         f"probing {', '.join(p if p != '-' else 'stdin' for p in paths)}: "
-        f"{n} batch(es) of {shape}, gradients only"
+        f"{plural(n, 'batch', 'batches')} of {shape}, gradients only"
     )
     measured = clipstats.probe(model, probe_batches, n, clip_norm, clip_value)
     stats = clipstats.summarize_probe(measured, clip_norm, clip_value, **spikes)

@@ -22,6 +22,11 @@ def color_allowed() -> bool:
     return "NO_COLOR" not in os.environ and os.environ.get("TERM", "") != "dumb"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 batch', '2 batches': a count with its noun in the right number."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
 class Log:
     """Messages for the person or the log file: always stderr, never stdout.
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from charrnn import __version__, autoconfig
 from charrnn.batches import StreamBatches, eval_batches, make_batches, split_train_val
+from charrnn.console import plural
 from charrnn.corpus import Corpus, CorpusOptions, check_paths, load_corpus, prune_token_cache
 from charrnn.errors import (
     EXIT_OK,
@@ -409,7 +410,7 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
             retired = store.retire(run)
             if retired:
                 events.info(
-                    f"--fresh: {retired} checkpoint(s) of run '{run}' set aside; "
+                    f"--fresh: {plural(retired, 'checkpoint')} of run '{run}' set aside; "
                     "they go once the new run saves its first"
                 )
         saver = _Saver(store, run, state, corpus, request.keep, auto)
@@ -593,7 +594,7 @@ def _train(
     bar = events.progress(total if total < UNBOUNDED else 0, state.step, f"train {run}")
     events.info(
         f"training {state.model.cfg.cell} {state.model.cfg.layers}x{state.model.cfg.hidden} "
-        f"on {split.n_train:,} characters ({split.train.n_batches} batches of "
+        f"on {split.n_train:,} characters ({plural(split.train.n_batches, 'batch', 'batches')} of "
         f"{cfg.batch_size}x{cfg.seq_len} per epoch), "
         + (f"validating on {split.n_val:,}" if split.val is not None else "no validation")
     )

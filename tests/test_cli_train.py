@@ -423,3 +423,27 @@ def test_no_validation_says_so_instead_of_nan(invoke, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert "nan" not in r.stderr and "no validation" in r.stderr
     assert "step 4: no validation" in r.stderr
+
+
+def test_small_words_agree_with_their_numbers(invoke, tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("".join(Path(DINOS).read_text().splitlines(keepends=True)[:25])[:200])
+    r = invoke(["train", str(corpus), "--store", str(tmp_path / "s"), "--steps", "1", *SMALL])
+    assert r.exit_code == 0, r.stderr
+    assert "(1 batch of 8x16 per epoch)" in r.stderr and "1 batches" not in r.stderr
+
+
+def test_a_decode_error_says_how_bytes_and_lines_are_counted(invoke, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"abc\nde\xff\n" * 20)
+    r = invoke(["train", str(bad), "--store", str(tmp_path / "s"), "--steps", "1"])
+    assert r.exit_code == 65
+    assert "at byte 6 (counted from 0; line 2, counted from 1)" in r.stderr
+
+
+def test_a_prime_error_shows_the_characters_as_typed(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), "-q", "--lowercase", "--steps", "1", *SMALL]
+    assert invoke(base).exit_code == 0
+    r = invoke(["sample", "--store", str(tmp_path), "--prime", "Éric", "-q"])
+    assert r.exit_code == 65 and r.stderr.count("\n") == 1
+    assert "'É'" in r.stderr and "'é'" not in r.stderr
