@@ -567,8 +567,9 @@ def _dominant(residues: np.ndarray) -> float:
 def _decode_error(
     source: _Source, codec: codecs.CodecInfo, at: int, line: int | None, reason: str
 ) -> CorpusError:
+    where = f"byte {at}" + (f" (line {line})" if line is not None else "")
     # say how each is counted: byte offsets from 0 (as hexdump and cmp do), lines from 1
-    where = f"byte {at} (counted from 0" + (f"; line {line}, counted from 1)" if line else ")")
+    where += ", counting bytes from 0" + (" and lines from 1" if line is not None else "")
     if source.model_encoding is not None:
         return CorpusError(
             f"{source.label}: cannot decode as {codec.name} at {where} ({reason}); "

@@ -438,7 +438,7 @@ def test_a_decode_error_says_how_bytes_and_lines_are_counted(invoke, tmp_path):
     bad.write_bytes(b"abc\nde\xff\n" * 20)
     r = invoke(["train", str(bad), "--store", str(tmp_path / "s"), "--steps", "1"])
     assert r.exit_code == 65
-    assert "at byte 6 (counted from 0; line 2, counted from 1)" in r.stderr
+    assert "at byte 6 (line 2), counting bytes from 0 and lines from 1" in r.stderr
 
 
 def test_a_prime_error_shows_the_characters_as_typed(invoke, tmp_path):

@@ -291,7 +291,8 @@ def test_invalid_utf8_names_byte_and_line(tmp_path):
     with pytest.raises(CorpusError) as info:
         load_corpus([path])
     assert one_line(info.value) == (
-        f"{path}: invalid UTF-8 at byte 12 (line 3); if the file is in another encoding, "
+        f"{path}: invalid UTF-8 at byte 12 (line 3), counting bytes from 0 and lines from 1; "
+        "if the file is in another encoding, "
         "pass --encoding (e.g. --encoding latin-1)"
     )
 
@@ -560,7 +561,7 @@ def test_decode_error_offset_matches_python(good, junk, tail, chunk):
     if b"\x00" in data[: expected + 1]:
         return  # reported as binary instead
     line = data[:expected].count(b"\n") + 1
-    with pytest.raises(CorpusError, match=rf"invalid UTF-8 at byte {expected} \(line {line}\);"):
+    with pytest.raises(CorpusError, match=rf"invalid UTF-8 at byte {expected} \(line {line}\), counting bytes from 0"):
         load_corpus(["-"], stdin=io.BytesIO(data), chunk_bytes=chunk)
 
 
