@@ -561,7 +561,10 @@ def test_decode_error_offset_matches_python(good, junk, tail, chunk):
     if b"\x00" in data[: expected + 1]:
         return  # reported as binary instead
     line = data[:expected].count(b"\n") + 1
-    with pytest.raises(CorpusError, match=rf"invalid UTF-8 at byte {expected} \(line {line}\), counting bytes from 0"):
+    with pytest.raises(
+        CorpusError,
+        match=rf"invalid UTF-8 at byte {expected} \(line {line}\), counting bytes from 0",
+    ):
         load_corpus(["-"], stdin=io.BytesIO(data), chunk_bytes=chunk)
 
 
