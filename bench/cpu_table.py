@@ -50,6 +50,7 @@ def main(configs: str, cells: str, tries: int) -> None:
     import torch
     import torch_ref
 
+    from charrnn.batches import make_batches
     from charrnn.corpus import load_corpus
     from charrnn.optim import OptimConfig
     from charrnn.sampler import SampleOptions, Sampler
@@ -62,20 +63,8 @@ def main(configs: str, cells: str, tries: int) -> None:
     rows, profiles, samples = [], [], []
     for name in configs.split(","):
         L, H, B, T = CONFIGS[name]
-        span = (len(ids) - 1) // B
-        pos = np.arange(B)[:, None] * span + np.arange(T + 1)
-        x, y = ids[pos[:, :-1]], ids[pos[:, 1:]]
-
-        class OneBatch:  # the trainer's view of the data: the same batch every step
-            n_batches = 1
-            batch_size = B
-
-            def __init__(self, x, y):
-                self.xy = (x, y)
-
-            def batch(self, k):
-                return self.xy
-
+        data = make_batches(ids, 0, len(ids) * 9 // 10, B, T)  # as bench.py's Data does
+        x, y = data.batch(0)
         for cell in cells.split(","):
             from charrnn.model import ModelConfig
 
@@ -83,7 +72,6 @@ def main(configs: str, cells: str, tries: int) -> None:
             ts = TrainState.fresh(
                 mcfg, OptimConfig(), TrainConfig(batch_size=B, seq_len=T, eval_every=2**62)
             )
-            data = OneBatch(x, y)
 
             def charrnn_step(ts=ts, data=data):
                 for _ in train(ts, data, None, total_steps=ts.step + 1):
