@@ -10,7 +10,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_ERROR = 1  # unexpected internal error
 EXIT_USAGE = 2  # bad option or argument (click's own code)
-EXIT_DIVERGED = 3  # training stopped: loss or gradients kept going non-finite
+EXIT_DIVERGED = 3  # training stopped: loss non-finite or far above uniform guessing
 EXIT_DATA = 65  # bad corpus, checkpoint or text (EX_DATAERR)
 EXIT_NOINPUT = 66  # input file, run or checkpoint missing (EX_NOINPUT)
 EXIT_IO = 74  # read/write failure, disk full (EX_IOERR)
@@ -21,8 +21,8 @@ EXIT_SIGTERM = 143  # terminated, after a safe checkpoint
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_ERROR: "unexpected error",
-    EXIT_USAGE: "usage error (bad option or argument)",
-    EXIT_DIVERGED: "training diverged (non-finite loss or gradients)",
+    EXIT_USAGE: "usage error (bad option or argument, or more memory than there is)",
+    EXIT_DIVERGED: "training diverged (loss non-finite or far above uniform guessing)",
     EXIT_DATA: "bad input data: corpus, checkpoint or text",
     EXIT_NOINPUT: "input missing: file, run or checkpoint not found",
     EXIT_IO: "I/O error (unreadable, unwritable, disk full)",
