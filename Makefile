@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: install dev wheel test ci lint format typecheck readme bench demo shakespeare clean
+.PHONY: install dev wheel test ci lint format typecheck bench demo shakespeare clean
 
 install:            ## install charrnn and its runtime dependencies (the bundled corpora included)
 	$(PY) -m pip install .
@@ -25,9 +25,6 @@ format:
 
 typecheck:          ## mypy
 	$(PY) -m mypy charrnn
-
-readme:             ## regenerate the README's transcripts from real runs (scripts/readme.py)
-	$(PY) scripts/readme.py README.md
 
 demo:               ## train on the bundled dinosaur names, then sample some
 	$(PY) -m pip install -q . && charrnn train && charrnn sample -n 10

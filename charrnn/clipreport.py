@@ -79,6 +79,7 @@ def chart(
     width: int,
     spikes: list[int],
     height: int = 8,
+    color: bool = True,
 ) -> list[Text]:
     """Pre-clip norm over steps: max per column, the threshold as a dotted row,
     columns above it in red, spikes (▲) and non-finite steps (×) marked below."""
@@ -176,7 +177,7 @@ def chart(
     if threshold is not None:
         legend.append(
             f"┈ {threshold_name.removeprefix('probe ')} {num(threshold)}"
-            + (thr_note or "; red columns go above it")
+            + (thr_note or ("; red columns go above it" if color else "; columns above it clipped"))
         )
     if any_mark:
         legend.append(f"▲ spike, × non-finite {unit} (update skipped)")
@@ -548,7 +549,9 @@ def _render(doc: dict, series: Series, console: Console) -> None:
         )
         if doc["probe"] is not None:
             name = "probe " + name
-        for line in chart(series, thr, name, width, [s["step"] for s in doc["events"]["spikes"]]):
+        spikes = [s["step"] for s in doc["events"]["spikes"]]
+        color = console.color_system is not None  # NO_COLOR, TERM=dumb: no "red" to point at
+        for line in chart(series, thr, name, width, spikes, color=color):
             console.print(line, no_wrap=True, overflow="ignore", crop=False)
     console.print()
     console.print(Text("How often clipping bit", style="bold"))

@@ -137,5 +137,14 @@ def rich_console(file: TextIO | None = None, width: int | None = None):
         color_system=None if plain else "auto",
         highlight=False,
         soft_wrap=False,
-        width=width or (None if f.isatty() else 100),
+        width=width or report_width(f),
     )
+
+
+def report_width(f: TextIO) -> int | None:
+    """Columns for a report: a terminal's own width; piped, $COLUMNS or 80 (so `| less`
+    does not wrap every row)."""
+    if f.isatty():
+        return None  # rich asks the terminal (and honours COLUMNS itself)
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 40 else 80
