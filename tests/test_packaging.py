@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -52,3 +53,19 @@ def test_the_distribution_name_is_not_the_taken_charrnn(wheel):
     assert "Requires-Python: >=3.10" in text
     entry = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("entry_points.txt"))
     assert "charrnn = charrnn.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_ci_tools_come_from_the_test_extra(wheel):
+    # a fresh machine gets its tools only from `pip install -e '.[test]'`: every
+    # `python3 -m TOOL` that .ci/run calls must be installed by that extra
+    ci = (ROOT / ".ci" / "run").read_text()
+    tools = set(re.findall(r"python3 -m (\w+)", ci)) - {"pip", "venv"}
+    assert {"ruff", "pytest"} <= tools
+    meta = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/METADATA"))
+    text = zipfile.ZipFile(wheel).read(meta).decode()
+    extra = {
+        re.match(r"[\w-]+", line.split(":", 1)[1].strip()).group(0)
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:") and "extra == \"test\"" in line
+    }
+    assert tools <= extra, tools - extra
