@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: install dev wheel test ci lint format typecheck bench demo shakespeare clean
+.PHONY: install dev wheel test ci lint format typecheck bench demo shakespeare readme clean
 
 install:            ## install charrnn and its runtime dependencies (the bundled corpora included)
 	$(PY) -m pip install .
@@ -18,10 +18,10 @@ ci:                 ## what CI runs: lint, tests, and a wheel installed in a fre
 	bash .ci/run
 
 lint:               ## ruff
-	$(PY) -m ruff check charrnn tests bench
+	$(PY) -m ruff check charrnn tests bench scripts
 
 format:
-	$(PY) -m ruff format charrnn tests bench
+	$(PY) -m ruff format charrnn tests bench scripts
 
 typecheck:          ## mypy
 	$(PY) -m mypy charrnn
@@ -35,6 +35,9 @@ shakespeare:        ## five minutes on tiny-shakespeare, configured automaticall
 
 bench:              ## charrnn against PyTorch CPU (pip install torch==2.13.0 first)
 	$(PY) bench/bench.py
+
+readme:             ## rerun the ```console transcripts of README.md and docs/*.md, rewriting their output (not in CI)
+	PYTHONPATH=$(CURDIR) $(PY) scripts/readme.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis bench/results
