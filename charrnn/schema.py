@@ -163,13 +163,13 @@ def _check_round_trip(ck: Checkpoint) -> None:
     extra = [k for k in ck.arrays if k not in arrays and k not in CORPUS_ARRAYS]
     if extra:
         raise CheckpointError(f"unknown array {extra[0]!r}")
-    for key, want in meta.items():
-        got = ck.meta.get(key)
-        if key in CONFIGS and isinstance(got, dict) and isinstance(want, dict):
+    for key, stored in meta.items():
+        loaded = ck.meta.get(key)
+        if key in CONFIGS and isinstance(loaded, dict) and isinstance(stored, dict):
             # a field added since the file was written takes its default: compare the rest
-            want = {k: v for k, v in want.items() if k in got}
-            got = {k: v for k, v in got.items() if k in want}
-        if not _same_json(got, want):
+            stored = {k: v for k, v in stored.items() if k in loaded}
+            loaded = {k: v for k, v in loaded.items() if k in stored}
+        if not _same_json(loaded, stored):
             raise CheckpointError(f"metadata {key!r} does not load back as stored")
     extra = [k for k in ck.meta if k not in meta and k not in CORPUS_META]
     if extra:
