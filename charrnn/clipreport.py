@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn.clipstats import Series, columns, norm_dist
+from charrnn.console import rich_console
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # eighths of a cell, bottom up
 LABEL_W = 9  # y-axis label width
@@ -145,10 +146,30 @@ def chart(
                 t.append(" " * w)
         lines.append(t)
     lines.append(Text(" " * LABEL_W + "└" + "─" * (n * w)))
+    marks = _marks(b, spikes, w)
+    if marks is not None:
+        lines.append(marks)
+    unit = "batch" if threshold_name.startswith("probe") else "step"
+    left = f"{unit} {b['first'][0]}"
+    last = str(b["last"][-1])
+    lines.append(
+        Text(" " * (LABEL_W + 1) + left + last.rjust(max(n * w - len(left), len(last) + 1)))
+    )
+    legend = _legend(series.count / n, unit, log, threshold, threshold_name, thr_note, color)
+    if marks is not None:
+        legend.append(f"▲ spike, × non-finite {unit} (update skipped)")
+    for item in legend:
+        lines.append(Text(" " * (LABEL_W + 1) + item, style="dim"))
+    return lines
+
+
+def _marks(b: dict[str, np.ndarray], spikes: list[int], w: int) -> Text | None:
+    """The row under the chart: ▲ under a column with a spike, × under one with a
+    non-finite step; None when no column has either."""
     spike_set = np.asarray(sorted(spikes), dtype=np.int64)
     marks = Text(" " * (LABEL_W + 1))
     any_mark = False
-    for c in range(n):
+    for c in range(b["max"].shape[0]):
         lo_s, hi_s = int(b["first"][c]), int(b["last"][c])
         has_spike = spike_set.size and np.any((spike_set >= lo_s) & (spike_set <= hi_s))
         if b["nonfinite"][c]:
@@ -160,15 +181,19 @@ def chart(
         else:
             marks.append(" ")
         marks.append(" " * (w - 1))
-    if any_mark:
-        lines.append(marks)
-    first, last = str(b["first"][0]), str(b["last"][-1])
-    unit = "batch" if threshold_name.startswith("probe") else "step"
-    left = f"{unit} {first}"
-    lines.append(
-        Text(" " * (LABEL_W + 1) + left + last.rjust(max(n * w - len(left), len(last) + 1)))
-    )
-    per = series.count / n
+    return marks if any_mark else None
+
+
+def _legend(
+    per: float,
+    unit: str,
+    log: bool,
+    threshold: float | None,
+    threshold_name: str,
+    thr_note: str,
+    color: bool,
+) -> list[str]:
+    """What a column holds, the scale, and what the dotted threshold row means."""
     legend = [
         f"the largest pre-clip norm in each column ({'1' if per <= 1 else f'~{per:.2g}'} "
         f"{unit if per <= 1 else units(unit)} per column)",
@@ -179,11 +204,7 @@ def chart(
             f"┈ {threshold_name.removeprefix('probe ')} {num(threshold)}"
             + (thr_note or ("; red columns go above it" if color else "; columns above it clipped"))
         )
-    if any_mark:
-        legend.append(f"▲ spike, × non-finite {unit} (update skipped)")
-    for item in legend:
-        lines.append(Text(" " * (LABEL_W + 1) + item, style="dim"))
-    return lines
+    return legend
 
 
 # --------------------------------------------------------------------------- the report
@@ -402,11 +423,22 @@ def _titled_table(title: str) -> Table:
     )
 
 
+def _threshold_table(title: str, headers: tuple[str, ...]) -> Table:
+    """A probe table: the threshold, what it is ("what", left), then its figures."""
+    t = _titled_table(title)
+    t.add_column(headers[0], justify="right")
+    t.add_column("what", justify="left")
+    for h in headers[1:]:
+        t.add_column(h, justify="right")
+    return t
+
+
 def _probe_tables(doc: dict) -> list[Any]:
     p = doc["probe"]
-    nt = _titled_table("Norm clipping at other thresholds (the direction is kept: cosine 1)")
-    for h in ("clip_norm", "what", "batches clipped", "mean scale", "cos(clipped, raw)"):
-        nt.add_column(h, justify="left" if h == "what" else "right")
+    nt = _threshold_table(
+        "Norm clipping at other thresholds (the direction is kept: cosine 1)",
+        ("clip_norm", "batches clipped", "mean scale", "cos(clipped, raw)"),
+    )
     for r in p["norm_thresholds"]:
         nt.add_row(
             num(r["threshold"]),
@@ -415,9 +447,10 @@ def _probe_tables(doc: dict) -> list[Any]:
             scale(r["mean_scale"]),
             f"{r['cosine']:.4f}",
         )
-    vt = _titled_table("Value clipping at a few thresholds (entry by entry: the direction turns)")
-    for h in ("clip_value", "what", "entries clamped", "batches affected", "cos mean", "cos min"):
-        vt.add_column(h, justify="left" if h == "what" else "right")
+    vt = _threshold_table(
+        "Value clipping at a few thresholds (entry by entry: the direction turns)",
+        ("clip_value", "entries clamped", "batches affected", "cos mean", "cos min"),
+    )
     for r in p["value_thresholds"]:
         vt.add_row(
             num(r["threshold"]),
@@ -504,13 +537,7 @@ def render(doc: dict, series: Series, console: Console) -> None:
     """Draw the whole report of ``doc`` (and the chart of ``series``) on ``console``."""
     if console.no_color or console.is_dumb_terminal:
         # NO_COLOR / TERM=dumb: no escape codes at all (rich's no_color keeps bold and dim)
-        console = Console(
-            file=console.file,
-            width=console.width,
-            color_system=None,
-            highlight=False,
-            soft_wrap=False,
-        )
+        console = rich_console(console.file, console.width, plain=True)
     with console.capture() as cap:
         _render(doc, series, console)
     # rich pads wrapped lines to the full width; a report pasted into a README should not be

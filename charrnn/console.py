@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import os
 import sys
-from typing import Any, TextIO
+from typing import IO, Any
 
 
 def stderr_is_tty() -> bool:
@@ -124,12 +124,14 @@ class Progress:
             self.bar.close()
 
 
-def rich_console(file: TextIO | None = None, width: int | None = None):
-    """A rich Console writing to ``file`` (stdout by default) that honours NO_COLOR/TERM."""
+def rich_console(file: IO[str] | None = None, width: int | None = None, plain: bool | None = None):
+    """A rich Console writing to ``file`` (stdout by default) that honours NO_COLOR/TERM
+    (``plain``: no styling at all whatever they say; None asks them)."""
     from rich.console import Console
 
     f = file or sys.stdout
-    plain = not color_allowed()
+    if plain is None:
+        plain = not color_allowed()
     # no_color alone keeps bold and dim escapes: NO_COLOR / TERM=dumb get no styling at all
     return Console(
         file=f,
@@ -141,7 +143,7 @@ def rich_console(file: TextIO | None = None, width: int | None = None):
     )
 
 
-def report_width(f: TextIO) -> int | None:
+def report_width(f: IO[str]) -> int | None:
     """Columns for a report: a terminal's own width; piped, $COLUMNS or 80 (so `| less`
     does not wrap every row)."""
     if f.isatty():
