@@ -25,7 +25,7 @@ from typing import IO
 
 from charrnn.errors import StoreIOError
 
-__all__ = ["atomic_write", "dead_temp", "fsync_dir", "temp_name", "temp_pattern"]
+__all__ = ["atomic_write", "dead_temp", "fsync_dir", "remove_files", "temp_name", "temp_pattern"]
 
 
 def temp_name(final: Path) -> Path:
@@ -96,3 +96,29 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object], what: str = "
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_files(
+    directory: Path, ours: Callable[[os.DirEntry[str]], bool], what: str
+) -> list[Path]:
+    """Remove the entries of ``directory`` that ``ours`` picks; return them, sorted.
+
+    A missing directory removes nothing; a file that vanishes first (another cleaner)
+    is skipped; any other OSError becomes StoreIOError ("cannot remove <what> <path>").
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        if not ours(entry):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise StoreIOError(f"cannot remove {what} {entry.path}: {e.strerror or e}") from None
+        removed.append(Path(entry.path))
+    return sorted(removed)

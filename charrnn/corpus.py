@@ -28,7 +28,7 @@ from typing import IO, Any, BinaryIO
 
 import numpy as np
 
-from charrnn.atomic import atomic_write, dead_temp, temp_pattern
+from charrnn.atomic import atomic_write, dead_temp, remove_files, temp_pattern
 from charrnn.errors import (
     CheckpointError,
     CorpusError,
@@ -686,28 +686,15 @@ def prune_token_cache(cache: Path, sha: str) -> list[Path]:
     under the run's lock, so that no other writer is at work here.
     """
     keep = _cache_stem(sha) + "."
-    try:
-        entries = list(os.scandir(cache))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    removed = []
-    for entry in entries:
+
+    def ours(entry: os.DirEntry[str]) -> bool:
         name = entry.name
-        ours = (_CACHE_RE.fullmatch(name) is not None and not name.startswith(keep)) or (
+        stale = (_CACHE_RE.fullmatch(name) is not None and not name.startswith(keep)) or (
             dead_temp(name, _CACHE_TMP_RE) or dead_temp(name, _CACHE_TMP_OLD_RE)
         )
-        if not ours or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise StoreIOError(
-                f"cannot remove old token cache {entry.path}: {e.strerror or e}"
-            ) from None
-        removed.append(Path(entry.path))
-    return sorted(removed)
+        return stale and entry.is_file(follow_symlinks=False)
+
+    return remove_files(cache, ours, "old token cache")
 
 
 def _read_cache(cache: Path, sha: str) -> tuple[np.ndarray, Vocab, int, int] | None:

@@ -49,7 +49,14 @@ from typing import IO, Any
 
 import numpy as np
 
-from charrnn.atomic import atomic_write, dead_temp, fsync_dir, temp_name, temp_pattern
+from charrnn.atomic import (
+    atomic_write,
+    dead_temp,
+    fsync_dir,
+    remove_files,
+    temp_name,
+    temp_pattern,
+)
 from charrnn.errors import CheckpointError, InputMissingError, LockedError, StoreIOError
 
 __all__ = [
@@ -990,23 +997,9 @@ class Store:
         Call it while holding :meth:`lock`. As a second guard, a temp file whose writer
         pid is still alive (and is not this process) is left alone.
         """
-        d = self.run_dir(run)
-        try:
-            entries = list(os.scandir(d))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        removed = []
-        for entry in entries:
-            if not dead_temp(entry.name, _TMP_RE):
-                continue
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise StoreIOError(f"cannot remove leftover {entry.path}: {_strerror(e)}") from None
-            removed.append(Path(entry.path))
-        return sorted(removed)
+        return remove_files(
+            self.run_dir(run), lambda entry: dead_temp(entry.name, _TMP_RE), "leftover"
+        )
 
 
 def _write_npz(f: Any, members: list[tuple[str, np.ndarray]]) -> None:
