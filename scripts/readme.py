@@ -12,6 +12,9 @@ is output, which this script replaces with what the commands print now. Blocks o
     ```
     <sub>machine-specific: ...</sub>             rewritten: which output lines vary by machine
 
+A ```python block directly followed (after one blank line at most) by a ```text block is a
+program and its output: the program runs with `python3 -` and the text block is rewritten.
+
 All blocks of all files run in order, in one bash session, in one temporary directory (the
 store is its ./checkpoints; data/ links to the repository's corpora), so a later block can use
 a run trained by an earlier one. Commands run under a pseudo-terminal with TERM=dumb: log lines
@@ -58,6 +61,7 @@ class Block:
     end: int  # index of the closing ``` line
     commands: list[str]  # each command as typed, continuation lines joined with newlines
     setup: list[str] = field(default_factory=list)
+    python: bool = False  # a ```text block holding the output of the ```python block above
     output: list[str] = field(default_factory=list)  # per command, what it printed
 
 
@@ -65,7 +69,16 @@ def parse(file: str, lines: list[str]) -> list[Block]:
     blocks = []
     i = 0
     while i < len(lines):
-        if lines[i].strip() == "```console":
+        if lines[i].strip() == "```python":
+            close = lines.index("```", i + 1)
+            nxt = close + 1 if lines[close + 1].strip() else close + 2
+            if nxt < len(lines) and lines[nxt].strip() == "```text":
+                end = lines.index("```", nxt + 1)
+                code = "\n".join(lines[i + 1 : close])
+                heredoc = f"python3 - <<'CHARRNN_README_PY'\n{code}\nCHARRNN_README_PY"
+                blocks.append(Block(file, nxt, end, [heredoc], python=True))
+                i = end
+        elif lines[i].strip() == "```console":
             setup = []
             j = i - 1
             while j >= 0 and lines[j].startswith("<!-- setup:"):
@@ -176,7 +189,8 @@ def rewrite(lines: list[str], blocks: list[Block]) -> list[str]:
     for block in reversed(blocks):  # from the bottom, so earlier indices stay valid
         body: list[str] = []
         for cmd, printed in zip(block.commands, block.output, strict=True):
-            body += ["$ " + c if i == 0 else c for i, c in enumerate(cmd.split("\n"))]
+            if not block.python:
+                body += ["$ " + c if i == 0 else c for i, c in enumerate(cmd.split("\n"))]
             body += printed.rstrip("\n").split("\n") if printed.strip() else []
         after = block.end + 1
         if after < len(out) and out[after].startswith(NOTE_PREFIX):

@@ -55,3 +55,14 @@ def test_console_blocks_are_parsed_with_setup_and_continuations():
         "```",
     ]
     assert out[8].startswith(script.NOTE_PREFIX)
+
+
+def test_a_python_block_and_its_text_block_are_a_program_and_its_output():
+    script = load_readme_script()
+    lines = ["```python", "print(1 + 1)", "```", "", "```text", "3", "```"]
+    (block,) = script.parse("docs/api.md", lines)
+    assert block.python and (block.start, block.end) == (4, 6)
+    assert block.commands == ["python3 - <<'CHARRNN_README_PY'\nprint(1 + 1)\nCHARRNN_README_PY"]
+    block.output = ["2\n"]
+    out = script.rewrite(lines, [block])
+    assert out[:7] == ["```python", "print(1 + 1)", "```", "", "```text", "2", "```"]
