@@ -321,12 +321,19 @@ def check_paths(paths: Sequence[str | os.PathLike[str]]) -> None:
 def _stat(name: str) -> os.stat_result:
     try:
         return os.stat(name)
-    except FileNotFoundError:
-        raise InputMissingError(f"corpus file not found: {name}") from None
-    except PermissionError:
-        raise InputMissingError(f"cannot read {name}: permission denied") from None
     except OSError as e:
-        raise InputMissingError(f"cannot read {name}: {e.strerror or e}") from None
+        raise _unreadable(name, e) from None
+
+
+def _unreadable(name: str, e: OSError) -> InputMissingError:
+    """The one-line error for a corpus file that cannot be looked at or opened."""
+    if isinstance(e, FileNotFoundError):
+        return InputMissingError(f"corpus file not found: {name}")
+    if isinstance(e, IsADirectoryError):
+        return InputMissingError(f"{name} is a directory, not a text file")
+    if isinstance(e, PermissionError):
+        return InputMissingError(f"cannot read {name}: permission denied")
+    return InputMissingError(f"cannot read {name}: {e.strerror or e}")
 
 
 def _check_regular(name: str, st: os.stat_result) -> None:
@@ -351,14 +358,8 @@ def _file_source(name: str) -> _Source:
         try:
             # O_NONBLOCK: a path swapped for a FIFO since check_paths must not hang the open
             fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise InputMissingError(f"corpus file not found: {name}") from None
-        except IsADirectoryError:
-            raise InputMissingError(f"{name} is a directory, not a text file") from None
-        except PermissionError:
-            raise InputMissingError(f"cannot read {name}: permission denied") from None
         except OSError as e:
-            raise InputMissingError(f"cannot read {name}: {e.strerror or e}") from None
+            raise _unreadable(name, e) from None
         try:
             _check_regular(name, os.fstat(fd))
         except BaseException:
@@ -384,10 +385,7 @@ def _stdin_source(
         tempfile.SpooledTemporaryFile(max_size=chunk_bytes, mode="w+b", dir=spool_dir)  # noqa: SIM115
     )
     while True:
-        try:
-            block = stream.read(chunk_bytes)
-        except OSError as e:
-            raise InputMissingError(f"cannot read standard input: {e.strerror or e}") from None
+        block = _read(stream, chunk_bytes, "standard input")
         if not block:
             break
         if not isinstance(block, bytes):
@@ -404,15 +402,20 @@ def _stdin_source(
     return _Source("-", opener)
 
 
+def _read(f: IO[bytes] | BinaryIO, size: int, label: str) -> bytes:
+    """Up to ``size`` bytes of ``f``; a read error is InputMissingError naming ``label``."""
+    try:
+        return f.read(size)
+    except OSError as e:
+        raise InputMissingError(f"cannot read {label}: {e.strerror or e}") from None
+
+
 def _chunks(source: _Source, chunk_bytes: int) -> Iterator[bytes]:
     """The raw bytes of one source; the first chunk holds at least 4 bytes, for BOMs."""
     with source.open() as f:
         size = max(chunk_bytes, 4)
         while True:
-            try:
-                raw = f.read(size)
-            except OSError as e:
-                raise InputMissingError(f"cannot read {source.label}: {e.strerror or e}") from None
+            raw = _read(f, size, source.label)
             if not raw:
                 return
             yield raw
