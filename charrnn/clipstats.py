@@ -101,6 +101,7 @@ from charrnn.history import (
     SPIKE_WINDOW,
     History,
     Past,
+    finite_or_none,
     norm_bin,
     norm_bin_value,
     running_median,
@@ -392,14 +393,6 @@ def share_dist(s: Series, j: int) -> Dist:
 # --------------------------------------------------------------------------- small pieces
 
 
-def _f(x: Any) -> float | None:
-    """A JSON-safe float: None for nan/inf/None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def percentiles(x: np.ndarray) -> dict[str, float | None]:
     """min, p50, p90, p95, p99, max and mean of the finite values of ``x`` (numpy's
     default linear interpolation); all None when there is none."""
@@ -520,18 +513,18 @@ def clipping_summary(s: Series, clip_norm: float | None, clip_value: float | Non
             "threshold": clip_norm,
             "clipped_steps": k,
             "fraction_clipped": k / n if n else None,
-            "mean_scale": _f((scale.sum() + p.scale_sum) / n) if n else None,
+            "mean_scale": finite_or_none((scale.sum() + p.scale_sum) / n) if n else None,
             "mean_scale_when_clipped": (
-                _f((scale[clipped].sum() + p.scale_clipped_sum) / k) if k else None
+                finite_or_none((scale[clipped].sum() + p.scale_clipped_sum) / k) if k else None
             ),
-            "min_scale": _f(min(mins)) if n else None,
+            "min_scale": finite_or_none(min(mins)) if n else None,
         },
         "value": {
             "threshold": clip_value,
-            "fraction_entries": _f((vf.sum() + p.vf_sum) / n) if n else None,
+            "fraction_entries": finite_or_none((vf.sum() + p.vf_sum) / n) if n else None,
             "steps_with_clamping": kv,
             "fraction_steps": kv / n if n else None,
-            "max_fraction_entries": _f(max(maxes)) if n else None,
+            "max_fraction_entries": finite_or_none(max(maxes)) if n else None,
         },
     }
 
@@ -676,12 +669,12 @@ def group_table(
         rows.append(
             {
                 "name": name,
-                "p50": _f(p50),
-                "p90": _f(p90),
-                "p99": _f(p99),
-                "max": _f(d.max()),
+                "p50": finite_or_none(p50),
+                "p90": finite_or_none(p90),
+                "p99": finite_or_none(p99),
+                "max": finite_or_none(d.max()),
                 "max_step": max_step,
-                "share_p50": _f(share.percentile([50])[0]) if share.size else None,
+                "share_p50": finite_or_none(share.percentile([50])[0]) if share.size else None,
                 "fraction_over_threshold": (
                     d.fraction_over(threshold) if threshold is not None and d.size else None
                 ),
@@ -838,7 +831,7 @@ def summarize(
         configured_fraction=clipping["norm"]["fraction_clipped"],
         unit=unit,
     )
-    gn: dict[str, Any] = {k: _f(v) for k, v in norms.summary().items()}
+    gn: dict[str, Any] = {k: finite_or_none(v) for k, v in norms.summary().items()}
     fin = s.finite
     max_step = int(s.step[np.nanargmax(s.grad_norm)]) if fin.any() else None
     if s.past is not None and s.past.finite and (not fin.any() or s.past.norm_max >= norms.max()):
@@ -1015,7 +1008,7 @@ def probe_tables(
                 "threshold": c,
                 "labels": labels,
                 "fraction_clipped": float(np.mean(norms > c)) if norms.size else None,
-                "mean_scale": _f(sc.mean()) if norms.size else None,
+                "mean_scale": finite_or_none(sc.mean()) if norms.size else None,
                 "cosine": 1.0,
             }
         )
@@ -1049,8 +1042,8 @@ def probe_tables(
                 "labels": labels,
                 "fraction_entries": float(over[j] / total) if total else None,
                 "fraction_batches": float(np.mean(fr > 0)) if fr.size else None,
-                "cosine_mean": _f(cos.mean()) if cos.size else None,
-                "cosine_min": _f(cos.min()) if cos.size else None,
+                "cosine_mean": finite_or_none(cos.mean()) if cos.size else None,
+                "cosine_min": finite_or_none(cos.min()) if cos.size else None,
             }
         )
         g_count = pooled[0]  # (G, K+1)
@@ -1079,7 +1072,7 @@ def summarize_probe(
     loss = p.series.loss[np.isfinite(p.series.loss)]
     doc["probe"] = {
         "batches": int(p.series.step.shape[0]),
-        "loss_mean": _f(loss.mean()) if loss.size else None,
+        "loss_mean": finite_or_none(loss.mean()) if loss.size else None,
         "parameters": p.n_params,
         **tables,
     }

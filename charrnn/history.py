@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,14 @@ FORMAT = 2  # 1: every step in hist.* (before the window); 2: this layout
 
 
 # --------------------------------------------------------------------------- sketches
+
+
+def finite_or_none(x: Any) -> float | None:
+    """A JSON-safe number: None for nan, inf and None (a missing statistic)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def norm_bin(v: np.ndarray) -> np.ndarray:
