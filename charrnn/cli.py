@@ -32,14 +32,15 @@ from charrnn.errors import (
     EXIT_SIGINT,
     CharrnnError,
     CorpusError,
+    TooFewSamplesError,
 )
 from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
 from charrnn.optim import OPTIMIZERS, OptimConfig
 from charrnn.sampler import SampleOptions
-from charrnn.session import OPTIM_OPTION, TrainRequest, finite_or_none
+from charrnn.session import NAMES_LR, OPTIM_OPTION, TrainRequest, finite_or_none
 from charrnn.store import Store, default_root
-from charrnn.trainer import Every, TrainConfig, parse_duration
+from charrnn.trainer import MODES, Every, TrainConfig, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -199,7 +200,8 @@ class OptionalFloat(click.ParamType):
 
 
 MODEL_HELP = (
-    "RUN (its latest checkpoint), RUN:best, RUN:latest, RUN:STEP or a checkpoint file. "
+    "RUN (its best checkpoint if it has one, else its latest), RUN:best, RUN:latest, "
+    "RUN:STEP or a checkpoint file. "
     "[default: the run trained most recently]"
 )
 
@@ -234,7 +236,7 @@ def cli() -> None:
 
     \b
     charrnn train data/dinos.txt        learn a model of a text file
-    charrnn sample -n 10                new names from the latest model
+    charrnn sample -n 10                new names from the latest run's best model
     charrnn score names.txt --per-line  how likely each line is
     charrnn clip-stats                  what gradient clipping did
     """
@@ -348,10 +350,14 @@ data_options = config_options(
     TrainConfig,
     "data",
     {
+        "mode": {"type": click.Choice(MODES)},
         "batch_size": INT,
         "seq_len": INT,
         "val_fraction": NUMBER,
         "eval_max_batches": INT,
+        "patience": INT,
+        "split_seed": {"type": click.IntRange(0), "metavar": "N"},  # numpy seeds are >= 0
+        "max_line": INT,
         "seed": {"type": click.IntRange(0), "metavar": "N"},  # numpy seeds are non-negative
     },
 )
@@ -360,7 +366,7 @@ optim_options = config_options(
     "optim",
     {
         "name": {"type": click.Choice(OPTIMIZERS)},
-        "lr": NUMBER,
+        "lr": {**NUMBER, "extra_help": f" Names mode: {NAMES_LR:g} unless set."},
         "lr_decay": NUMBER,
         "lr_decay_every": INT,
         "clip_norm": CLIP,
@@ -527,26 +533,45 @@ def train(
 # --------------------------------------------------------------------------- loading a model
 
 
+def which_checkpoint(f):
+    """--best / --latest: which checkpoint of a run (default: its best, if it has one)."""
+    f = click.option(
+        "--latest",
+        "which",
+        flag_value="latest",
+        help="Use the run's latest checkpoint, not its best by validation loss.",
+    )(f)
+    return click.option(
+        "--best",
+        "which",
+        flag_value="best",
+        help="Use the run's best checkpoint by validation loss (the default when it has one); "
+        "fail if it has none.",
+    )(f)
+
+
 def _load_for_inference(
-    store_dir: Path | None, spec: str | None, best: bool, log, announce: bool = False
+    store_dir: Path | None,
+    spec: str | None,
+    which: str | None,
+    log,
+    default: str = "best",
+    announce: bool = False,
 ):
-    """(checkpoint, model, vocab) from a run name, a path, or the latest run (named on
-    stderr with ``announce``, where the output itself would not say which run it is)."""
+    """(checkpoint, model, vocab) from a run name, a path, or the latest run.
+
+    A run (named, or the latest) gives its best checkpoint when it has one (a run with
+    validation), else its latest; ``which`` ("best" / "latest", from --best / --latest)
+    forces one, ``default="latest"`` makes the latest the default. The choice of a best
+    checkpoint is said once on stderr, and with ``announce`` the run "the latest" is, where
+    the output itself would not say which run it is. A file or RUN:STEP is used as given.
+    """
     from charrnn.model import CharRNN, ModelConfig, Params, param_shapes
     from charrnn.store import validate_arrays
     from charrnn.tokenizer import Vocab
 
     store = open_store(store_dir)
-    if spec is None:  # no silent switch: say which run "the latest" is
-        spec = store.latest_run()
-        if spec is not None and announce:
-            log.info(f"using run '{spec}', the most recently trained (name one: RUN)")
-    if best:
-        if spec is not None and Path(spec).is_file():
-            raise click.UsageError("--best takes a run name, not a checkpoint file")
-        checkpoint = store.resolve(f"{spec}:best" if spec else None, on_warning=log.warn)
-    else:
-        checkpoint = store.resolve(spec, on_warning=log.warn)
+    checkpoint = _pick_checkpoint(store, spec, which, log, default, announce)
     meta = checkpoint.meta
     try:
         cfg = ModelConfig.from_json(meta["model"])
@@ -568,6 +593,51 @@ def _load_for_inference(
             f"model expects {cfg.vocab_size}"
         )
     return checkpoint, CharRNN(cfg, params), vocab
+
+
+def _pick_checkpoint(
+    store: Store,
+    spec: str | None,
+    which: str | None,
+    log,
+    default: str = "best",
+    announce: bool = False,
+):
+    """The checkpoint a command uses: see :func:`_load_for_inference`."""
+    as_given = spec is not None and (
+        ":" in spec or Path(spec).expanduser().is_file() or spec.endswith(".npz") or "/" in spec
+    )
+    if as_given:
+        if which is not None:
+            raise click.UsageError(f"--{which} takes a run name, not {spec!r}")
+        return store.resolve(spec, on_warning=log.warn)
+    run = spec if spec is not None else store.latest_run()
+    if run is None:
+        return store.resolve(None, on_warning=log.warn)  # says there are no runs
+    who = f"using run '{run}'" + (", the most recently trained" if spec is None else "")
+    if which == "best":
+        return store.resolve(f"{run}:best", on_warning=log.warn)
+    info = next((r for r in store.runs() if r.name == run), None)
+    if (which or default) == "latest" or info is None or not info.has_best:
+        if spec is None and announce:  # no silent switch: say which run "the latest" is
+            log.info(f"{who} (name one: RUN)")
+        return store.resolve(run, on_warning=log.warn)
+    try:
+        best = store.resolve(f"{run}:best", on_warning=log.warn)
+    except CharrnnError as e:
+        log.warn(f"{e}; using the latest checkpoint")
+        return store.resolve(run, on_warning=log.warn)
+    val = best.meta.get("best_val")
+    log.info(
+        f"{who}: its best checkpoint, step {best.step}"
+        + (f" (validation {val:.4f} nats/char)" if isinstance(val, float) else "")
+        + (
+            f"; --latest for step {info.latest_step}"
+            if info.latest_step != best.step
+            else ", also its latest"
+        )
+    )
+    return best
 
 
 # --------------------------------------------------------------------------- sample
@@ -620,9 +690,18 @@ def _load_for_inference(
 @click.option(
     "--novel",
     is_flag=True,
-    help="Names mode: only samples that are not lines of the training corpus.",
+    help="Names mode: only names that are neither training nor validation lines.",
 )
-@click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
+@click.option("--unique", is_flag=True, help="Names mode: no name twice in the output.")
+@click.option(
+    "--min-length",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="Names mode: only names of at least N characters (the prime included). "
+    "[default: 1, so empty draws are drawn again; 0 if the corpus has blank lines]",
+)
+@which_checkpoint
 @seed_option(
     None, "Seed: the same checkpoint, seed and options give the same text. [default: random]"
 )
@@ -638,24 +717,29 @@ def sample(
     prime: str,
     mode: str,
     novel: bool,
-    best: bool,
+    unique: bool,
+    min_length: int | None,
+    which: str | None,
     seed: int | None,
     json: bool,
     quiet: bool,
 ) -> None:
     """Generate text from a trained model.
 
-    RUN picks the model: a run name (its latest checkpoint), RUN:best (its
-    lowest validation loss), RUN:latest, RUN:STEP (the checkpoint saved at that
-    step, e.g. dinos:500) or a checkpoint file. Without RUN, the most recently
-    trained run is used and named on stderr. Names (one per line) end at the
-    newline; prose streams --length characters as they are generated. stdout
-    carries only the samples.
+    RUN picks the model: a run name (its best checkpoint by validation loss if
+    it has one, else its latest; --latest for the latest), RUN:best,
+    RUN:latest, RUN:STEP (the checkpoint saved at that step, e.g. dinos:500) or
+    a checkpoint file. Without RUN, the most recently trained run is used; the
+    choice is named on stderr. Names (one per line) end at the newline: exactly
+    -n of them, never empty (unless the corpus has blank lines); if --novel,
+    --unique or --min-length let fewer through within 50n+1000 draws, those
+    found are printed and the exit code is 4. Prose streams --length
+    characters as they are generated. stdout carries only the samples.
 
     \b
     Examples:
       charrnn sample -n 20                       20 names from the latest run
-      charrnn sample dinos:best -t 0.7           safer names, best checkpoint
+      charrnn sample dinos -t 0.7 --unique       safer names, no repeats
       charrnn sample shakespeare --length 300 --prime "ROMEO:"
       charrnn sample dinos -n 1000 --novel > new-names.txt
     """
@@ -663,12 +747,15 @@ def sample(
 
     from charrnn.console import Log
     from charrnn.errors import VocabError
-    from charrnn.sampler import Sampler
+    from charrnn.sampler import NameFilter, Sampler
 
     log = Log(quiet)
-    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log, announce=True)
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, which, log, announce=True)
     trained_on = checkpoint.meta.get("corpus", {})
-    names = mode == "names" or (mode == "auto" and bool(trained_on.get("is_lines")))
+    trained_as = checkpoint.meta.get("train", {}).get("mode")
+    names = mode == "names" or (
+        mode == "auto" and (trained_as == "names" or bool(trained_on.get("is_lines")))
+    )
     if names and vocab.eos_id is None:
         raise CorpusError("names mode needs a newline in the vocabulary; use --mode prose")
     # the prime is read like the corpus was (e.g. lowercased for a --lowercase model)
@@ -686,16 +773,21 @@ def sample(
     sampler = Sampler(model, vocab)
     rng = np.random.default_rng(seed)
     if not names:
-        if novel:
-            raise click.UsageError("--novel applies to names mode only")
+        if novel or unique or min_length is not None:
+            raise click.UsageError("--novel, --unique and --min-length apply to names mode only")
         _write_prose(sampler, n or 1, length, opts, rng, prime, json)
         return
-    hashes = checkpoint.arrays.get("corpus.line_hashes") if novel else None
-    if novel and hashes is None:
+    filt = NameFilter(
+        min_length=min_length if min_length is not None else _default_min_length(checkpoint),
+        novel=novel,
+        unique=unique,
+    )
+    known = _known_lines(checkpoint)
+    if novel and known is None:
         raise CorpusError(
             f"{checkpoint.path} holds no list of training lines; --novel needs a names corpus"
         )
-    _write_names(sampler, n or 10, max_length, opts, rng, prime, hashes, json, log)
+    _write_names(sampler, n or 10, max_length, opts, rng, prime, filt, known, json, log)
 
 
 def _write_prose(sampler, count: int, length: int, opts, rng, prime: str, json: bool) -> None:
@@ -743,51 +835,72 @@ def _generated_logprob(sampler, prime: str, generated: str) -> float | None:
 
 
 def _write_names(
-    sampler, count: int, max_length: int, opts, rng, prime: str, hashes, json: bool, log
+    sampler, count: int, max_length: int, opts, rng, prime: str, filt, known, json: bool, log
 ) -> None:
-    """``count`` names, one per line; with ``hashes`` (--novel) none that is a training line."""
-    from charrnn.sampler import is_known
+    """Exactly ``count`` names that pass ``filt``, one per line (``--json``: with their
+    origin); fewer, then TooFewSamplesError, if the draw budget runs out first."""
+    from charrnn import memory
+    from charrnn.sampler import draw_names
 
     out = sys.stdout
-    novel = hashes is not None
-    done, rejected, attempts = 0, 0, 0
     group = max(1, min(4096, (1 << 24) // max_length))  # samples per batch: bounded memory
-    from charrnn import memory
-
     memory.require(16 * max_length * min(group, count), f"--max-length {max_length}", "lower it")
-    while done < count:
-        want = min(count - done, group)
-        batch = sampler.lines(
-            want if not novel else max(want * 2, 16), max_length, opts, rng, prime, logprob=json
-        )
-        attempts += len(batch)
-        for s in batch:
-            if hashes is not None and is_known(s.text, hashes):
-                rejected += 1
-                continue
-            if json:
-                _emit_json(
-                    {
-                        "text": s.text,
-                        "logprob": s.logprob,
-                        "n_chars": s.n_chars,
-                        "finished": s.finished,
-                    }
-                )
-            else:
-                out.write(s.text + "\n")
-            done += 1
-            if done == count:
-                break
-        if novel and attempts >= 50 * count + 1000 and done < count:
-            log.warn(
-                f"only {done} novel samples after {attempts} tries; "
-                "the model mostly repeats its training lines (try a higher --temperature)"
+    got = draw_names(
+        sampler,
+        count,
+        max_length,
+        opts,
+        rng,
+        prime=prime,
+        filt=filt,
+        known=known,
+        logprob=json,
+        group=group,
+    )
+    for s, origin in zip(got.samples, got.origins, strict=True):
+        if json:
+            _emit_json(
+                {
+                    "text": s.text,
+                    "logprob": s.logprob,
+                    "n_chars": s.n_chars,
+                    "finished": s.finished,
+                    "origin": origin,
+                }
             )
-            break
+        else:
+            out.write(s.text + "\n")
     out.flush()
-    if novel:
-        log.info(f"--novel: rejected {plural(rejected, 'sample')} that were training lines")
+    dropped = {k: v for k, v in got.rejected.items() if v}
+    if dropped and (filt.novel or filt.unique or filt.min_length > 1):
+        why = ", ".join(f"{v} {_REJECTED[k]}" for k, v in dropped.items())
+        log.info(f"drew {got.draws} names for {len(got.samples)}: dropped {why}")
+    if not got.complete:
+        raise TooFewSamplesError(
+            f"only {len(got.samples)} of {count} names passed the filters in {got.draws} draws "
+            "(printed); relax --novel/--unique/--min-length or raise --temperature"
+        )
+
+
+_REJECTED = {"short": "too short", "known": "train/val names", "repeat": "repeats"}
+
+
+def _known_lines(checkpoint):
+    """The corpus's lines and validation lines of a names checkpoint (None if it has none)."""
+    import numpy as np
+
+    from charrnn.sampler import KnownLines
+
+    lines = checkpoint.arrays.get("corpus.line_hashes")
+    if lines is None:
+        return None
+    val = checkpoint.arrays.get("corpus.val_hashes", np.zeros(0, dtype=np.int64))
+    return KnownLines(lines, val)
+
+
+def _default_min_length(checkpoint) -> int:
+    """Names are non-empty unless the corpus itself has blank lines (then they are names too)."""
+    return 0 if checkpoint.meta.get("corpus", {}).get("blank_lines") else 1
 
 
 # --------------------------------------------------------------------------- score
@@ -816,7 +929,7 @@ def _write_names(
     is_flag=True,
     help="Drop characters the model does not know (counted) instead of failing.",
 )
-@click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
+@which_checkpoint
 @json_option
 @quiet_option
 def score(
@@ -825,7 +938,7 @@ def score(
     store_dir: Path | None,
     per_line: bool,
     skip_unknown: bool,
-    best: bool,
+    which: str | None,
     json: bool,
     quiet: bool,
 ) -> None:
@@ -845,11 +958,12 @@ def score(
     import numpy as np
 
     from charrnn.console import Log
-    from charrnn.corpus import CorpusOptions, read_text
+    from charrnn.corpus import CorpusOptions, check_paths, read_text
     from charrnn.scoring import Known, score_line_stream, score_stream
 
     log = Log(quiet)
-    checkpoint, model, vocab = _load_for_inference(store_dir, spec, best, log)
+    check_paths([file])  # a missing file or a device fails before the model is chosen
+    checkpoint, model, vocab = _load_for_inference(store_dir, spec, which, log)
     reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
     # read like the training corpus was, a chunk at a time: bounded memory for any size
     pieces = read_text(file, reading, chunk_bytes=1 << 20, model_encoding=True)
@@ -911,7 +1025,7 @@ def score(
 @cli.command("clip-stats", epilog=_epilog())
 @click.argument("run", required=False, metavar="[RUN]", shell_complete=complete_model)
 @store_option
-@click.option("--best", is_flag=True, help="Use the run's best checkpoint instead of its latest.")
+@which_checkpoint
 @click.option(
     "--probe",
     "probe_paths",
@@ -967,7 +1081,7 @@ def clip_stats(
     ctx: click.Context,
     run: str | None,
     store_dir: Path | None,
-    best: bool,
+    which: str | None,
     probe_paths: tuple[str, ...],
     batches: int,
     batch_size: int | None,
@@ -986,13 +1100,14 @@ def clip_stats(
     norms, exploding-gradient spikes and non-finite steps, and a suggested
     --clip-norm with its reason. --probe CORPUS computes fresh gradients of
     the checkpoint on a few batches instead and adds what clipping at other
-    thresholds would do, including how far value clipping turns the gradient.
+    thresholds would do, including how far value clipping turns the gradient;
+    the probe uses the run's best checkpoint if it has one (--latest: its latest).
 
     \b
     Examples:
       charrnn clip-stats                         the latest run's record
       charrnn clip-stats dinos --json            the same, as one JSON document
-      charrnn clip-stats dinos:best --probe data/dinos.txt   fresh gradients
+      charrnn clip-stats dinos --probe data/dinos.txt   fresh gradients (best model)
       COLUMNS=120 charrnn clip-stats dinos | less
     """
     from charrnn import clipstats
@@ -1004,7 +1119,9 @@ def clip_stats(
         for name in ("batches", "batch_size", "seq_len"):
             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
                 raise click.UsageError(f"--{name.replace('_', '-')} applies only with --probe")
-    checkpoint, model, vocab = _load_for_inference(store_dir, run, best, log)
+    # the recorded history: the latest checkpoint holds all of it; a probe: the best model
+    default = "best" if probe_paths else "latest"
+    checkpoint, model, vocab = _load_for_inference(store_dir, run, which, log, default)
     meta = checkpoint.meta
     optim = meta.get("optim") or {}
     train_meta = meta.get("train") or {}

@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # unexpected internal error
 EXIT_USAGE = 2  # bad option or argument (click's own code)
 EXIT_DIVERGED = 3  # training stopped: loss non-finite or far above uniform guessing
+EXIT_SHORT = 4  # sample: fewer names than -n passed the filters within the draw budget
 EXIT_DATA = 65  # bad corpus, checkpoint or text (EX_DATAERR)
 EXIT_NOINPUT = 66  # input file, run or checkpoint missing (EX_NOINPUT)
 EXIT_IO = 74  # read/write failure, disk full (EX_IOERR)
@@ -23,6 +24,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_ERROR: "unexpected error",
     EXIT_USAGE: "usage error (bad option or argument, or more memory than there is)",
     EXIT_DIVERGED: "training diverged (loss non-finite or far above uniform guessing)",
+    EXIT_SHORT: "sample: the filters let fewer than -n names through (those found are printed)",
     EXIT_DATA: "bad input data: corpus, checkpoint or text",
     EXIT_NOINPUT: "input missing: file, run or checkpoint not found",
     EXIT_IO: "I/O error (unreadable, unwritable, disk full)",
@@ -98,3 +100,10 @@ class DivergedError(CharrnnError):
     """Training produced non-finite loss or gradients too many steps in a row."""
 
     exit_code = EXIT_DIVERGED
+
+
+class TooFewSamplesError(CharrnnError):
+    """Sampling filters (--novel, --unique, --min-length) could not be met within the
+    bounded number of draws; the names found were printed before this is raised."""
+
+    exit_code = EXIT_SHORT

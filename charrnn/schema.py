@@ -33,7 +33,7 @@ from charrnn.trainer import PARAM_LIMIT, TrainState
 __all__ = ["PARAM_LIMIT", "check"]
 
 # arrays the session adds beside the training state: name -> (dtype kind, ndim)
-CORPUS_ARRAYS = {"corpus.line_hashes": ("iu", 1)}
+CORPUS_ARRAYS = {"corpus.line_hashes": ("iu", 1), "corpus.val_hashes": ("iu", 1)}
 # config objects: fields added in a later version are filled with their defaults
 CONFIGS = ("model", "optim", "train")
 # meta the session adds beside the training state ("auto": autoconfig's choice and reason)
@@ -144,7 +144,7 @@ def _check_round_trip(ck: Checkpoint) -> None:
         arrays = {k: v for k, v in arrays.items() if not k.startswith(("hist.", "val."))}
         arrays.update({k: ck.arrays[k] for k in old})
     want_hidden = state.model.initial_state(state.train_cfg.batch_size).shape
-    if not state.train_cfg.lines and state.hidden.shape != want_hidden:
+    if state.hidden.shape != want_hidden:
         raise CheckpointError(
             f"array 'train.hidden' is {state.hidden.shape}, expected {want_hidden} "
             f"for batch size {state.train_cfg.batch_size}"

@@ -35,7 +35,15 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from charrnn import __version__, autoconfig
-from charrnn.batches import StreamBatches, eval_batches, make_batches, split_train_val
+from charrnn.batches import (
+    LineBatches,
+    StreamBatches,
+    eval_batches,
+    fit_batch,
+    line_split,
+    make_batches,
+    split_train_val,
+)
 from charrnn.console import plural
 from charrnn.corpus import Corpus, CorpusOptions, check_paths, load_corpus, prune_token_cache
 from charrnn.errors import (
@@ -51,16 +59,22 @@ from charrnn.errors import (
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
 from charrnn.store import Store, default_root, is_run_name, run_name_from
-from charrnn.trainer import EvalStats, Every, SaveDue, TrainConfig, TrainState
+from charrnn.trainer import NAMES_PATIENCE, EvalStats, Every, SaveDue, TrainConfig, TrainState
 from charrnn.trainer import train as train_loop
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # data/ in a source checkout
 DEFAULT_STEPS = 1000  # when neither steps, epochs nor a time budget is given
+# names mode, where the user set nothing (README "Names mode" shows the measurements):
+# early stopping usually ends the run first
+NAMES_STEPS = 5000  # the step target
+NAMES_LR = 5e-3  # Adam's learning rate: per-name batches are short, small and many
+NAMES_EVAL_EVERY = 100  # validations at least this often...
+NAMES_EVAL_SHARE = 0.1  # ...unless they would cost more than this share of training time
 UNBOUNDED = 2**62  # "no step target": the time budget or a signal ends the run
 
 # model and data settings fixed at a run's start: explicitly different ones are refused
 # on resume (eval_every may change; optimizer settings are taken over, see resumed_optim)
-FIXED_TRAIN_FIELDS = ("batch_size", "seq_len", "val_fraction")
+FIXED_TRAIN_FIELDS = ("batch_size", "seq_len", "val_fraction", "mode", "split_seed", "max_line")
 FIXED_MODEL_FIELDS = tuple(
     f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("vocab_size", "dtype")
 )
@@ -89,7 +103,8 @@ class TrainRequest:
         default=None,
         metadata={
             "help": "Total steps for the run (re-running after a kill finishes the same job). "
-            f"[default: {DEFAULT_STEPS} unless --epochs or --time is given]"
+            f"[default: {DEFAULT_STEPS}, names mode {NAMES_STEPS} (usually ended by --patience), "
+            "unless --epochs or --time is given]"
         },
     )
     epochs: float | None = field(
@@ -174,13 +189,15 @@ class TrainRequest:
             return dataclasses.replace(self.reading, lowercase=True)
         return self.reading
 
-    def target_steps(self, n_batches: int) -> int:
+    def target_steps(self, n_batches: int, names: bool = False) -> int:
         """The run's total steps: --steps, else --epochs, else the time budget decides."""
         if self.steps is not None:
             return self.steps
         if self.epochs is not None:
             return max(1, round(self.epochs * n_batches))
-        return UNBOUNDED if self.time_budget is not None else DEFAULT_STEPS
+        if self.time_budget is not None:
+            return UNBOUNDED
+        return NAMES_STEPS if names else DEFAULT_STEPS
 
 
 def bundled_corpus(name: str = "dinos.txt") -> str:
@@ -206,7 +223,7 @@ class TrainResult:
     """How a session ended; ``return_code`` is the process exit status it stands for."""
 
     run: str
-    status: str  # "done", "interrupted" or "time budget spent"
+    status: str  # "done", "interrupted", "time budget spent" or "stopped early"
     state: TrainState
     corpus: Corpus
     n_batches: int  # training batches per epoch
@@ -216,6 +233,27 @@ class TrainResult:
     log_lost: str | None = None  # why log lines stopped getting through (stderr gone), if so
     log_lost_at: int | None = None  # the step at which they stopped
     auto: dict[str, Any] | None = None  # the automatic configuration's choice and reason
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the best validation loss so far (the best checkpoint), if any."""
+        h = self.state.history
+        return h.val_step[int(np.argmin(h.val_loss))] if h.val_loss else None
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the session ended, in words (the JSON's ``stop_reason``)."""
+        ts = self.state
+        if self.status == "stopped early":
+            return (
+                f"no new best validation loss in the last {ts.train_cfg.patience} validations "
+                f"(best at step {self.best_step}; --patience)"
+            )
+        return {
+            "done": "reached the step target",
+            "interrupted": "stopped by a signal",
+            "time budget spent": "the --time budget was spent",
+        }.get(self.status, self.status)
 
     @property
     def return_code(self) -> int:
@@ -237,6 +275,8 @@ class TrainResult:
             "val_loss": finite_or_none(val),
             "val_bits_per_char": finite_or_none(None if val is None else val / math.log(2)),
             "best_val_loss": finite_or_none(ts.best_val),
+            "best_step": self.best_step,
+            "stop_reason": self.stop_reason,
             "seconds": self.seconds,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "logging": "ok" if self.log_lost is None else "lost",
@@ -280,20 +320,86 @@ class Events(Protocol):
 
 
 class Split(NamedTuple):
-    """A corpus cut for training: batches of the head, validation batches of the tail."""
+    """A corpus cut for training: prose, batches of the head and validation batches of the
+    tail; names, batches of the training lines and the validation lines."""
 
-    train: StreamBatches
-    val: StreamBatches | None  # None when the tail is too short to score
-    n_train: int  # characters
+    train: StreamBatches | LineBatches
+    val: StreamBatches | LineBatches | None  # None when there is nothing to score
+    n_train: int  # characters (prose) or lines (names)
     n_val: int
+    val_hashes: np.ndarray | None = None  # names: hashes of the validation lines
+    blank_lines: int = 0  # names: empty lines of the corpus (then empty names are names)
 
 
-def split_batches(ids: np.ndarray, n_chars: int, cfg: TrainConfig) -> Split:
-    """Training and validation batches for ``cfg`` (validation shrinks to fit a short tail)."""
+def split_batches(ids: np.ndarray, n_chars: int, cfg: TrainConfig, vocab: Any = None) -> Split:
+    """Training and validation batches for ``cfg`` (validation shrinks to fit a short tail).
+
+    Names mode (``cfg.names``; needs the ``vocab``) holds out a seeded sample of the
+    distinct lines, see :func:`charrnn.batches.line_split`.
+    """
+    if cfg.names:
+        from charrnn.sampler import line_hashes
+
+        sp = line_split(
+            ids,
+            vocab.eos_id,
+            cfg.batch_size,
+            cfg.val_fraction,
+            cfg.split_seed,
+            cfg.seed,
+            cfg.max_line,
+        )
+        val_lines = [
+            vocab.decode(ids[sp.starts[i] : sp.starts[i] + sp.lengths[i]])
+            for i in sp.val_index.tolist()
+        ]
+        n_val = 0 if sp.val is None else sp.val.n_lines
+        blank = int((sp.lengths == 0).sum())
+        return Split(sp.train, sp.val, sp.train.n_lines, n_val, line_hashes(val_lines), blank)
     n_train, n_val = split_train_val(n_chars, cfg.val_fraction)
     train = make_batches(ids, 0, n_train, cfg.batch_size, cfg.seq_len)
     val = eval_batches(ids, n_train, n_chars, cfg.batch_size, cfg.seq_len)
     return Split(train, val, n_train, n_val)
+
+
+def describe_split(split: Split, cfg: TrainConfig) -> str:
+    """What is trained and validated on, for the log."""
+    if isinstance(split.train, LineBatches):
+        val = (
+            f"validating on {plural(split.n_val, 'distinct held-out line')} "
+            f"(--split-seed {cfg.split_seed})"
+            if split.val is not None
+            else "no validation"
+        )
+        return (
+            f"on {plural(split.n_train, 'line')}, each from the start state "
+            f"({plural(split.train.n_batches, 'batch', 'batches')} of "
+            f"{split.train.batch_size} lines per epoch), {val}"
+        )
+    return (
+        f"on {split.n_train:,} characters ({plural(split.train.n_batches, 'batch', 'batches')} of "
+        f"{cfg.batch_size}x{cfg.seq_len} per epoch), "
+        + (f"validating on {split.n_val:,}" if split.val is not None else "no validation")
+    )
+
+
+def resolve_mode(cfg: TrainConfig, corpus: Corpus) -> str:
+    """ "names" or "prose" for a fresh run: as asked, or (auto) from the corpus."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    return "names" if corpus.is_lines else "prose"
+
+
+def names_eval_every(n_lines: int, val_fraction: float, batch_size: int) -> int:
+    """Names mode's default validation cadence: every NAMES_EVAL_EVERY steps; on a tiny
+    corpus every 3 epochs (at least 10 steps) so that the best model is not passed by;
+    on a large one less often, so that a pass (forward only over the validation lines,
+    about a third of the cost per character of a training step) takes at most
+    NAMES_EVAL_SHARE of the time."""
+    epoch = max(1, math.ceil((1 - val_fraction) * n_lines / batch_size))  # steps, about
+    every = min(NAMES_EVAL_EVERY, max(10, 3 * epoch))
+    affordable = val_fraction * n_lines / batch_size / 3 / NAMES_EVAL_SHARE  # steps
+    return every if affordable <= every else int(math.ceil(affordable / 50)) * 50
 
 
 # --------------------------------------------------------------------------- resuming
@@ -397,8 +503,8 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
             f"({time.perf_counter() - t0:.1f}s)"
         )
         state, resumed_from, auto = _start_or_resume(store, run, corpus, request, events)
-        split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg)
-        total = request.target_steps(split.train.n_batches)
+        split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg, corpus.vocab)
+        total = request.target_steps(split.train.n_batches, state.train_cfg.names)
         _fix_decay_end(state, total)
         if state.step >= total:
             events.info(
@@ -413,7 +519,7 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
                     f"--fresh: {plural(retired, 'checkpoint')} of run '{run}' set aside; "
                     "they go once the new run saves its first"
                 )
-        saver = _Saver(store, run, state, corpus, request.keep, auto)
+        saver = _Saver(store, run, state, corpus, request.keep, auto, split)
         result = _train(request, events, state, corpus, split, total, saver, resumed_from)
         result.auto = auto
         return result
@@ -429,46 +535,87 @@ def _start_or_resume(
         check_resume(ck.meta, corpus, request)
         optim = resumed_optim(ck.meta, request.optim, request.explicit)
         state = TrainState.from_checkpoint(ck.arrays, ck.meta, optim)
+        changes: dict[str, Any] = {}
         if "eval_every" in request.explicit:
-            state.train_cfg = dataclasses.replace(
-                state.train_cfg,
-                eval_every=request.train.eval_every,
-                eval_seconds=request.train.eval_seconds,
-            )
-        if "eval_max_batches" in request.explicit:
-            state.train_cfg = dataclasses.replace(
-                state.train_cfg, eval_max_batches=request.train.eval_max_batches
-            )
+            changes["eval_every"] = request.train.eval_every
+            changes["eval_seconds"] = request.train.eval_seconds
+        for name in ("eval_max_batches", "patience"):
+            if name in request.explicit:
+                changes[name] = getattr(request.train, name)
+        if state.train_cfg.mode == "auto":  # saved before names mode: it trained streams
+            changes["mode"] = "prose"
+        state.train_cfg = dataclasses.replace(state.train_cfg, **changes)
         events.info(f"resuming run '{run}' from step {state.step} ({ck.path.name})")
         return state, ck.path, ck.meta.get("auto")
     model = dataclasses.replace(request.model, vocab_size=corpus.vocab.size)
-    facts = autoconfig.CorpusFacts(
-        corpus.n_chars, corpus.vocab.size, corpus.is_lines, corpus.n_lines
+    model, train_cfg, optim, auto = fresh_settings(request, corpus, model, events)
+    from charrnn import memory
+
+    T = train_cfg.max_line if train_cfg.names else train_cfg.seq_len  # names: lines up to this
+    memory.require(
+        memory.train_bytes(model, train_cfg.batch_size, T, corpus.n_chars),
+        f"a {model.layers}x{model.hidden} {model.cell} trained on "
+        f"batches of {train_cfg.batch_size}x{T}",
+        "use a smaller --hidden, --layers, --batch-size or --seq-len",
     )
+    return TrainState.fresh(model, optim, train_cfg), None, auto
+
+
+def fresh_settings(
+    request: TrainRequest, corpus: Corpus, model: ModelConfig, events: Events
+) -> tuple[ModelConfig, TrainConfig, OptimConfig, dict[str, Any]]:
+    """A new run's configs: the mode resolved; names mode's defaults for what the user did
+    not set; prose configured by charrnn.autoconfig (where the user chose nothing), then a
+    batch that fits a short corpus. Also the automatic choice, for the checkpoint."""
+    cfg, optim = request.train, request.optim
+    given = request.explicit
+    mode = resolve_mode(cfg, corpus)
+    if mode == "names" and corpus.vocab.eos_id is None:
+        raise CorpusError(
+            f"names mode needs one item per line, and {', '.join(corpus.sources)} has no "
+            "newline; use --mode prose"
+        )
+    facts = autoconfig.CorpusFacts(
+        corpus.n_chars, corpus.vocab.size, mode == "names", corpus.n_lines
+    )
+    if mode == "names":  # autoconfig keeps the names-mode defaults: it only says so
+        choice = autoconfig.choose(facts, autoconfig.Budget(), model, optim, cfg, given)
+        cfg = dataclasses.replace(
+            cfg,
+            mode=mode,
+            patience=NAMES_PATIENCE if cfg.patience is None else cfg.patience,
+            eval_every=cfg.eval_every
+            if "eval_every" in given
+            else names_eval_every(corpus.n_lines, cfg.val_fraction, cfg.batch_size),
+        )
+        if "lr" not in given:
+            optim = dataclasses.replace(optim, lr=NAMES_LR)
+        return model, cfg, optim, choice.to_json()
     budget = autoconfig.Budget(request.steps, request.epochs, request.time_budget)
     choice = autoconfig.choose(
         facts,
         budget,
         model,
-        request.optim,
-        request.train,
-        request.explicit,
+        optim,
+        cfg,
+        given,
         DEFAULT_STEPS,
         speed=_measured_speed if request.time_budget is not None else None,
     )
     if choice.applied:
         events.info(choice.reason)
-    from charrnn import memory
-
-    memory.require(
-        memory.train_bytes(
-            choice.model, choice.train.batch_size, choice.train.seq_len, corpus.n_chars
-        ),
-        f"a {choice.model.layers}x{choice.model.hidden} {choice.model.cell} trained on "
-        f"batches of {choice.train.batch_size}x{choice.train.seq_len}",
-        "use a smaller --hidden, --layers, --batch-size or --seq-len",
-    )
-    return TrainState.fresh(choice.model, choice.optim, choice.train), None, choice.to_json()
+    model, optim = choice.model, choice.optim
+    cfg = dataclasses.replace(choice.train, mode=mode, patience=choice.train.patience or 0)
+    n_train, _ = split_train_val(corpus.n_chars, cfg.val_fraction)
+    B, T = fit_batch(n_train, cfg.batch_size, cfg.seq_len)
+    if (cfg.batch_size, cfg.seq_len) != (B, T):
+        events.info(
+            f"the training text is short ({n_train:,} characters): training with "
+            f"--batch-size {B} --seq-len {T} instead of {cfg.batch_size}x{cfg.seq_len}, "
+            f"the most that fit one batch"
+        )
+        cfg = dataclasses.replace(cfg, batch_size=B, seq_len=T)
+    return model, cfg, optim, choice.to_json()
 
 
 def _measured_speed(cfg: ModelConfig, batch_size: int, seq_len: int) -> float:
@@ -552,11 +699,16 @@ class _Saver:
         corpus: Corpus,
         keep: int,
         auto: dict[str, Any] | None = None,
+        split: Split | None = None,
     ):
         self.store, self.run, self.state, self.keep = store, run, state, keep
         self.auto = auto
-        self.extra = _corpus_arrays(corpus)
+        self.extra = _corpus_arrays(corpus, state.train_cfg.names)
         self.corpus_meta = _corpus_meta(corpus)
+        if split is not None and split.val_hashes is not None:
+            # which names are validation names (sample's origin), whether blank lines are names
+            self.extra["corpus.val_hashes"] = split.val_hashes
+            self.corpus_meta["blank_lines"] = split.blank_lines
         self.vocab = corpus.vocab.to_json()
         self.saved_step = state.step
 
@@ -593,11 +745,14 @@ def _train(
     stop: list[Any] = [False, None]  # [stop requested, signal number]
     bar = events.progress(total if total < UNBOUNDED else 0, state.step, f"train {run}")
     events.info(
-        f"training {state.model.cfg.cell} {state.model.cfg.layers}x{state.model.cfg.hidden} "
-        f"on {split.n_train:,} characters ({plural(split.train.n_batches, 'batch', 'batches')} of "
-        f"{cfg.batch_size}x{cfg.seq_len} per epoch), "
-        + (f"validating on {split.n_val:,}" if split.val is not None else "no validation")
+        f"training {state.model.cfg.cell} {state.model.cfg.layers}x"
+        f"{state.model.cfg.hidden} {describe_split(split, cfg)}"
     )
+    if isinstance(split.train, LineBatches) and split.train.n_capped:
+        events.warn(
+            f"{split.train.n_capped} line(s) longer than --max-line {cfg.max_line}: trained on "
+            "their first characters only"
+        )
     show_samples = _sample_shower(request, state, corpus, events)
     horizon = _HorizonMeter(state, request.time_budget, split)
     t_start = time.perf_counter()
@@ -608,6 +763,7 @@ def _train(
     lost_at: int | None = None  # the step at which log lines stopped getting through
     if getattr(events, "lost", None) is not None:
         lost_at = state.step
+    early = False
     with _stop_on_signals(stop):
         try:
             for ev in train_loop(
@@ -629,6 +785,7 @@ def _train(
                 if isinstance(ev, EvalStats):
                     horizon(events, force=True)  # fixed before any checkpoint holds it
                     last_path = save(ev.improved)
+                    early = ev.early_stop
                     events.info(_eval_line(ev, chars_per_sec, last_path))
                     if math.isfinite(ev.val_loss):
                         postfix = {k: v for k, v in postfix.items() if not k.startswith("val")}
@@ -664,7 +821,12 @@ def _train(
         elapsed = time.perf_counter() - t_start
         if save.unsaved:
             last_path = save(False)  # a signal now only sets the flag: the save completes
-    status = "interrupted" if stop[0] else "done" if state.step >= total else "time budget spent"
+    if stop[0]:
+        status = "interrupted"
+    elif early:
+        status = "stopped early"
+    else:
+        status = "done" if state.step >= total else "time budget spent"
     events.info(
         f"{status}: run '{run}' at step {state.step}"
         f"{f'/{total}' if total < UNBOUNDED else ''} in {elapsed:.1f}s"
@@ -710,7 +872,7 @@ def _sample_shower(
         if not rng:
             rng.append(np.random.default_rng(state.train_cfg.seed + 1))
         sampler = Sampler(state.model, corpus.vocab)
-        if corpus.is_lines:
+        if state.train_cfg.names:
             got = sampler.lines(3, 60, SampleOptions(0.8), rng[0])
             events.info("  samples: " + " | ".join(s.text for s in got))
         else:
@@ -752,9 +914,9 @@ def _corpus_meta(corpus: Corpus) -> dict[str, Any]:
     }
 
 
-def _corpus_arrays(corpus: Corpus) -> dict[str, Any]:
-    """Hashes of the training lines (names corpora), so `sample --novel` needs no corpus."""
-    if not corpus.is_lines or corpus.n_chars > 50_000_000:
+def _corpus_arrays(corpus: Corpus, names: bool = False) -> dict[str, Any]:
+    """Hashes of the corpus's lines (names corpora), so `sample --novel` needs no corpus."""
+    if not (names or corpus.is_lines) or corpus.n_chars > 50_000_000:
         return {}
     from charrnn.sampler import line_hashes
 

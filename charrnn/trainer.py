@@ -20,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.batches import LineBatches, StreamBatches, epoch_offset
+from charrnn.batches import MAX_LINE_STEPS, LineBatches, StreamBatches, epoch_offset
 from charrnn.errors import CheckpointError, DivergedError
 from charrnn.history import History
 from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
 from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
+
+MODES = ("auto", "names", "prose")
+NAMES_PATIENCE = 5  # names mode's default patience (README "Names mode": how it was measured)
 
 # a training loss this many times uniform guessing's log(V) is divergence, not noise
 DIVERGED_FACTOR = 3.0
@@ -46,22 +49,33 @@ def _sane(arrays: list[np.ndarray], limit: float) -> bool:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = field(  # B: parallel streams
-        default=32, metadata={"help": "Text streams trained side by side (B), 1 or more."}
+        default=32,
+        metadata={
+            "help": "Text streams (prose) or lines (names mode) trained side by side (B), "
+            "1 or more."
+        },
     )
     seq_len: int = field(  # T: steps of truncated backpropagation through time
         default=64,
         metadata={
-            "help": "Characters per stream per step: how far back gradients flow "
+            "help": "Prose mode: characters per stream per step, how far back gradients flow "
             "(T, truncated backpropagation through time), 1 or more."
         },
     )
     val_fraction: float = field(  # tail of the corpus held out for validation
         default=0.1,
-        metadata={"help": "Share of the corpus, from its end, held out for validation, in [0, 1)."},
+        metadata={
+            "help": "Share held out for validation, in [0, 1): the end of a prose corpus; in "
+            "names mode a seeded random sample of the distinct lines."
+        },
     )
     eval_every: int = field(  # steps between validation passes (each followed by a checkpoint)
         default=250,
-        metadata={"help": "Steps between validation passes; each is followed by a checkpoint."},
+        metadata={
+            "help": "Steps between validation passes; each is followed by a checkpoint. "
+            "[default: 250; names mode: 100, or less often on a large corpus so that validation "
+            "takes at most a tenth of the time]"
+        },
     )
     eval_seconds: float | None = None  # validate every this many seconds instead of eval_every
     eval_max_batches: int = field(  # cap on validation per pass (bounded time on big corpora)
@@ -75,9 +89,34 @@ class TrainConfig:
     seed: int = field(  # initial parameters, dropout masks
         default=0, metadata={"help": "Seed for the initial weights and dropout."}
     )
-    lines: bool = False  # names mode: each line one example from the start state, B lines a batch
-    split_seed: int = 0  # names mode: which distinct lines are validation (not the training seed)
-    patience: int = 0  # stop after this many validations without a new best (0: never)
+    mode: str = field(  # "names" | "prose" once a run starts ("auto" is resolved from the corpus)
+        default="auto",
+        metadata={
+            "help": "names: each line is one example, trained from the start state the sampler "
+            "uses; prose: truncated BPTT over streams; auto: names for one-item-per-line corpora."
+        },
+    )
+    split_seed: int = field(  # names mode: which distinct lines are validation (not --seed)
+        default=0,
+        metadata={
+            "help": "Names mode: seed of the random sample of distinct lines held out for "
+            "validation (independent of --seed)."
+        },
+    )
+    patience: int | None = field(  # validations without a new best before stopping; 0 never
+        default=None,
+        metadata={
+            "help": "Stop after this many validations without a new best (0: never). "
+            f"[default: {NAMES_PATIENCE} in names mode, 0 in prose mode]"
+        },
+    )
+    max_line: int = field(  # names mode: cap on the targets of one line
+        default=MAX_LINE_STEPS,
+        metadata={
+            "help": "Names mode: a line longer than this trains on its first this many "
+            "characters (its newline is then not a target); the count is reported."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.seq_len < 1:
@@ -88,8 +127,17 @@ class TrainConfig:
             raise ValueError("eval_every, eval_max_batches and max_nonfinite must be positive")
         if self.eval_seconds is not None and not self.eval_seconds > 0:
             raise ValueError(f"eval_seconds must be positive, not {self.eval_seconds}")
-        if self.patience < 0:
+        if self.patience is not None and self.patience < 0:
             raise ValueError(f"patience must be >= 0, not {self.patience}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.max_line < 1:
+            raise ValueError(f"max_line must be at least 1, not {self.max_line}")
+
+    @property
+    def names(self) -> bool:
+        """Names mode (each line one example); valid once the mode is resolved."""
+        return self.mode == "names"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -524,8 +572,8 @@ def _evaluate(ts: TrainState, val: StreamBatches | LineBatches | None) -> EvalSt
             f"above {DIVERGED_FACTOR:g}x log(V) (uniform guessing); lower the learning rate "
             "or clip gradients (--clip-norm 5)"
         )
-    patience = ts.train_cfg.patience
-    return EvalStats(ts.step, loss, improved, bool(patience) and evals_since_best(ts) >= patience)
+    patience = ts.train_cfg.patience or 0
+    return EvalStats(ts.step, loss, improved, patience > 0 and evals_since_best(ts) >= patience)
 
 
 def evals_since_best(ts: TrainState) -> int:

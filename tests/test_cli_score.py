@@ -20,7 +20,7 @@ def store(trained_store: Path) -> Path:
 
 
 def _model(store, run="dinos"):
-    ck, model, vocab = _load_for_inference(store, run, False, Log(True))
+    ck, model, vocab = _load_for_inference(store, run, "latest", Log(True))
     return model, vocab
 
 

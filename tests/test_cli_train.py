@@ -85,7 +85,7 @@ def test_env_vars_set_options(invoke, tmp_path):
         (b"ab\xff\xfecd\n", 65, "invalid UTF-8 at byte 2"),
         ("\ufeffhello".encode("utf-16"), 65, "UTF-16"),
         (b"abc\x00def" * 100, 65, "NUL"),
-        (b"abcdefgh\n" * 3, 65, "at least"),
+        (b"a", 65, "at least 2"),
     ],
     ids=["missing", "directory", "empty", "bad-utf8", "utf16", "nul", "too-short"],
 )
@@ -372,21 +372,13 @@ def test_run_name_from_an_odd_file_name_and_bad_run_option(invoke, tmp_path):
 def test_fresh_with_bad_settings_keeps_the_old_run(invoke, tmp_path):
     base = ["train", DINOS, "--store", str(tmp_path), "-q", *SMALL]
     assert invoke([*base, "--steps", "3"]).exit_code == 0
+    one_line = tmp_path / "one-line.txt"
+    one_line.write_text("no newline here")  # names mode needs lines
     r = invoke(
-        [
-            "train",
-            DINOS,
-            "--store",
-            str(tmp_path),
-            "-q",
-            "--fresh",
-            "--steps",
-            "3",
-            "--batch-size",
-            "100000",
-        ]
+        ["train", str(one_line), "--run", "dinos", "--store", str(tmp_path), "-q", "--fresh"]
+        + ["--allow-changed-corpus", "--steps", "3", "--mode", "names"]
     )
-    assert r.exit_code == 65 and "at least" in r.stderr
+    assert r.exit_code == 65 and "names mode" in r.stderr, r.stderr
     assert Store(tmp_path).latest("dinos").step == 3  # nothing was lost
 
 

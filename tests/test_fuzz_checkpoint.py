@@ -127,7 +127,7 @@ def _outcome(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) ->
     with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
         warnings.simplefilter("error")
         TrainState.from_checkpoint(ck.arrays, ck.meta)
-        _, model, vocab = _load_for_inference(path.parent, str(path), False, Log())
+        _, model, vocab = _load_for_inference(path.parent, str(path), None, Log())
         sampler = Sampler(model, vocab)
         sampler.lines(2, 20, SampleOptions(1.0), np.random.default_rng(0))
     return "loaded"

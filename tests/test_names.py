@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,12 @@ from charrnn.batches import LineBatches, line_spans, split_lines
 from charrnn.errors import CorpusError
 from charrnn.model import CharRNN, ModelConfig, init_params
 from charrnn.optim import OptimConfig
-from charrnn.sampler import Sampler
+from charrnn.sampler import Sampler, is_known
 from charrnn.scoring import score_lines
 from charrnn.tokenizer import Vocab
 from charrnn.trainer import EvalStats, TrainConfig, TrainState, evaluate, train
 
+DINOS = Path(__file__).resolve().parent.parent / "data" / "dinos.txt"
 NAMES = ["ann", "bo", "carla", "di", "eve", "fitzgerald", "ann", "gus", "", "hal", "io", "jo"]
 
 
@@ -234,7 +236,7 @@ def _names_run(patience: int, steps: int = 60, eval_every: int = 5):
     lb = LineBatches(ids, starts[tr], lengths[tr], vocab.eos_id, batch_size=4, seed=0)
     val = LineBatches(ids, starts[va], lengths[va], vocab.eos_id, 64, shuffle=False)
     cfg = ModelConfig(vocab_size=vocab.size, hidden=16)
-    tc = TrainConfig(batch_size=4, lines=True, eval_every=eval_every, patience=patience)
+    tc = TrainConfig(batch_size=4, mode="names", eval_every=eval_every, patience=patience)
     ts = TrainState.fresh(cfg, OptimConfig(lr=0.05), tc)
     return ts, list(train(ts, lb, val, total_steps=steps))
 
@@ -364,3 +366,178 @@ def test_line_split_fits_tiny_corpora():
     text, vocab, ids = _corpus(["", ""])
     with pytest.raises(CorpusError):
         line_split(ids, vocab.eos_id, 32, 0.1, split_seed=0, seed=0)
+
+
+# --------------------------------------------------------------------------- train (session, CLI)
+
+PETS = [
+    "rex", "fido", "bella", "max", "luna", "charlie", "lucy", "cooper", "daisy", "milo",
+    "bailey", "sadie", "rocky", "molly", "buddy", "coco", "toby", "rosie", "oscar", "ruby",
+]  # fmt: skip
+
+
+def _train_json(invoke, args):
+    import json
+
+    r = invoke(["train", *args, "--json"])
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout), r.stderr
+
+
+def test_a_20_line_corpus_trains_and_samples_with_default_options(invoke, tmp_path):
+    from charrnn.store import Store
+
+    pets = tmp_path / "pets.txt"
+    pets.write_text("\n".join(PETS) + "\n")
+    doc, err = _train_json(invoke, [str(pets), "--store", str(tmp_path / "s")])
+    assert "on 18 lines, each from the start state" in err and "2 distinct held-out lines" in err
+    assert doc["status"] in ("done", "stopped early") and doc["best_step"] is not None
+    ck = Store(tmp_path / "s").latest("pets")
+    assert ck.meta["train"]["mode"] == "names" and ck.meta["train"]["patience"] == 5
+    assert ck.meta["optim"]["lr"] == 5e-3  # names mode's default learning rate
+    assert len(ck.arrays["corpus.val_hashes"]) == 2
+    r = invoke(["sample", "--store", str(tmp_path / "s"), "-n", "25", "--seed", "1"])
+    assert r.exit_code == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 25 and all(r.stdout.splitlines())
+
+
+def test_two_distinct_lines_train_in_names_mode(invoke, tmp_path):
+    two = tmp_path / "two.txt"
+    two.write_text("rex\nfido\n")
+    doc, err = _train_json(
+        invoke, [str(two), "--mode", "names", "--store", str(tmp_path), "--steps", "5"]
+    )
+    assert doc["step"] == 5 and "on 1 line," in err and "1 distinct held-out line " in err
+
+
+def test_a_short_prose_corpus_shrinks_the_batch_and_says_so(invoke, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("the quick brown fox jumps over the lazy dog. " * 10)
+    doc, err = _train_json(invoke, [str(short), "--store", str(tmp_path), "--steps", "3"])
+    said = [line for line in err.splitlines() if "training text is short" in line]
+    assert len(said) == 1 and "--batch-size 6 --seq-len 64" in said[0], err
+    assert doc["step"] == 3
+
+
+def test_names_resume_is_bit_identical(invoke, tmp_path):
+    from charrnn.store import Store
+
+    small = ["--hidden", "16", "--batch-size", "8", "-q", "--eval-every", "10", "--patience", "0"]
+    for run, cuts in (("straight", [30]), ("resumed", [10, 23, 30])):
+        for steps in cuts:
+            args = ["train", str(DINOS), "--store", str(tmp_path), "--run", run, *small]
+            assert invoke([*args, "--steps", str(steps)]).exit_code == 0
+    a, b = Store(tmp_path).latest("straight"), Store(tmp_path).latest("resumed")
+    assert a.step == b.step == 30
+    for k in a.arrays:
+        if k.startswith(("param.", "opt.")):
+            np.testing.assert_array_equal(a.arrays[k], b.arrays[k], err_msg=k)
+
+
+def test_early_stopping_says_why_in_json(invoke, tmp_path):
+    doc, err = _train_json(
+        invoke,
+        [str(DINOS), "--store", str(tmp_path), "--hidden", "32", "--lr", "0.05"]
+        + ["--batch-size", "64", "--eval-every", "10", "--patience", "2", "--steps", "2000", "-q"],
+    )
+    assert doc["status"] == "stopped early" and doc["step"] < 2000
+    assert "no new best validation loss in the last 2 validations" in doc["stop_reason"]
+    assert doc["step"] == doc["best_step"] + 2 * 10
+
+
+def test_names_validation_cadence():
+    from charrnn.session import names_eval_every
+
+    assert names_eval_every(20, 0.1, 32) == 10  # pets: every few epochs, not every 100
+    assert names_eval_every(1536, 0.1, 32) == 100  # dinos
+    assert names_eval_every(70_000, 0.1, 32) == 750  # validation stays under a tenth
+
+
+# --------------------------------------------------------------------------- sample (CLI)
+
+
+@pytest.fixture(scope="module")
+def names_store(tmp_path_factory):
+    """A names run that overfits (so its best checkpoint is not its latest)."""
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("names")
+    args = ["train", str(DINOS), "--store", str(root), "-q", "--hidden", "32", "--lowercase"]
+    args += ["--eval-every", "30", "--patience", "0"]
+    r = run_cli([*args, "--steps", "270", "--lr", "0.02"])
+    assert r.exit_code == 0, r.stderr
+    r = run_cli([*args, "--steps", "300", "--lr", "1.0"])  # worse: the best stays at 270
+    assert r.exit_code == 0, r.stderr
+    return root
+
+
+def _sample(invoke, store, *args):
+    return invoke(["sample", "--store", str(store), "dinos", "--seed", "1", *args])
+
+
+def test_sample_uses_the_best_checkpoint_unless_told(invoke, names_store):
+    import json
+
+    from charrnn.store import Store
+
+    best = Store(names_store).best("dinos")
+    assert best is not None and best.step < 300  # the fixture's run overfits
+    r = _sample(invoke, names_store, "-n", "5")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 5
+    said = r.stderr.splitlines()  # one line (time-stamped when stderr is not a terminal)
+    assert len(said) == 1 and said[0].endswith(
+        f"using run 'dinos': its best checkpoint, step {best.step} (validation "
+        f"{best.meta['best_val']:.4f} nats/char); --latest for step 300"
+    )
+    assert _sample(invoke, names_store, "-n", "5", "--best").stdout == r.stdout
+    latest = _sample(invoke, names_store, "-n", "5", "--latest")
+    assert latest.stderr == "" and latest.stdout != r.stdout
+    same = invoke(["sample", "--store", str(names_store), "dinos:300", "--seed", "1", "-n", "5"])
+    assert same.stdout == latest.stdout and same.stderr == ""
+    # score picks the same checkpoint
+    names = tmp = names_store / "few.txt"
+    tmp.write_text("tyrannosaurus\nvelociraptor\n")
+    s = invoke(["score", str(names), "--store", str(names_store), "--model", "dinos", "--json"])
+    doc = json.loads(s.stdout)
+    assert doc["checkpoint"].endswith("best.npz") and "its best checkpoint" in s.stderr
+
+
+def test_json_origin_tags_and_novel_against_train_and_val(invoke, names_store):
+    import json
+
+    from charrnn.store import Store
+
+    lines = DINOS.read_text().lower().split("\n")
+    ck = Store(names_store).best("dinos")
+    val = {s for s in lines if is_known(s, ck.arrays["corpus.val_hashes"])}
+    assert len(val) == round(0.1 * len(set(lines) - {""}))
+    r = _sample(invoke, names_store, "-n", "3000", "--json", "-t", "0.7")
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(rows) == 3000
+    for row in rows:
+        want = "val" if row["text"] in val else "train" if row["text"] in lines else "new"
+        assert row["origin"] == want, row
+    assert {"train", "new"} <= {row["origin"] for row in rows}
+    # a validation name, primed with all but its last characters: tagged "val"
+    name = max((v for v in val if v.endswith("saurus")), key=len)
+    r = _sample(invoke, names_store, "-n", "200", "--json", "-t", "0.5", "--prime", name[:-3])
+    origins = {json.loads(x)["text"]: json.loads(x)["origin"] for x in r.stdout.splitlines()}
+    assert origins.get(name) == "val", (name, sorted(origins)[:10])
+    r = _sample(invoke, names_store, "-n", "300", "--novel", "-t", "0.7")
+    got = r.stdout.splitlines()
+    assert r.exit_code == 0 and len(got) == 300
+    assert not set(got) & set(lines)  # neither a training nor a validation name
+    assert "train/val names" in r.stderr
+
+
+def test_filters_that_cannot_be_met_print_what_was_found_and_exit_4(invoke, names_store):
+    r = _sample(invoke, names_store, "-n", "20", "--unique", "-t", "0")  # greedy: one name
+    assert r.exit_code == 4
+    assert len(r.stdout.splitlines()) == 1
+    assert "only 1 of 20 names passed the filters in 2000 draws" in r.stderr.splitlines()[-1]
+    r = _sample(invoke, names_store, "-n", "50", "--unique", "--min-length", "12")
+    got = r.stdout.splitlines()
+    assert r.exit_code == 0 and len(got) == len(set(got)) == 50
+    assert min(len(s) for s in got) >= 12
+    r = invoke(["sample", "--store", str(names_store), "dinos", "--mode", "prose", "--unique"])
+    assert r.exit_code == 2
