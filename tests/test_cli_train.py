@@ -289,7 +289,9 @@ def test_second_process_is_refused_while_first_trains(invoke, tmp_path):
 
 def test_sigkill_at_random_moments_never_breaks_the_store(invoke, tmp_path):
     rnd = random.Random(1234)
-    args = [DINOS, "--steps", "100000", "--eval-every", "2", "--keep", "2", *SMALL]
+    # --patience 0: names mode would stop early, and this is about kills, not about stopping
+    args = [DINOS, "--steps", "100000", "--eval-every", "2", "--keep", "2", "--patience", "0"]
+    args += SMALL
     kills = 0
     for i in range(12):
         p = _spawn(args, tmp_path)
@@ -320,6 +322,8 @@ def test_sigkill_at_random_moments_never_breaks_the_store(invoke, tmp_path):
             "2",
             "--eval-every",
             "2",
+            "--patience",
+            "0",
             *SMALL,
             "--steps",
             str(before + 4),
