@@ -551,11 +551,12 @@ def _start_or_resume(
     model, train_cfg, optim, auto = fresh_settings(request, corpus, model, events)
     from charrnn import memory
 
-    T = train_cfg.max_line if train_cfg.names else train_cfg.seq_len  # names: lines up to this
+    B, T = train_cfg.batch_size, train_cfg.seq_len
+    if train_cfg.names:  # at most as many lines as there are, each up to max_line
+        B, T = min(B, max(corpus.n_lines, 1)), train_cfg.max_line
     memory.require(
-        memory.train_bytes(model, train_cfg.batch_size, T, corpus.n_chars),
-        f"a {model.layers}x{model.hidden} {model.cell} trained on "
-        f"batches of {train_cfg.batch_size}x{T}",
+        memory.train_bytes(model, B, T, corpus.n_chars),
+        f"a {model.layers}x{model.hidden} {model.cell} trained on batches of {B}x{T}",
         "use a smaller --hidden, --layers, --batch-size or --seq-len",
     )
     return TrainState.fresh(model, optim, train_cfg), None, auto
