@@ -66,6 +66,6 @@ def test_ci_tools_come_from_the_test_extra(wheel):
     extra = {
         re.match(r"[\w-]+", line.split(":", 1)[1].strip()).group(0)
         for line in text.splitlines()
-        if line.startswith("Requires-Dist:") and "extra == \"test\"" in line
+        if line.startswith("Requires-Dist:") and 'extra == "test"' in line
     }
     assert tools <= extra, tools - extra
