@@ -436,7 +436,7 @@ def train(
             break
         if time_budget is not None and time.perf_counter() - t_start >= time_budget:
             break
-        if lines:  # names: each line from the start state, nothing carried
+        if isinstance(batches, LineBatches):  # names: each line from the start state
             x, y, mask = batches.batch(ts.step)
             state, n_real = None, int(mask.sum())
         else:
