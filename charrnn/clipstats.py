@@ -700,10 +700,10 @@ def events_summary(
     """
     S = s.step.shape[0]
     mask = np.zeros(S, dtype=bool)
-    rec = s.recorded
+    rec = s.recorded if s.past is not None else None  # a short series recomputes all
     rows: list[tuple[int, float, float, str | None, float]] = []  # step, norm, median, group, scale
-    if s.past is not None and rec is not None:
-        default = factor == rec.factor and window == rec.window
+    default = rec is not None and factor == rec.factor and window == rec.window
+    if rec is not None:
         keep = np.ones(rec.spike_step.shape[0], bool)
         if not default:  # the window is recomputed with the asked rule; the past is filtered
             if S:
@@ -721,25 +721,19 @@ def events_summary(
                     float(rec.spike_scale[i]),
                 )
             )
+        nonfinite = rec.bad_steps.tolist()
         if default:
             mask = np.isin(s.step, rec.spike_step)
-        else:
-            idx, med = find_spikes(s.step, s.grad_norm, factor, window)
-            mask[idx] = True
-            for i, m in zip(idx.tolist(), med.tolist(), strict=True):
-                rows.append(
-                    (int(s.step[i]), float(s.grad_norm[i]), float(m), _top(s, i), float(s.scale[i]))
-                )
-            rows.sort(key=lambda r: r[0])
-        nonfinite = rec.bad_steps.tolist()
     else:
+        nonfinite = s.step[~s.finite | s.skipped].tolist()
+    if not default:
         idx, med = find_spikes(s.step, s.grad_norm, factor, window)
         mask[idx] = True
         for i, m in zip(idx.tolist(), med.tolist(), strict=True):
             rows.append(
                 (int(s.step[i]), float(s.grad_norm[i]), float(m), _top(s, i), float(s.scale[i]))
             )
-        nonfinite = s.step[~s.finite | s.skipped].tolist()
+        rows.sort(key=lambda r: r[0])
     spikes = [
         {
             "step": st,

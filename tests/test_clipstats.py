@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn import clipstats as cs
 from charrnn.batches import make_batches
@@ -256,23 +255,8 @@ def test_series_round_trips_through_the_recorded_history():
 # --------------------------------------------------------------------------- the command
 
 
-class _Main:
-    """Adapter so CliRunner drives charrnn.cli.main (which maps errors to exit codes)."""
-
-    name = "charrnn"
-
-    def main(self, args=None, prog_name=None, **extra):
-        from charrnn.cli import main
-
-        main(list(args or []))
-
-
-def invoke(args: list[str], env: dict | None = None, input: str | None = None):
-    return CliRunner().invoke(_Main(), args, env=env, input=input)
-
-
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
+def store(tmp_path_factory, invoke) -> Path:
     root = tmp_path_factory.mktemp("store")
     r = invoke(
         [
@@ -290,43 +274,29 @@ def store(tmp_path_factory) -> Path:
         ]
     )
     assert r.exit_code == 0, r.stderr
-    # a vanilla RNN with adam at lr 1 and no clipping: gradients explode within steps
-    r = invoke(
-        [
-            "train",
-            DINOS,
-            "--store",
-            str(root),
-            "--run",
-            "boom",
-            "--mode",
-            "prose",  # streams: the explosion shows in the gradients, not as a diverged loss
-            "--cell",
-            "rnn",
-            "--hidden",
-            "16",
-            "--lr",
-            "1",
-            "--clip-norm",
-            "none",
-            "--steps",
-            "60",
-            "--eval-every",
-            "30",
-            "-q",
-        ]
-    )
-    assert r.exit_code == 0, r.stderr
+    # a vanilla RNN with adam at lr 1 and no clipping: the gradient norm spikes, then the
+    # loss goes non-finite and training stops as diverged (exit 3), its checkpoint saved
+    boom = ["train", DINOS, "--store", str(root), "--run", "boom", "--mode", "prose",
+            "--cell", "rnn", "--hidden", "16", "--lr", "1", "--clip-norm", "none",
+            "--steps", "60", "--eval-every", "30", "-q"]  # fmt: skip
+    r = invoke(boom)
+    assert r.exit_code == 3 and "training diverged" in r.stderr, r.stderr
     return root
 
 
-def clip_json(store: Path, *args: str) -> dict:
-    r = invoke(["clip-stats", "--store", str(store), "--json", *args])
-    assert r.exit_code == 0, r.stderr
-    return json.loads(r.stdout)
+@pytest.fixture(scope="module")
+def clip_json(invoke):
+    """``clip_json(store, *args)``: the JSON document of ``charrnn clip-stats``."""
+
+    def run(store: Path, *args: str) -> dict:
+        r = invoke(["clip-stats", "--store", str(store), "--json", *args])
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    return run
 
 
-def test_history_json_agrees_with_the_recorded_history(store):
+def test_history_json_agrees_with_the_recorded_history(clip_json, store):
     doc = clip_json(store, "dinos")
     ck = Store(store).latest("dinos")
     gn = ck.arrays["hist.grad_norm"]
@@ -347,7 +317,7 @@ def test_history_json_agrees_with_the_recorded_history(store):
     assert doc["probe"] is None
 
 
-def test_exploding_run_is_flagged_loudly(store):
+def test_exploding_run_is_flagged_loudly(invoke, clip_json, store):
     doc = clip_json(store, "boom")
     ev = doc["events"]
     assert ev["exploding"] is True and ev["spike_count"] >= 1
@@ -360,7 +330,7 @@ def test_exploding_run_is_flagged_loudly(store):
     assert "no norm clipping was on" in r.stdout
 
 
-def test_probe_json(store):
+def test_probe_json(clip_json, store):
     doc = clip_json(store, "dinos", "--probe", DINOS, "--batches", "4", "-q")
     p = doc["probe"]
     assert doc["mode"] == "probe" and p["corpus"] == [DINOS] and p["batches"] == 4
@@ -381,14 +351,14 @@ def test_probe_json(store):
     assert all(len(g["fraction_entries"]) == len(vals) for g in doc["groups"])
 
 
-def test_probe_of_a_short_corpus_falls_back_to_smaller_batches(store, tmp_path):
+def test_probe_of_a_short_corpus_falls_back_to_smaller_batches(clip_json, store, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("aardonyx\nabelisaurus\nacanthopholis\n")
     doc = clip_json(store, "dinos", "--probe", str(short))
     assert doc["probe"]["batches"] >= 1 and doc["probe"]["batch_size"] < 32
 
 
-def test_probe_with_unknown_characters_is_a_data_error(store, tmp_path):
+def test_probe_with_unknown_characters_is_a_data_error(invoke, store, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("Tyrannosaurus REX 42\n")
     r = invoke(["clip-stats", "--store", str(store), "dinos", "--probe", str(bad)])
@@ -398,17 +368,17 @@ def test_probe_with_unknown_characters_is_a_data_error(store, tmp_path):
     assert "its best checkpoint, step" in said and "vocabulary" in error
 
 
-def test_probe_options_without_probe_are_usage_errors(store):
+def test_probe_options_without_probe_are_usage_errors(invoke, store):
     r = invoke(["clip-stats", "--store", str(store), "--batches", "3"])
     assert r.exit_code == 2 and "--probe" in r.stderr
 
 
-def test_missing_run_is_exit_66(store):
+def test_missing_run_is_exit_66(invoke, store):
     r = invoke(["clip-stats", "--store", str(store), "nosuchrun"])
     assert r.exit_code == 66 and "nosuchrun" in r.stderr
 
 
-def test_json_schema_is_stable(store):
+def test_json_schema_is_stable(clip_json, store):
     for doc in (
         clip_json(store, "dinos"),
         clip_json(store, "boom"),
@@ -528,7 +498,7 @@ def test_json_schema_is_stable(store):
                 }
 
 
-def test_human_report_on_stdout_and_nothing_on_stderr(store):
+def test_human_report_on_stdout_and_nothing_on_stderr(invoke, store):
     r = invoke(["clip-stats", "--store", str(store)])  # the latest run
     assert r.exit_code == 0, r.stderr
     assert r.stderr == ""
@@ -546,7 +516,7 @@ def test_human_report_on_stdout_and_nothing_on_stderr(store):
     assert "\x1b" not in r.stdout  # not a terminal: plain text
 
 
-def test_probe_logs_go_to_stderr_only(store):
+def test_probe_logs_go_to_stderr_only(invoke, store):
     r = invoke(["clip-stats", "--store", str(store), "dinos", "--probe", DINOS, "--batches", "2"])
     assert r.exit_code == 0, r.stderr
     assert "probing" in r.stderr and "probing" not in r.stdout
@@ -561,13 +531,13 @@ def test_probe_logs_go_to_stderr_only(store):
         ({"FORCE_COLOR": "1", "TERM": "dumb"}, False),
     ],
 )
-def test_no_color_means_no_escape_codes(store, env, colored):
+def test_no_color_means_no_escape_codes(invoke, store, env, colored):
     r = invoke(["clip-stats", "--store", str(store), "boom"], env=env)
     assert r.exit_code == 0, r.stderr
     assert ("\x1b[" in r.stdout) is colored
 
 
-def test_env_vars_set_options(store):
+def test_env_vars_set_options(invoke, store):
     r = invoke(
         ["clip-stats", "--store", str(store), "boom", "--json"],
         env={"CHARRNN_CLIP_STATS_SPIKE_FACTOR": "1e12"},
@@ -576,7 +546,7 @@ def test_env_vars_set_options(store):
     assert json.loads(r.stdout)["events"]["factor"] == 1e12
 
 
-def test_help_documents_every_option_and_the_exit_codes():
+def test_help_documents_every_option_and_the_exit_codes(invoke):
     r = invoke(["clip-stats", "--help"])
     assert r.exit_code == 0
     for opt in (
