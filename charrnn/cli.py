@@ -1097,11 +1097,13 @@ def clip_stats(
     (a run name, RUN:STEP or a checkpoint file; default: the latest run) and
     shows their percentiles and a chart against the clipping threshold, how
     often norm and value clipping bit and by how much, per-parameter-group
-    norms, exploding-gradient spikes and non-finite steps, and a suggested
-    --clip-norm with its reason. --probe CORPUS computes fresh gradients of
-    the checkpoint on a few batches instead and adds what clipping at other
-    thresholds would do, including how far value clipping turns the gradient;
-    the probe uses the run's best checkpoint if it has one (--latest: its latest).
+    norms, exploding-gradient spikes and non-finite steps, and whether clipping
+    is needed (only if the norm spiked or went non-finite) with a --clip-norm.
+    --probe CORPUS computes fresh gradients of the checkpoint on a few batches
+    instead and adds what clipping at other thresholds would do, including how
+    far value clipping turns the gradient; its advice weighs the checkpoint's
+    recorded history too, by the same rule. The probe uses the run's best
+    checkpoint if it has one (--latest: its latest).
 
     \b
     Examples:
@@ -1132,8 +1134,9 @@ def clip_stats(
         batch_size = batch_size or int(train_meta.get("batch_size", 32))
         seq_len = seq_len or int(train_meta.get("seq_len", 64))
         probe_batches = _clip_probe_batches(probe_paths, meta, vocab, batch_size, seq_len, log)
+        recorded = _history_series(checkpoint, groups)  # the advice weighs it too
         series, stats = _probe_stats(
-            model, probe_paths, probe_batches, batches, clip_norm, clip_value, spikes, log
+            model, probe_paths, probe_batches, batches, clip_norm, clip_value, spikes, log, recorded
         )
     else:
         series, stats = _history_stats(checkpoint, groups, clip_norm, clip_value, spikes)
@@ -1165,8 +1168,11 @@ def clip_stats(
     render(doc, series, rich_console())
 
 
-def _probe_stats(model, paths, probe_batches, batches, clip_norm, clip_value, spikes, log):
-    """(series, stats) of fresh gradients on up to ``batches`` probe batches."""
+def _probe_stats(
+    model, paths, probe_batches, batches, clip_norm, clip_value, spikes, log, recorded
+):
+    """(series, stats) of fresh gradients on up to ``batches`` probe batches;
+    ``recorded``: the checkpoint's history series, weighed by the advice."""
     from charrnn import clipstats
 
     n = min(batches, probe_batches.n_batches)
@@ -1181,7 +1187,7 @@ def _probe_stats(model, paths, probe_batches, batches, clip_norm, clip_value, sp
         f"{plural(n, 'batch', 'batches')} of {shape}, gradients only"
     )
     measured = clipstats.probe(model, probe_batches, n, clip_norm, clip_value)
-    stats = clipstats.summarize_probe(measured, clip_norm, clip_value, **spikes)
+    stats = clipstats.summarize_probe(measured, clip_norm, clip_value, **spikes, history=recorded)
     stats["probe"] = {
         "corpus": list(paths),
         "batch_size": probe_batches.batch_size,
@@ -1191,15 +1197,23 @@ def _probe_stats(model, paths, probe_batches, batches, clip_norm, clip_value, sp
     return measured.series, stats
 
 
+def _history_series(checkpoint, groups):
+    """The gradient norms recorded while training (empty if the checkpoint has none)."""
+    from charrnn import clipstats
+    from charrnn.errors import CheckpointError
+
+    try:
+        return clipstats.Series.from_arrays(checkpoint.arrays, groups)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{checkpoint.path}: training history is malformed ({e})") from None
+
+
 def _history_stats(checkpoint, groups, clip_norm, clip_value, spikes):
     """(series, stats) of the gradient norms recorded while training."""
     from charrnn import clipstats
     from charrnn.errors import CheckpointError
 
-    try:
-        series = clipstats.Series.from_arrays(checkpoint.arrays, groups)
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{checkpoint.path}: training history is malformed ({e})") from None
+    series = _history_series(checkpoint, groups)
     if series.step.shape[0] == 0:
         raise CheckpointError(
             f"{checkpoint.path} holds no training history; "

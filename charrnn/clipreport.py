@@ -515,13 +515,15 @@ def _events(doc: dict, unit: str) -> list[Any]:
 
 def _suggestion(doc: dict) -> list[Any]:
     s = doc["suggestion"]
-    head = Text("Suggested threshold", style="bold")
+    head = Text("Clipping advice", style="bold")
     if s["clip_norm"] is None:
         return [head, para(f"none: {s['reason']}")]
-    style = "bold red" if s["verdict"] == "exploding" else "bold green"
     line = Text("  ")
-    verb = "safety net" if s["verdict"] == "not_needed" else "suggested"
-    line.append(f"{verb}: --clip-norm {s['clip_norm']:g}", style=style)
+    if s["needed"] is False:
+        line.append("not needed", style="bold green")
+        line.append(f"; safety net --clip-norm {s['clip_norm']:g}")
+    else:
+        line.append(f"needed: --clip-norm {s['clip_norm']:g}", style="bold red")
     line.append(f"  (it would clip {pct(s['fraction_clipped'])} of these {units(doc_unit(doc))})")
     return [head, line, para(s["reason"])]
 
@@ -569,10 +571,11 @@ def _render(doc: dict, series: Series, console: Console) -> None:
             )
         )
         c = doc["config"]["clip_norm"]
+        net = "safety net" if doc["suggestion"]["needed"] is False else "suggested"
         thr, name = (
             (c, "--clip-norm")
             if c is not None
-            else (doc["suggestion"]["clip_norm"], "suggested --clip-norm")
+            else (doc["suggestion"]["clip_norm"], f"{net} --clip-norm")
         )
         if doc["probe"] is not None:
             name = "probe " + name

@@ -62,10 +62,20 @@ key is always present (``null`` where it does not apply):
     skipped their update); ``exploding`` is true when either list is non-empty. Lists
     are complete (the terminal view shortens them).
 ``suggestion``
-    ``{verdict, clip_norm, percentile, fraction_clipped, reason}``. ``verdict`` is
-    ``"clip"``, ``"exploding"`` (clip, and there were spikes or non-finite steps),
-    ``"not_needed"`` (tight norms; ``clip_norm`` is then a safety net that would
-    never bite) or ``"no_data"``.
+    ``{verdict, clip_norm, percentile, fraction_clipped, reason, needed, basis,
+    measured}``: one recommendation, by one rule in both modes (:func:`suggest`).
+    Clipping is needed when the norm spiked (see ``events``) or went non-finite; in
+    probe mode the checkpoint's recorded history counts too, so a healthy run gets
+    the same advice from both views. ``verdict`` is ``"exploding"`` (needed:
+    ``clip_norm`` is the ``percentile`` of the norms that did not spike),
+    ``"not_needed"`` (``clip_norm`` is a safety net, twice the largest norm, that
+    would not have bitten; ``percentile`` null) or ``"no_data"`` (``clip_norm`` null);
+    ``"clip"`` (a wide spread without spikes) is no longer given. ``needed``: true,
+    false, or null without data. ``basis``: ``"history"`` or ``"probe"``, the
+    measurements the threshold comes from (the history when it has the evidence).
+    ``fraction_clipped``: the fraction of this document's steps (batches) above
+    ``clip_norm``. ``measured``: what each view measured, the history first,
+    ``[{source, count, spike_count, nonfinite}]``; ``reason`` says it in words.
 ``history``
     ``{steps_in_full, steps_summarized, exact_from_step, percentiles, spikes,
     events_dropped}``: how much of the series is known step by step. A run's history
@@ -112,7 +122,6 @@ from charrnn.history import (
 SCHEMA = "charrnn.clip-stats/1"
 ASSIGNMENT_CLIP = 5.0  # the assignment clips every gradient entry to ±5
 SUGGEST_PERCENTILE = 90.0  # suggested clip_norm: this percentile of non-spike norms
-TIGHT_RATIO = 2.0  # p99 within this factor of the median: norms are tight
 TOP_LEVEL_KEYS = (
     "schema",
     "mode",
@@ -529,55 +538,126 @@ def clipping_summary(s: Series, clip_norm: float | None, clip_value: float | Non
     }
 
 
-def suggest(
-    norm: np.ndarray,
-    spike: np.ndarray,
-    n_nonfinite: int,
-    percentile: float = SUGGEST_PERCENTILE,
-    tight_ratio: float = TIGHT_RATIO,
-    configured: float | None = None,
-    configured_fraction: float | None = None,
-    unit: str = "step",
-) -> dict:
-    """:func:`suggest_dist` of an (S,) array of norms and its (S,) spike mask."""
-    fin = np.isfinite(norm)
-    return suggest_dist(
-        Dist(norm[fin]),
-        Dist(norm[fin & ~spike]),
-        int(spike.sum()),
-        n_nonfinite,
-        percentile,
-        tight_ratio,
-        configured,
-        configured_fraction,
-        unit,
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """What one view measured, as far as the advice needs it: the recorded history's
+    training steps, or a probe's fresh gradients at the checkpoint."""
+
+    source: str  # "history" (recorded training steps) or "probe" (fresh gradients)
+    count: int  # steps (probe: batches) measured, finite or not
+    norms: Dist  # their finite pre-clip global norms
+    healthy: Dist  # the finite norms of the steps that were not spikes
+    spikes: int  # steps whose norm jumped above the spike rule
+    nonfinite: int  # steps whose loss or gradient was nan/inf
+
+    @property
+    def unit(self) -> str:
+        return "batch" if self.source == "probe" else "step"
+
+    @property
+    def exploded(self) -> bool:
+        """The one rule both views share: clipping is needed when the norm spiked far
+        above its typical level or went non-finite."""
+        return self.spikes > 0 or self.nonfinite > 0
+
+    def what(self) -> str:
+        """What was measured, in words."""
+        if self.source == "probe":
+            n = f"{self.count} {self.unit if self.count == 1 else _units(self.unit)}"
+            return f"this probe (fresh gradients of the checkpoint on {n})"
+        n = f"{self.count} training {'step' if self.count == 1 else 'steps'}"
+        return f"the recorded history ({n})"
+
+    def found(self) -> str:
+        """What it showed: '2 spikes and 1 non-finite step', or 'no spike and no ...'."""
+        if not self.exploded:
+            return f"no spike and no non-finite {self.unit}"
+        parts = []
+        if self.spikes:
+            parts.append(f"{self.spikes} spike{'s' if self.spikes != 1 else ''}")
+        if self.nonfinite:
+            n = self.nonfinite
+            parts.append(f"{n} non-finite {self.unit if n == 1 else _units(self.unit)}")
+        return " and ".join(parts)
+
+
+def evidence(s: Series, events: dict, spike: np.ndarray, source: str) -> Evidence:
+    """The :class:`Evidence` of series ``s`` given its :func:`events_summary` and the
+    (S,) spike mask of the steps known one by one."""
+    norms = norm_dist(s)
+    # the healthy norms: without the spikes (those of the past leave the sketch's bins)
+    healthy = Dist(s.grad_norm[s.finite & ~spike])
+    if norms.approximate:
+        assert norms.counts is not None
+        past_spikes = (
+            np.array(
+                [e["grad_norm"] for e in events["spikes"] if e["step"] < s.step[0]],
+                dtype=np.float64,
+            )
+            if s.step.shape[0]
+            else np.array([e["grad_norm"] for e in events["spikes"]])
+        )
+        counts = norms.counts - np.bincount(norm_bin(past_spikes), minlength=norms.counts.shape[0])
+        healthy = Dist(
+            healthy.exact,
+            np.maximum(counts, 0),
+            norms.n - past_spikes.size,
+            norms.total - float(past_spikes.sum()),
+            norms.lo,
+            norms.hi,
+        )
+    return Evidence(
+        source=source,
+        count=s.count,
+        norms=norms,
+        healthy=healthy,
+        spikes=int(events["spike_count"]),
+        nonfinite=len(events["nonfinite_steps"]),
     )
 
 
-def suggest_dist(
-    norms: Dist,
-    healthy: Dist,
-    n_spikes: int,
-    n_nonfinite: int,
-    percentile: float = SUGGEST_PERCENTILE,
-    tight_ratio: float = TIGHT_RATIO,
+def measure(
+    s: Series, source: str, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW
+) -> Evidence:
+    """The :class:`Evidence` of ``s`` under the spike rule ``factor`` x ``window``."""
+    events, spike = events_summary(s, factor, window)
+    return evidence(s, events, spike, source)
+
+
+def suggest(
+    view: Evidence,
+    history: Evidence | None = None,
+    *,
     configured: float | None = None,
     configured_fraction: float | None = None,
-    unit: str = "step",
+    percentile: float = SUGGEST_PERCENTILE,
 ) -> dict:
-    """A clip_norm for this model and learning rate, and the reason for it.
+    """One recommendation from what was measured, the same rule in both views.
 
-    ``norms``: the finite pre-clip norms; ``healthy``: those of the steps that were not
-    spikes. The ``percentile`` of the healthy norms: clipping there cuts the rare large
-    steps and leaves typical ones untouched. When the norms are tight (p99 within
-    ``tight_ratio`` × the median) and nothing exploded, clipping is not needed: the
-    value offered is then a safety net (twice the largest norm).
+    ``view``: this report's measurements; ``history``: in a probe, the checkpoint's
+    recorded history (None without one). Clipping is needed when any of them shows a
+    spike or a non-finite step (:attr:`Evidence.exploded`). The threshold comes from
+    the recorded history when it has the evidence (what training saw, over many
+    steps), else from the probe: when clipping is needed, the ``percentile`` of the
+    healthy norms (it cuts spikes to the size of an ordinary large step and leaves
+    typical ones alone); when it is not, a safety net (twice the largest norm) that
+    would not have bitten on any of them. ``configured``: the run's --clip-norm, said whether it bit
+    (``configured_fraction``: the recorded fraction, else measured on ``view``).
     """
-    if healthy.size == 0 or norms.max() == 0.0:
+    views = [e for e in (history, view) if e is not None]  # the history's word first
+    measured = [
+        {"source": e.source, "count": e.count, "spike_count": e.spikes, "nonfinite": e.nonfinite}
+        for e in views
+    ]
+    usable = [e for e in views if e.healthy.size and e.norms.max() > 0.0]
+    needed = any(e.exploded for e in views)
+    basis = next((e for e in usable if e.exploded or not needed), None)
+    basis = basis or (usable[0] if usable else None)
+    if basis is None:
         why = (
-            "no finite gradient norm was recorded"
-            if healthy.size == 0
-            else "every gradient was zero"
+            "every gradient was zero"
+            if any(e.healthy.size for e in views)
+            else "no finite gradient norm was recorded"
         )
         return {
             "verdict": "no_data",
@@ -585,67 +665,57 @@ def suggest_dist(
             "percentile": None,
             "fraction_clipped": None,
             "reason": why,
+            "needed": None,
+            "basis": None,
+            "measured": measured,
         }
-    p50, pq, p99 = healthy.percentile([50, percentile, 99])
-    pct = f"{percentile:g}"
-    if n_spikes == 0 and n_nonfinite == 0 and p99 <= tight_ratio * p50:
-        value = round_sig(2 * norms.max())
-        verdict, used = "not_needed", None
+    shown = "; ".join(f"{e.what()} shows {e.found()}" for e in views)
+    if len(views) == 2 and not needed:
+        shown = f"{views[1].what()} shows {views[1].found()}, nor does {views[0].what()}"
+    of = "the training steps" if basis.source == "history" else "the probed batches"
+    unit = basis.unit
+    if needed:
+        value = round_sig(float(basis.healthy.percentile([percentile])[0]))
+        p50 = basis.healthy.percentile([50])[0]
+        used: float | None = percentile
         reason = (
-            f"the pre-clip norms are tightly distributed (p99 is {p99 / p50:.1f}x the "
-            f"median) and nothing spiked: clipping is not needed at this learning rate; "
-            f"--clip-norm {value:g} (twice the largest norm seen) is a safety net that "
-            f"would never bite"
+            f"clipping is needed: {shown}; --clip-norm {value:g} is the p{percentile:g} of "
+            f"{of} that did not spike: it cuts spikes down to the size of an ordinary "
+            f"large {unit} and leaves the typical {unit} (median {p50:.3g}) untouched"
         )
     else:
-        value = round_sig(float(pq))
-        used = percentile
-        top = f"{100 - percentile:g}%"
-        if n_spikes or n_nonfinite:
-            verdict = "exploding"
-            what = " and ".join(
-                p
-                for p in (
-                    f"{n_spikes} spike{'s' if n_spikes != 1 else ''}" if n_spikes else "",
-                    f"{n_nonfinite} non-finite {unit if n_nonfinite == 1 else _units(unit)}"
-                    if n_nonfinite
-                    else "",
-                )
-                if p
-            )
-            reason = (
-                f"gradients exploded ({what}); --clip-norm {value:g} is the p{pct} of the "
-                f"{_units(unit)} that did not spike: it cuts spikes down to the size of an "
-                f"ordinary large {unit} and leaves the typical {unit} (median {p50:.3g}) "
-                f"untouched"
-            )
-        else:
-            verdict = "clip"
-            reason = (
-                f"--clip-norm {value:g} is the p{pct} of the pre-clip norms: it clips the "
-                f"top {top} of {_units(unit)}, where spikes live, and leaves typical "
-                f"{_units(unit)} (median {p50:.3g}) untouched"
-            )
+        value = round_sig(2 * basis.norms.max())
+        used = None
+        reason = (
+            f"clipping is not needed: {shown}; --clip-norm {value:g} (twice the largest "
+            f"norm of {of}) is a safety net that would not have bitten on any of them"
+        )
     if configured is not None:
-        mx = norms.max()
+        mx = view.norms.max()
         frac = (
-            norms.fraction_over(configured) if configured_fraction is None else configured_fraction
+            view.norms.fraction_over(configured)
+            if configured_fraction is None
+            else configured_fraction
         )  # recorded: value clipping may have acted first
+        units = _units(view.unit)
         if frac == 0:
             why = (
                 f"largest norm {mx:.3g}"
                 if mx <= configured
                 else "value clipping had already shrunk the gradient below it"
             )
-            reason += f"; the run's --clip-norm {configured:g} never bit ({why})"
+            reason += f"; the run's --clip-norm {configured:g} never bit on these {units} ({why})"
         else:
-            reason += f"; the run's --clip-norm {configured:g} clipped {frac:.1%} of {_units(unit)}"
+            reason += f"; the run's --clip-norm {configured:g} clipped {frac:.1%} of these {units}"
     return {
-        "verdict": verdict,
+        "verdict": "exploding" if needed else "not_needed",
         "clip_norm": value,
         "percentile": used,
-        "fraction_clipped": norms.fraction_over(value),
+        "fraction_clipped": finite_or_none(view.norms.fraction_over(value)),
         "reason": reason,
+        "needed": needed,
+        "basis": basis.source,
+        "measured": measured,
     }
 
 
@@ -785,45 +855,25 @@ def summarize(
     factor: float = SPIKE_FACTOR,
     window: int = SPIKE_WINDOW,
     unit: str = "step",
+    history: Evidence | None = None,
 ) -> dict:
     """The statistics part of the JSON document (see the module docstring).
 
     ``clip_norm``/``clip_value``: the run's configured thresholds (None when off);
-    ``unit``: what one entry of the series is called in the reasons ("step", "batch").
+    ``unit``: what one entry of the series is called ("step": a run's recorded
+    history, "batch": a probe); ``history``: in a probe, the :class:`Evidence` of the
+    checkpoint's recorded history, which the advice weighs too.
     """
     events, spike = events_summary(s, factor, window)
     n_nonfinite = len(events["nonfinite_steps"])
     clipping = clipping_summary(s, clip_norm, clip_value)
-    norms = norm_dist(s)
-    # the healthy norms: without the spikes (those of the past leave the sketch's bins)
-    healthy = Dist(s.grad_norm[s.finite & ~spike])
-    if norms.approximate:
-        assert norms.counts is not None
-        past_spikes = (
-            np.array(
-                [e["grad_norm"] for e in events["spikes"] if e["step"] < s.step[0]],
-                dtype=np.float64,
-            )
-            if s.step.shape[0]
-            else np.array([e["grad_norm"] for e in events["spikes"]])
-        )
-        counts = norms.counts - np.bincount(norm_bin(past_spikes), minlength=norms.counts.shape[0])
-        healthy = Dist(
-            healthy.exact,
-            np.maximum(counts, 0),
-            norms.n - past_spikes.size,
-            norms.total - float(past_spikes.sum()),
-            norms.lo,
-            norms.hi,
-        )
-    sug = suggest_dist(
-        norms,
-        healthy,
-        events["spike_count"],
-        n_nonfinite,
+    seen = evidence(s, events, spike, "probe" if unit == "batch" else "history")
+    norms = seen.norms
+    sug = suggest(
+        seen,
+        history,
         configured=clip_norm,
         configured_fraction=clipping["norm"]["fraction_clipped"],
-        unit=unit,
     )
     gn: dict[str, Any] = {k: finite_or_none(v) for k, v in norms.summary().items()}
     fin = s.finite
@@ -973,7 +1023,11 @@ def _merge(rows: list[tuple[float, str]]) -> list[tuple[float, list[str]]]:
 
 
 def probe_tables(
-    p: Probe, clip_norm: float | None, clip_value: float | None, suggested: float | None
+    p: Probe,
+    clip_norm: float | None,
+    clip_value: float | None,
+    suggested: float | None,
+    suggested_label: str = "suggested",
 ) -> tuple[dict, np.ndarray]:
     """The probe's threshold tables and the (G, K) per-group clamped fractions.
 
@@ -993,7 +1047,7 @@ def probe_tables(
         norm_rows.append((clip_norm, "run --clip-norm"))
     norm_rows.append((ASSIGNMENT_CLIP, "assignment"))
     if suggested is not None:
-        norm_rows.append((suggested, "suggested"))
+        norm_rows.append((suggested, suggested_label))
     norm_table = []
     for c, labels in _merge(norm_rows):
         sc = np.minimum(1.0, c / np.where(norms > 0, norms, np.inf)) if norms.size else norms
@@ -1056,11 +1110,29 @@ def summarize_probe(
     *,
     factor: float = SPIKE_FACTOR,
     window: int = SPIKE_WINDOW,
+    history: Series | None = None,
 ) -> dict:
     """:func:`summarize` of a probe, with the threshold tables (``probe`` key, partly
-    filled: the caller adds corpus, sizes and loss) and exact per-group fractions."""
-    doc = summarize(p.series, clip_norm, clip_value, factor=factor, window=window, unit="batch")
-    tables, per_group = probe_tables(p, clip_norm, clip_value, doc["suggestion"]["clip_norm"])
+    filled: the caller adds corpus, sizes and loss) and exact per-group fractions.
+    ``history``: the checkpoint's recorded history (None or empty: none), so that the
+    advice is the one the history view gives, plus what the probe found."""
+    recorded = (
+        measure(history, "history", factor, window)
+        if history is not None and history.count
+        else None
+    )
+    doc = summarize(
+        p.series,
+        clip_norm,
+        clip_value,
+        factor=factor,
+        window=window,
+        unit="batch",
+        history=recorded,
+    )
+    sug = doc["suggestion"]
+    label = "safety net" if sug["needed"] is False else "suggested"
+    tables, per_group = probe_tables(p, clip_norm, clip_value, sug["clip_norm"], label)
     for row, fr in zip(doc["groups"], per_group, strict=True):
         row["fraction_entries"] = [float(x) for x in fr]
     loss = p.series.loss[np.isfinite(p.series.loss)]

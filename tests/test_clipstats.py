@@ -129,31 +129,82 @@ def test_skipped_step_with_a_finite_norm_still_counts_as_nonfinite():
     assert ev["nonfinite_steps"] == [3] and ev["exploding"]
 
 
+def evidence_of(norm, source="history", spikes_at=(), skipped=None):
+    """The Evidence of a series of norms, with spikes marked by hand at ``spikes_at``."""
+    s = series(norm, skipped=skipped)
+    spike = np.zeros(s.step.shape[0], bool)
+    spike[list(spikes_at)] = True
+    ev, _ = cs.events_summary(s)
+    ev = {**ev, "spike_count": int(spike.sum())}
+    return cs.evidence(s, ev, spike, source)
+
+
 def test_suggestion_logic():
-    squares = np.arange(1.0, 101.0) ** 2  # p90 = 8118.1 -> 8100 = 90², which clips 91²..100²
-    sug = cs.suggest(squares, np.zeros(100, bool), 0)  # p99 is 3.8x the median: not tight
-    assert sug["verdict"] == "clip" and sug["clip_norm"] == 8100.0 and sug["percentile"] == 90
-    assert sug["fraction_clipped"] == 0.1 and "top 10%" in sug["reason"]
-
-    tight = np.linspace(1.0, 1.5, 100)  # p99 < 2x the median: no clipping needed
-    sug = cs.suggest(tight, np.zeros(100, bool), 0)
-    assert sug["verdict"] == "not_needed" and sug["clip_norm"] == 3.0  # twice the max
+    squares = np.arange(1.0, 101.0) ** 2  # wide (p99 is 3.8x the median) but no spike
+    sug = cs.suggest(evidence_of(squares))
+    assert sug["verdict"] == "not_needed" and sug["needed"] is False  # spread is not a spike
+    assert sug["clip_norm"] == 20000.0 and sug["percentile"] is None  # twice the max
     assert sug["fraction_clipped"] == 0.0 and "not needed" in sug["reason"]
+    assert "the recorded history (100 training steps) shows no spike" in sug["reason"]
+    assert sug["basis"] == "history"
+    assert sug["measured"] == [
+        {"source": "history", "count": 100, "spike_count": 0, "nonfinite": 0}
+    ]
 
-    spiky = tight.copy()
+    spiky = np.linspace(1.0, 1.5, 100)
     spiky[50] = 1e6
-    spike = np.zeros(100, bool)
-    spike[50] = True
-    sug = cs.suggest(spiky, spike, 1)  # computed without the spike
-    assert sug["verdict"] == "exploding"
+    skipped = np.arange(100) == 70  # a skipped step counts as non-finite
+    sug = cs.suggest(evidence_of(spiky, spikes_at=[50], skipped=skipped))
+    assert sug["verdict"] == "exploding" and sug["needed"] is True and sug["percentile"] == 90
+    # the p90 of the steps that did not spike: computed without the 1e6
     assert sug["clip_norm"] == cs.round_sig(np.percentile(np.delete(spiky, 50), 90))
     assert "1 spike and 1 non-finite step" in sug["reason"]
+    assert "clipping is needed" in sug["reason"]
 
-    assert cs.suggest(np.array([np.nan]), np.zeros(1, bool), 1)["verdict"] == "no_data"
-    said = cs.suggest(squares, np.zeros(100, bool), 0, configured=5e4)["reason"]
-    assert "--clip-norm 50000 never bit" in said
-    said = cs.suggest(squares, np.zeros(100, bool), 0, configured=2500.0)["reason"]
-    assert "--clip-norm 2500 clipped 50.0% of steps" in said
+    squares[[40, 80]] = [1e9, 1e9]  # two spikes: the threshold from the rest
+    sug = cs.suggest(evidence_of(squares, spikes_at=[40, 80]))
+    assert sug["clip_norm"] == cs.round_sig(np.percentile(np.delete(squares, [40, 80]), 90))
+
+    assert cs.suggest(evidence_of(np.array([np.nan])))["verdict"] == "no_data"
+    assert cs.suggest(evidence_of(np.zeros(5)))["reason"] == "every gradient was zero"
+    calm = evidence_of(np.linspace(1.0, 4.0, 100))
+    said = cs.suggest(calm, configured=5.0)["reason"]
+    assert "--clip-norm 5 never bit on these steps (largest norm 4)" in said
+    said = cs.suggest(calm, configured=2.5)["reason"]
+    assert "--clip-norm 2.5 clipped 50.0% of these steps" in said
+
+
+def test_a_probe_weighs_the_recorded_history_by_the_same_rule():
+    calm = np.linspace(1.0, 1.2, 20)
+    probe = evidence_of(calm, "probe")
+    history = evidence_of(np.linspace(0.5, 3.0, 300), "history")
+    # both calm: not needed, and the safety net is the history's (what training saw)
+    both = cs.suggest(probe, history)
+    alone = cs.suggest(history)
+    assert both["needed"] is alone["needed"] is False
+    assert both["clip_norm"] == alone["clip_norm"] == 6.0 and both["basis"] == "history"
+    assert both["reason"].startswith(
+        "clipping is not needed: this probe (fresh gradients of the checkpoint on 20 "
+        "batches) shows no spike and no non-finite batch, nor does the recorded history "
+        "(300 training steps)"
+    )
+    assert [m["source"] for m in both["measured"]] == ["history", "probe"]
+    # the history spiked, these batches did not: still needed, the history's threshold
+    spiky = np.linspace(0.5, 3.0, 300)
+    spiky[200] = 500.0
+    history = evidence_of(spiky, "history", spikes_at=[200])
+    both, alone = cs.suggest(probe, history), cs.suggest(history)
+    assert both["needed"] is alone["needed"] is True
+    assert both["clip_norm"] == alone["clip_norm"] and both["basis"] == "history"
+    assert "shows 1 spike; this probe" in both["reason"]
+    # only the probe found a spike: needed, from the probe's own healthy batches
+    jump = calm.copy()
+    jump[10] = 100.0
+    sug = cs.suggest(evidence_of(jump, "probe", spikes_at=[10]), evidence_of(calm))
+    assert sug["needed"] is True and sug["basis"] == "probe"
+    assert sug["clip_norm"] == cs.round_sig(np.percentile(calm[np.arange(20) != 10], 90))
+    # a probe without a history decides alone
+    assert cs.suggest(probe)["basis"] == "probe" and cs.suggest(probe)["clip_norm"] == 2.4
 
 
 def test_bucket_max_keeps_every_step_and_flags_nonfinite():
@@ -330,6 +381,49 @@ def test_exploding_run_is_flagged_loudly(invoke, clip_json, store):
     assert "no norm clipping was on" in r.stdout
 
 
+def test_one_advice_from_both_views_of_a_healthy_run(invoke, clip_json, store):
+    # the history view reads the 60 recorded steps, the probe fresh gradients at the best
+    # checkpoint: one rule, so one verdict (the old code said "clip at p90" vs "not needed")
+    history = clip_json(store, "dinos")["suggestion"]
+    probe = clip_json(store, "dinos", "--probe", DINOS, "-q")["suggestion"]
+    assert history["verdict"] == probe["verdict"] == "not_needed"
+    assert history["needed"] is probe["needed"] is False
+    assert history["basis"] == probe["basis"] == "history"
+    # each says what it measured
+    assert history["reason"].startswith(
+        "clipping is not needed: the recorded history (60 training steps) shows no spike"
+    )
+    assert (
+        "this probe (fresh gradients of the checkpoint on 9 batches) shows no spike"
+        in (probe["reason"])
+    )
+    assert "nor does the recorded history (" in probe["reason"]
+    assert [m["source"] for m in probe["measured"]] == ["history", "probe"]
+    for args in ([], ["--probe", DINOS, "-q"]):
+        r = invoke(["clip-stats", "--store", str(store), "dinos", *args])
+        assert r.exit_code == 0, r.stderr
+        text = " ".join(r.stdout.split())
+        assert "Clipping advice not needed; safety net --clip-norm" in text
+        assert "suggested" not in text  # no threshold is offered as advice
+
+
+def test_both_views_agree_that_a_run_that_spiked_needs_clipping(invoke, clip_json, store):
+    history = clip_json(store, "boom")
+    probe = clip_json(store, "boom", "--probe", DINOS, "-q")
+    assert history["events"]["spike_count"] >= 1  # what the history measured
+    # the old code: "exploding" from the history, "clip" at the probe batches' own p90
+    assert [d["suggestion"]["verdict"] for d in (history, probe)] == ["exploding"] * 2
+    for doc in (history, probe):
+        s = doc["suggestion"]
+        assert s["needed"] is True and s["percentile"] == 90
+        assert s["basis"] == "history" and s["reason"].startswith("clipping is needed: ")
+    # the same numbers when both views read the same checkpoint's history
+    latest = clip_json(store, "boom", "--probe", DINOS, "-q", "--latest")["suggestion"]
+    assert latest["clip_norm"] == history["suggestion"]["clip_norm"]
+    r = invoke(["clip-stats", "--store", str(store), "boom", "--probe", DINOS, "-q"])
+    assert r.exit_code == 0 and "needed: --clip-norm" in r.stdout
+
+
 def test_probe_json(clip_json, store):
     doc = clip_json(store, "dinos", "--probe", DINOS, "--batches", "4", "-q")
     p = doc["probe"]
@@ -338,7 +432,7 @@ def test_probe_json(clip_json, store):
     assert p["loss_mean"] > 0 and p["parameters"] > 0
     assert all(r["cosine"] == 1.0 for r in p["norm_thresholds"])
     labels = [lab for r in p["norm_thresholds"] for lab in r["labels"]]
-    assert {"median", "run --clip-norm", "assignment", "suggested"} <= set(labels)
+    assert {"median", "run --clip-norm", "assignment", "safety net"} <= set(labels)
     vals = p["value_thresholds"]
     assert any("assignment" in r["labels"] for r in vals)
     for r in vals:
@@ -472,7 +566,12 @@ def test_json_schema_is_stable(clip_json, store):
             "percentile",
             "fraction_clipped",
             "reason",
+            "needed",
+            "basis",
+            "measured",
         }
+        for m in doc["suggestion"]["measured"]:
+            assert set(m) == {"source", "count", "spike_count", "nonfinite"}
         if doc["probe"] is not None:
             p = doc["probe"]
             assert set(p) == {
@@ -509,7 +608,7 @@ def test_human_report_on_stdout_and_nothing_on_stderr(invoke, store):
         "l0.Wa",
         "Wya",
         "Exploding-gradient events",
-        "Suggested threshold",
+        "Clipping advice",
         "--clip-norm",
     ):
         assert needle in r.stdout
