@@ -81,9 +81,10 @@ def chart(
     spikes: list[int],
     height: int = 8,
     color: bool = True,
-) -> list[Text]:
+) -> list[Text | Padding]:
     """Pre-clip norm over steps: max per column, the threshold as a dotted row,
-    columns above it in red, spikes (▲) and non-finite steps (×) marked below."""
+    columns above it in red, spikes (▲) and non-finite steps (×) marked below.
+    The drawing is Text rows (never wrapped); the legend, paragraphs that wrap."""
     cols = max(10, min(100, width - LABEL_W - 2))
     b = columns(series, cols)
     vals = b["max"]  # (C,) largest finite norm per column
@@ -129,7 +130,7 @@ def chart(
             return num(lo) if log else "0"
         return ""
 
-    lines = []
+    lines: list[Text | Padding] = []
     for r in range(height):
         t = Text(f"{label(r):>{LABEL_W - 1}} ┤" if label(r) else " " * LABEL_W + "│")
         base = height - 1 - r  # this row covers levels [base, base + 1)
@@ -158,8 +159,7 @@ def chart(
     legend = _legend(series.count / n, unit, log, threshold, threshold_name, thr_note, color)
     if marks is not None:
         legend.append(f"▲ spike, × non-finite {unit} (update skipped)")
-    for item in legend:
-        lines.append(Text(" " * (LABEL_W + 1) + item, style="dim"))
+    lines += [para(item, "dim", LABEL_W + 1) for item in legend]
     return lines
 
 
@@ -581,8 +581,11 @@ def _render(doc: dict, series: Series, console: Console) -> None:
             name = "probe " + name
         spikes = [s["step"] for s in doc["events"]["spikes"]]
         color = console.color_system is not None  # NO_COLOR, TERM=dumb: no "red" to point at
-        for line in chart(series, thr, name, width, spikes, color=color):
-            console.print(line, no_wrap=True, overflow="ignore", crop=False)
+        for row in chart(series, thr, name, width, spikes, color=color):
+            if isinstance(row, Text):
+                console.print(row, no_wrap=True, overflow="ignore", crop=False)
+            else:
+                console.print(row)  # the legend wraps to the width
     console.print()
     console.print(Text("How often clipping bit", style="bold"))
     for line in _clipping(doc, unit):
