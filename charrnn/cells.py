@@ -176,6 +176,9 @@ class Cell:
     peephole: bool  # accepts peephole connections (LayerWeights.p)
     step: Callable[..., None]  # (xw, prev, new, StepWeights, g, keep, work), in place
     backward: Callable[..., tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+    # the step reads prev only as the operand of its one product Waa a<t-1>, so a caller
+    # may pass prev = [x<t>; a<t-1>] and Wh = [Wax | Waa] (and xw = b): one product
+    stacks_input: bool = False
 
     def sigmoid_rows(self, H: int) -> int:
         """Rows of Wax, Waa and b (and of xw) that feed sigmoid gates."""
@@ -473,7 +476,7 @@ def lstm_backward(
 # --------------------------------------------------------------------------- the registry
 
 
-RNN = Cell("rnn", ("a",), 0, ("a",), False, rnn_step, rnn_backward)
+RNN = Cell("rnn", ("a",), 0, ("a",), False, rnn_step, rnn_backward, stacks_input=True)
 GRU = Cell("gru", ("r", "u", "c"), 2, ("c",), False, gru_step, gru_backward)
 LSTM = Cell("lstm", ("o", "u", "f", "c"), 3, ("a", "c"), True, lstm_step, lstm_backward)
 

@@ -130,12 +130,22 @@ class Kernel:
         W0 = np.hstack([W0, np.zeros((W0.shape[0], 1), dtype=dt)]) + p["l0.b"][:, None]
         self.table0_cols = halve_sigmoid_rows(W0, sig_rows)  # (GH, V+1): a column per id
         self.table0 = np.ascontiguousarray(self.table0_cols.T)  # (V+1, GH): a row per id
+        self.table0_col = self.table0[:, :, None]  # (V+1, GH, 1): [id] is one column, a view
         self.zero_id = cfg.vocab_size
         self.weights = [self.cell.step_weights(model.layer_weights(i)) for i in range(cfg.layers)]
         self.Wx = [halve_sigmoid_rows(p[f"l{i}.Wax"], sig_rows) for i in range(1, cfg.layers)]
         self.bx = [
             halve_sigmoid_rows(p[f"l{i}.b"][:, None], sig_rows) for i in range(1, cfg.layers)
         ]
+        # above layer 0, a cell that reads its previous state only through the recurrent
+        # product gets one product [Wax | Waa] @ [x<t>; a<t-1>] (the state's layers lie one
+        # above the other, so the stacked operand is a view): one call fewer and no add of
+        # two (GH, B) products
+        self.stacked = self.cell.stacks_input
+        if self.stacked:
+            for i in range(1, cfg.layers):
+                w = self.weights[i]
+                self.weights[i] = w._replace(Wh=np.hstack([self.Wx[i - 1], w.Wh]))  # (GH, 2H)
         self.Wy = np.ascontiguousarray(p["Wya"])  # (V, H)
         self.by = p["by"][:, None].copy()  # (V, 1)
         self.batch = 0
@@ -158,7 +168,13 @@ class Kernel:
             )
             self.logits = np.empty((self.cfg.vocab_size, batch), dtype=dt)
         self._state = state
-        self._layers = [tuple(state[layer]) for layer in range(self.cfg.layers)]  # (H, B) each
+        # (prev, new) per layer, each a tuple of (H, B) views; a stacked layer's prev is
+        # ([x<t>; a<t-1>],) (2H, B), the layer below's new state and its own
+        self._layers = [(tuple(s), tuple(s)) for s in state]
+        if self.stacked:
+            for layer in range(1, len(state)):
+                below_and_prev = state[layer - 1 : layer + 1, 0].reshape(1, 2 * self.H, batch)
+                self._layers[layer] = (tuple(below_and_prev), self._layers[layer][1])
 
     def initial_state(self, batch: int) -> np.ndarray:
         c = self.cfg
@@ -169,19 +185,25 @@ class Kernel:
         the logits (V, B) (a buffer reused by the next call)."""
         self._buffers(state)
         step, weights, buf, layers = self.cell.step, self.weights, self.buf, self._layers
-        # (GH, B) layer 0's input projections: one gather. Rows of the table are cheapest
-        # for a few streams; for many, the transposed view would make the step's add walk
-        # memory across rows (327 µs against 164 for a column gather, GH=512, B=256)
-        if len(ids) < self.COLUMN_GATHER_BATCH:
+        # (GH, B) layer 0's input projections: one gather. One stream indexes a view (0.15
+        # µs against 1.4 for a fancy gather); rows of the table are cheapest for a few
+        # streams; for many, the transposed view would make the step's add walk memory
+        # across rows (327 µs against 164 for a column gather, GH=512, B=256)
+        B = len(ids)
+        if B == 1:
+            xw = self.table0_col[ids[0]]
+        elif B < self.COLUMN_GATHER_BATCH:
             xw = self.table0[ids].T
         else:
             xw = np.take(self.table0_cols, ids, axis=1, out=self.xw)
-        for layer, s in enumerate(layers):
-            if layer:
-                xw = np.matmul(self.Wx[layer - 1], layers[layer - 1][0], out=self.xw)
+        for layer, (prev, new) in enumerate(layers):
+            if layer and self.stacked:
+                xw = self.bx[layer - 1]  # (GH, 1) the product has the input's share
+            elif layer:
+                xw = np.matmul(self.Wx[layer - 1], layers[layer - 1][1][0], out=self.xw)
                 xw += self.bx[layer - 1]
-            step(xw, s, s, weights[layer], *buf)  # the state in place: new is prev
-        np.matmul(self.Wy, layers[-1][0], out=self.logits)
+            step(xw, prev, new, weights[layer], *buf)  # the state in place
+        np.matmul(self.Wy, layers[-1][1][0], out=self.logits)
         self.logits += self.by
         return self.logits
 
@@ -215,42 +237,65 @@ class Drawer:
         self.noise: np.ndarray | None = None
         self.i = 0
         self.triangle: np.ndarray | None = None  # (V, V) lower triangle of ones
+        self.shape: tuple[object, ...] = ()  # (V, B, dtype) the buffers below were made for
+        self.z = np.empty(0)  # (V, B) logits / T, then their softmax
+        self.p64 = np.empty(0)  # (V, B) the same in float64
+        self.cdf = np.empty(0)  # (V, B) running sums of p64 down each column
+        self.u = np.empty(0)  # (B,) the uniform draws, scaled by each column's total
+        self.below = np.empty(0, dtype=bool)  # (V, B) cdf <= u
 
-    def _cumulative(self, p: np.ndarray) -> np.ndarray:
-        """Running sums down each column of p (V, B), in float64.
+    def _inverse_cdf(self, logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """One id per column of logits (V, B) by inverse CDF, into ``out`` (B,).
 
-        np.cumsum along the first axis walks memory badly (215 µs for V=65, B=256,
-        where a product with a lower triangle of ones takes ~60 µs).
+        In preallocated buffers: a large batch would otherwise allocate ~8 arrays of
+        (V, B) per character. np.cumsum along the first axis walks memory badly (215 µs
+        for V=65, B=256, where a product with a lower triangle of ones takes ~60 µs).
         """
-        V = p.shape[0]
-        if V > self.TRIANGLE_MAX_V:
-            return np.cumsum(p, axis=0, dtype=np.float64)
-        if self.triangle is None or self.triangle.shape[0] != V:
-            self.triangle = np.tril(np.ones((V, V)))
-        return self.triangle @ p.astype(np.float64)
+        V, B = logits.shape
+        if self.shape != (V, B, logits.dtype):
+            self.shape = (V, B, logits.dtype)
+            self.z = np.empty((V, B), dtype=logits.dtype)
+            self.p64, self.cdf = np.empty((V, B)), np.empty((V, B))
+            self.u, self.below = np.empty(B), np.empty((V, B), dtype=bool)
+            self.triangle = np.tril(np.ones((V, V))) if V <= self.TRIANGLE_MAX_V else None
+        p, _ = softmax(np.divide(logits, self.opts.temperature, out=self.z), axis=0, out=self.z)
+        if self.triangle is not None:
+            np.copyto(self.p64, p)
+            cdf = np.matmul(self.triangle, self.p64, out=self.cdf)
+        else:
+            cdf = np.cumsum(p, axis=0, dtype=np.float64, out=self.cdf)
+        u = self.rng.random(out=self.u)
+        u *= cdf[-1]
+        np.less_equal(cdf, u, out=self.below)
+        np.sum(self.below, axis=0, out=out)
+        return np.minimum(out, V - 1, out=out)
 
-    def __call__(self, logits: np.ndarray, want_logprob: bool = False):
-        """(ids (B,), log-probabilities (B,) under the model at temperature 1, or None)."""
+    def __call__(
+        self, logits: np.ndarray, want_logprob: bool = False, out: np.ndarray | None = None
+    ):
+        """(ids (B,), log-probabilities (B,) under the model at temperature 1, or None).
+
+        The ids go into ``out`` (B,) int64 when given (it is then the first result).
+        """
         opts = self.opts
         V, B = logits.shape
+        if out is None:
+            out = np.empty(B, dtype=np.int64)
         if opts.temperature == 0:
-            ids = logits.argmax(axis=0)
+            ids = logits.argmax(axis=0, out=out)
         elif self.plain and B <= self.GUMBEL_MAX_BATCH:
             if self.noise is None or self.i == self.BLOCK or self.noise.shape[2] != B:
                 self.noise = self.rng.gumbel(size=(self.BLOCK, V, B)) * opts.temperature
                 self.i = 0
             g = self.noise[self.i]
             g += logits
-            ids = g.argmax(axis=0)
+            ids = g.argmax(axis=0, out=out)
             self.i += 1
         elif self.plain:
-            z = logits / opts.temperature
-            p, _ = softmax(z, axis=0, out=z)
-            cdf = self._cumulative(p)  # (V, B)
-            u = self.rng.random(B) * cdf[-1]
-            ids = np.minimum((cdf <= u).sum(axis=0), V - 1)
+            ids = self._inverse_cdf(logits, out)
         else:
-            ids = choose(logits.T, opts, self.rng)
+            out[...] = choose(logits.T, opts, self.rng)
+            ids = out
         lp = None
         if want_logprob:
             _, lse = softmax(logits, axis=0)
@@ -355,14 +400,13 @@ class Sampler:
         """Prose: ``length`` characters for each of n streams, yielded in chunks as generated."""
         state, logits = self.start(n, prime)
         drawer = Drawer(opts, rng)
-        buf = np.empty((n, min(chunk, length)), dtype=np.int64)
+        buf = np.empty((min(chunk, length), n), dtype=np.int64)  # a row per step
         j = 0
         for i in range(length):
-            ids, _ = drawer(logits)
-            buf[:, j] = ids
+            ids, _ = drawer(logits, out=buf[j])
             j += 1
-            if j == buf.shape[1] or i == length - 1:
-                yield [self.vocab.decode(row[:j]) for row in buf]
+            if j == len(buf) or i == length - 1:
+                yield [self.vocab.decode(col) for col in buf[:j].T]
                 j = 0
             if i < length - 1:
                 logits = self.kernel.step(ids, state)

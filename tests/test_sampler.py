@@ -51,14 +51,15 @@ def test_drawer_follows_the_tempered_softmax(B, T):
     "kw",
     [
         dict(cell="rnn"),
-        dict(cell="rnn", activation="relu"),
+        dict(cell="rnn", activation="relu", layers=3),  # stacked [Wax | Waa] above layer 0
         dict(cell="gru", layers=2),
         dict(cell="lstm", layers=2),
         dict(cell="lstm", peephole=True, embedding=5),
     ],
-    ids=["rnn", "rnn-relu", "gru-2", "lstm-2", "lstm-peep-emb"],
+    ids=["rnn", "rnn-relu-3", "gru-2", "lstm-2", "lstm-peep-emb"],
 )
-@pytest.mark.parametrize("B", [3, 20])  # the kernel gathers rows below 16 streams, columns above
+# one stream indexes the table, a few gather its rows, 16 or more its columns
+@pytest.mark.parametrize("B", [1, 3, 20])
 def test_generation_kernel_equals_model_step(kw, B):
     """The sampler's lean kernel computes exactly CharRNN.step (float64, 1e-12)."""
     from charrnn.model import CharRNN, ModelConfig, init_params
@@ -70,7 +71,7 @@ def test_generation_kernel_equals_model_step(kw, B):
     params.flat[...] = rng.uniform(-0.9, 0.9, params.flat.shape)
     model = CharRNN(cfg, params)
     kernel = Kernel(model)
-    assert (B < Kernel.COLUMN_GATHER_BATCH) == (B == 3)
+    assert (B < Kernel.COLUMN_GATHER_BATCH) == (B < 20)
     ref_state = model.initial_state(B)
     state = kernel.initial_state(B)
     for _ in range(6):
@@ -79,3 +80,24 @@ def test_generation_kernel_equals_model_step(kw, B):
         logits = kernel.step(ids, state)
         np.testing.assert_allclose(logits.T, ref_logits, rtol=0, atol=1e-12)
         np.testing.assert_allclose(state, ref_state, rtol=0, atol=1e-12)
+
+
+def test_inverse_cdf_draws_equal_a_naive_loop_and_buffers_carry_nothing_over():
+    """The large-batch draw (buffers kept between steps) picks, column by column, the first
+    id whose cumulative probability passes the uniform draw, as a plain loop does."""
+    from charrnn.sampler import Drawer
+
+    V, T = 7, 0.8
+    drawer = Drawer(SampleOptions(T), np.random.default_rng(5))
+    mirror = np.random.default_rng(5)  # the same uniforms, drawn by the loop below
+    rng = np.random.default_rng(6)
+    for B in (40, 40, 17, 40):  # a batch that shrinks rebuilds the buffers
+        logits = rng.normal(size=(V, B)).astype(np.float32) * 3
+        out = np.full(B, -1, dtype=np.int64)
+        ids, _ = drawer(logits, out=out)
+        assert ids is out
+        u = mirror.random(B)
+        for b in range(B):
+            p = np.exp(logits[:, b] / T - (logits[:, b] / T).max())
+            cdf = np.cumsum(p / p.sum())
+            assert ids[b] == min(int((cdf <= u[b] * cdf[-1]).sum()), V - 1)
