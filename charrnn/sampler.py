@@ -246,6 +246,19 @@ class Drawer:
         self.u = np.empty(0)  # (B,) the uniform draws, scaled by each column's total
         self.below = np.empty(0, dtype=bool)  # (V, B) cdf <= u
 
+    def _gumbel(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """T·G in the logits' dtype, G ~ Gumbel(0, 1) = -log E, E ~ Exp(1).
+
+        From float64 draws (a float32 exponential can be exactly 0), stored in the
+        logits' dtype so that the per-step add does not mix types (1.5 µs against 0.5
+        for V=65, B=1); -log E costs half of Generator.gumbel (42 µs against 84 for 64
+        steps of V=65).
+        """
+        e = self.rng.standard_exponential(size=shape)
+        np.log(e, out=e)
+        e *= -self.opts.temperature
+        return e.astype(dtype)
+
     def _inverse_cdf(self, logits: np.ndarray, out: np.ndarray) -> np.ndarray:
         """One id per column of logits (V, B) by inverse CDF, into ``out`` (B,).
 
@@ -286,8 +299,9 @@ class Drawer:
         if opts.temperature == 0:
             ids = logits.argmax(axis=0, out=out)
         elif self.plain and B <= self.GUMBEL_MAX_BATCH:
-            if self.noise is None or self.i == self.BLOCK or self.noise.shape[2] != B:
-                self.noise = self.rng.gumbel(size=(self.BLOCK, V, B)) * opts.temperature
+            noise = self.noise
+            if noise is None or self.i == self.BLOCK or noise.shape[2] != B:
+                self.noise = self._gumbel((self.BLOCK, V, B), logits.dtype)
                 self.i = 0
             g = self.noise[self.i]
             g += logits
