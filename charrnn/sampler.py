@@ -301,9 +301,9 @@ class Drawer:
         elif self.plain and B <= self.GUMBEL_MAX_BATCH:
             noise = self.noise
             if noise is None or self.i == self.BLOCK or noise.shape[2] != B:
-                self.noise = self._gumbel((self.BLOCK, V, B), logits.dtype)
+                self.noise = noise = self._gumbel((self.BLOCK, V, B), logits.dtype)
                 self.i = 0
-            g = self.noise[self.i]
+            g = noise[self.i]
             g += logits
             ids = g.argmax(axis=0, out=out)
             self.i += 1
