@@ -6,6 +6,8 @@ an exit status. The codes follow BSD sysexits where one fits.
 
 from __future__ import annotations
 
+from typing import Any
+
 # the exit-code contract (documented in `charrnn --help` and the README)
 EXIT_OK = 0
 EXIT_ERROR = 1  # unexpected internal error
@@ -35,75 +37,68 @@ EXIT_CODES: dict[int, str] = {
 
 
 class CharrnnError(Exception):
-    """Base class: a message for the user and the exit code that goes with it."""
+    """Base class: a message for the user and the exit code that goes with it.
+
+    A subclass names its code once, in its class line (``exit_code=EXIT_DATA``).
+    Keyword details given when raising, such as ``VocabError(msg, unknown=...)``,
+    become attributes; a subclass declares each one with its default.
+    """
 
     exit_code = EXIT_ERROR
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class ConfigError(CharrnnError):
+    def __init__(self, *args: object, **details: Any) -> None:
+        super().__init__(*args)
+        for name, value in details.items():
+            if not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} has no detail {name!r}")
+            setattr(self, name, value)
+
+
+class ConfigError(CharrnnError, exit_code=EXIT_USAGE):
     """A setting conflicts with the saved run or with another setting."""
 
-    exit_code = EXIT_USAGE
 
-
-class CorpusError(CharrnnError):
+class CorpusError(CharrnnError, exit_code=EXIT_DATA):
     """The corpus cannot be used: empty, too short, binary, badly encoded."""
 
-    exit_code = EXIT_DATA
 
-
-class VocabError(CharrnnError):
+class VocabError(CharrnnError, exit_code=EXIT_DATA):
     """Text holds characters the model's vocabulary does not know."""
 
-    exit_code = EXIT_DATA
-
-    def __init__(self, message: str, unknown: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.unknown = unknown
+    unknown: tuple[str, ...] = ()  # those characters, in order of first appearance
 
 
-class InputMissingError(CharrnnError):
+class InputMissingError(CharrnnError, exit_code=EXIT_NOINPUT):
     """A file, run or checkpoint that was asked for does not exist."""
 
-    exit_code = EXIT_NOINPUT
 
-
-class CheckpointError(CharrnnError):
+class CheckpointError(CharrnnError, exit_code=EXIT_DATA):
     """A checkpoint is corrupt, truncated, foreign or from a newer format."""
 
-    exit_code = EXIT_DATA
 
-
-class StoreIOError(CharrnnError):
+class StoreIOError(CharrnnError, exit_code=EXIT_IO):
     """Reading or writing the store failed (permissions, disk full)."""
 
-    exit_code = EXIT_IO
 
-
-class LockedError(CharrnnError):
+class LockedError(CharrnnError, exit_code=EXIT_LOCKED):
     """Another process holds the run's lock."""
 
-    exit_code = EXIT_LOCKED
-
-    def __init__(self, message: str, pid: int | None = None) -> None:
-        super().__init__(message)
-        self.pid = pid
+    pid: int | None = None  # the holder's process id, when the lock file names it
 
 
-class ResourceError(CharrnnError):
+class ResourceError(CharrnnError, exit_code=EXIT_USAGE):
     """What was asked for needs more memory than the machine has (a usage error)."""
 
-    exit_code = EXIT_USAGE
 
-
-class DivergedError(CharrnnError):
+class DivergedError(CharrnnError, exit_code=EXIT_DIVERGED):
     """Training produced non-finite loss or gradients too many steps in a row."""
 
-    exit_code = EXIT_DIVERGED
 
-
-class TooFewSamplesError(CharrnnError):
+class TooFewSamplesError(CharrnnError, exit_code=EXIT_SHORT):
     """Sampling filters (--novel, --unique, --min-length) could not be met within the
     bounded number of draws; the names found were printed before this is raised."""
-
-    exit_code = EXIT_SHORT

@@ -56,6 +56,7 @@ from charrnn.errors import (
     DivergedError,
     InputMissingError,
 )
+from charrnn.history import finite_or_none
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
 from charrnn.store import Store, default_root, is_run_name, run_name_from
@@ -293,11 +294,6 @@ class TrainResult:
                 "is_lines": self.corpus.is_lines,
             },
         }
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """A JSON-safe number: None for nan, inf and None."""
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 # --------------------------------------------------------------------------- events
