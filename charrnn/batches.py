@@ -43,6 +43,21 @@ def fit_batch(n: int, batch_size: int, seq_len: int) -> tuple[int, int]:
     return 1, n - 1
 
 
+class Batch(NamedTuple):
+    """What one training step reads, from either batch source (``for_step``)."""
+
+    x: np.ndarray  # (B, T) int32 inputs
+    y: np.ndarray  # (B, T) int32 targets, y[b, j] the character after x[b, j]
+    mask: np.ndarray | None  # (B, T) bool real positions (names), or None: all are real
+    carry: bool  # the hidden state flows on from this batch to the next (streams)
+    epoch_start: bool  # the first batch of an epoch: a carried state starts over from zero
+
+    @property
+    def n_chars(self) -> int:
+        """Targets that count, padding excluded."""
+        return self.x.size if self.mask is None else int(self.mask.sum())
+
+
 @dataclass(frozen=True, eq=False)
 class StreamBatches:
     """B parallel streams over ``ids[start:stop]``, served T steps at a time.
@@ -51,8 +66,9 @@ class StreamBatches:
     the ``(stop-start) % B`` characters at the end, and each stream's last
     ``(L-1) % T`` inputs, are not used at offset 0. ``batch(k, offset)`` shifts every
     stream right by ``offset`` (at most ``max_offset``): a training run draws one per
-    epoch (:func:`epoch_offset`), so over epochs every character is a target (but the
-    first of each stream when the split divides into B streams exactly).
+    epoch from ``seed`` (:func:`epoch_offset`; :meth:`for_step` serves the run's steps),
+    so over epochs every character is a target (but the first of each stream when the
+    split divides into B streams exactly).
     """
 
     ids: np.ndarray  # (N,) the whole token array (may be a memmap); never copied whole
@@ -61,6 +77,7 @@ class StreamBatches:
     batch_size: int  # B, parallel streams
     seq_len: int  # T, steps per batch (the truncation length)
     split: str = "training"  # what the split is called in error messages
+    seed: int = 0  # the epoch offsets of for_step (the run's --seed)
     _grid: np.ndarray = field(init=False, repr=False)  # (B, T+1) offsets of batch 0
 
     def __post_init__(self) -> None:
@@ -119,6 +136,14 @@ class StreamBatches:
         y = np.ascontiguousarray(window[:, 1:], dtype=np.int32)  # (B, T) shifted by one
         return x, y
 
+    def for_step(self, step: int) -> Batch:
+        """The batch of training step ``step`` (counted over the run): batch ``step % n``
+        of epoch ``step // n``, shifted by that epoch's :func:`epoch_offset` (from
+        ``seed``). The state is carried; it starts over from zero with every epoch."""
+        k, epoch = step % self.n_batches, step // self.n_batches
+        x, y = self.batch(k, epoch_offset(self.seed, epoch, self.max_offset))
+        return Batch(x, y, None, carry=True, epoch_start=k == 0)
+
 
 def epoch_offset(seed: int, epoch: int, max_offset: int) -> int:
     """The grid shift of a training epoch: 0 for the first, then seeded draws in
@@ -129,10 +154,11 @@ def epoch_offset(seed: int, epoch: int, max_offset: int) -> int:
 
 
 def make_batches(
-    ids: np.ndarray, start: int, stop: int, batch_size: int, seq_len: int
+    ids: np.ndarray, start: int, stop: int, batch_size: int, seq_len: int, seed: int = 0
 ) -> StreamBatches:
-    """Training batches over ``ids[start:stop]``; CorpusError when it is too short for one."""
-    return StreamBatches(ids, start, stop, batch_size, seq_len)
+    """Training batches over ``ids[start:stop]``, epochs shifted by offsets drawn from
+    ``seed``; CorpusError when the split is too short for one batch."""
+    return StreamBatches(ids, start, stop, batch_size, seq_len, seed=seed)
 
 
 def eval_batches(
@@ -238,6 +264,7 @@ class LineBatches:
     shuffle: bool = True
     max_steps: int = MAX_LINE_STEPS  # T cap: a line is at most this many targets
     _steps: np.ndarray = field(init=False, repr=False)  # (n,) targets per line, capped
+    _n_batches: int = field(init=False, repr=False)  # per epoch (read every step)
     _cache: dict = field(init=False, repr=False, default_factory=dict)  # epoch -> plan
 
     def __post_init__(self) -> None:
@@ -250,6 +277,7 @@ class LineBatches:
         steps = np.minimum(np.asarray(self.lengths, dtype=np.int64) + 1, self.max_steps)
         steps.flags.writeable = False
         object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_n_batches", sum(-(-p // self.batch_size) for p in self.pools))
 
     @property
     def n_lines(self) -> int:
@@ -275,7 +303,7 @@ class LineBatches:
     @property
     def n_batches(self) -> int:
         """Batches per epoch."""
-        return sum(-(-p // self.batch_size) for p in self.pools)
+        return self._n_batches
 
     def __len__(self) -> int:
         return self.n_batches
@@ -328,6 +356,13 @@ class LineBatches:
         x = np.ascontiguousarray(full[:, :-1])  # (B, T)
         y = np.ascontiguousarray(full[:, 1:])  # (B, T) shifted by one
         return x, y, mask
+
+    def for_step(self, step: int) -> Batch:
+        """The batch of training step ``step``: batch ``step`` of the run, in the epoch
+        order drawn from ``seed``. Every line starts from the zero state: nothing is
+        carried."""
+        x, y, mask = self.batch(step)
+        return Batch(x, y, mask, carry=False, epoch_start=step % self.n_batches == 0)
 
 
 EVAL_LINES = 256  # lines per validation batch (no gradients: larger batches are cheaper)

@@ -353,7 +353,7 @@ def split_batches(ids: np.ndarray, n_chars: int, cfg: TrainConfig, vocab: Any = 
         blank = int((sp.lengths == 0).sum())
         return Split(sp.train, sp.val, sp.train.n_lines, n_val, line_hashes(val_lines), blank)
     n_train, n_val = split_train_val(n_chars, cfg.val_fraction)
-    train = make_batches(ids, 0, n_train, cfg.batch_size, cfg.seq_len)
+    train = make_batches(ids, 0, n_train, cfg.batch_size, cfg.seq_len, cfg.seed)
     val = eval_batches(ids, n_train, n_chars, cfg.batch_size, cfg.seq_len)
     return Split(train, val, n_train, n_val)
 

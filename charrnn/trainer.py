@@ -16,15 +16,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from charrnn.batches import MAX_LINE_STEPS, LineBatches, StreamBatches, epoch_offset
+from charrnn.batches import MAX_LINE_STEPS, Batch, LineBatches, StreamBatches
 from charrnn.errors import CheckpointError, DivergedError
 from charrnn.history import History
 from charrnn.model import CharRNN, ModelConfig, Params, gate_names, param_shapes
-from charrnn.optim import OptimConfig, Optimizer, clip_gradients, segment_offsets
+from charrnn.optim import ClipResult, OptimConfig, Optimizer, clip_gradients, segment_offsets
 
 MODES = ("auto", "names", "prose")
 NAMES_PATIENCE = 5  # names mode's default patience (README "Names mode": how it was measured)
@@ -416,108 +416,170 @@ def train(
     loss is masked to the real characters. With ``patience`` set, the run ends after
     that many validations without a new best (the last EvalStats says early_stop).
     """
-    cfg = ts.train_cfg
-    model, opt = ts.model, ts.optimizer
-    sizes, groups, seg_group = norm_groups(model.cfg)
-    offsets = segment_offsets(sizes)
-    work = np.empty_like(model.params.flat)
-    nb = batches.n_batches
-    lines = isinstance(batches, LineBatches)
+    cfg, opt = ts.train_cfg, ts.optimizer
+    n_batches = batches.n_batches  # per epoch
+    update = _Update(ts.model, opt)
+    clock = _Clock(cfg, save_every)
     bad_in_a_row = 0
-    V = model.cfg.vocab_size
-    undo = _Undo()
-    t_start = time.perf_counter()
-    t_last = t_start
-    t_eval = t_save = t_start  # the last validation, the last checkpoint (this invocation)
-    chars = 0
     last_eval = ts.step if ts.history.val_step and ts.history.val_step[-1] == ts.step else None
-    while ts.step < total_steps:
-        if stop_flag and stop_flag[0]:
-            break
-        if time_budget is not None and time.perf_counter() - t_start >= time_budget:
-            break
-        if isinstance(batches, LineBatches):  # names: each line from the start state
-            x, y, mask = batches.batch(ts.step)
-            state, n_real = None, int(mask.sum())
-        else:
-            k = ts.step % nb
-            if k == 0:
-                ts.hidden[...] = 0.0  # a new epoch: every stream starts over
-            shift = epoch_offset(cfg.seed, ts.step // nb, batches.max_offset)  # varies per epoch
-            x, y = batches.batch(k, shift)
-            state, mask, n_real = ts.hidden, None, x.size
+    while ts.step < total_steps and not _stopped(stop_flag) and not clock.spent(time_budget):
+        batch = batches.for_step(ts.step)
+        if batch.epoch_start:
+            ts.hidden[...] = 0.0  # a new epoch: every stream starts over
         lr = opt.cfg.lr_at(ts.step)
-        with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
-            loss, grads, hidden, _ = model.loss_and_grads(x, y, state, rng=ts.rng, mask=mask)
-            clip = clip_gradients(grads.flat, offsets, opt.cfg.clip_value, opt.cfg.clip_norm, work)
-        group_norms = np.sqrt(
-            np.bincount(seg_group, weights=clip.param_norms**2, minlength=len(groups))
-        )
-        skipped = not clip.finite or diverged(loss, V)
-        if not skipped:
-            undo.keep(model.params.flat, opt)
-            with np.errstate(all="ignore"):
-                opt.step(model.params.flat, grads.flat, lr)
-            # an update that overflows is undone: the state stays the last sane one
-            skipped = not undo.sane(model.params.flat, opt)
-        if skipped:
+        done = update(batch, ts.hidden if batch.carry else None, lr, ts.rng)
+        if done.skipped:
             bad_in_a_row += 1
             ts.hidden[...] = 0.0  # a non-finite state must not poison the next batch
         else:
             bad_in_a_row = 0
-            if not lines:
-                ts.hidden[...] = hidden
+            if batch.carry:
+                ts.hidden[...] = done.hidden
         ts.step += 1
-        now = time.perf_counter()
-        ts.elapsed += now - t_last
-        t_last = now
-        chars += n_real  # padding excluded
-        h = ts.history
-        h.record(
-            ts.step,
-            loss if not skipped else math.nan,
-            clip.norm if clip.finite else math.nan,
-            clip.scale,
-            clip.value_fraction,
-            lr,
-            skipped,
-            np.where(np.isfinite(group_norms), group_norms, 0.0),
-        )
-        yield StepStats(
-            ts.step,
-            float(h.loss[-1]),
-            float(h.grad_norm[-1]),
-            clip.scale,
-            clip.value_fraction,
-            lr,
-            skipped,
-            ts.step / nb,
-            chars / max(now - t_start, 1e-9),
-        )
+        ts.elapsed += clock.tick(batch.n_chars)
+        yield _record(ts, done, lr, ts.step / n_batches, clock.chars_per_sec)
         if bad_in_a_row >= cfg.max_nonfinite:
-            raise DivergedError(
-                f"training diverged: for {bad_in_a_row} steps in a row (to step {ts.step}) the "
-                f"loss was non-finite or above {DIVERGED_FACTOR:g}x log(V) = "
-                f"{DIVERGED_FACTOR * math.log(max(V, 2)):.2f} nats/char (uniform guessing), or "
-                "an update overflowed; lower the learning rate or clip gradients (--clip-norm 5)"
-            )
-        if cfg.eval_seconds is not None:
-            eval_due = now - t_eval >= cfg.eval_seconds
-        else:
-            eval_due = ts.step % cfg.eval_every == 0
-        if eval_due or ts.step == total_steps:
+            raise _diverged_steps(bad_in_a_row, ts.step, ts.model.cfg.vocab_size)
+        if clock.eval_due(ts.step) or ts.step == total_steps:
             ev = _evaluate(ts, val)
             yield ev
             last_eval = ts.step
-            t_eval = t_save = time.perf_counter()
+            clock.restart(evaluated=True)
             if ev.early_stop:
                 return
-        elif save_every is not None and save_every.due(ts.step, now - t_save):
+        elif clock.save_due(ts.step):
             yield SaveDue(ts.step)
-            t_save = time.perf_counter()
-    stopped = bool(stop_flag and stop_flag[0])
-    if last_eval != ts.step and ts.step > 0 and not stopped:
+            clock.restart(evaluated=False)
+    if last_eval != ts.step and ts.step > 0 and not _stopped(stop_flag):
         yield _evaluate(ts, val)
+
+
+def _stopped(stop_flag: list[bool] | None) -> bool:
+    return bool(stop_flag and stop_flag[0])
+
+
+class _Done(NamedTuple):
+    """What one update did."""
+
+    loss: float  # nats/char on the batch (maybe non-finite)
+    clip: ClipResult  # pre-clip norms and what clipping did
+    group_norms: np.ndarray  # (groups,) pre-clip norm of each lecture-named group, 0 if not finite
+    hidden: np.ndarray  # (L, S, H, B) the state after the batch
+    skipped: bool  # non-finite, diverged or overflowing: the parameters are unchanged
+
+
+class _Update:
+    """One optimizer step with its safety net. Gradients are clipped in a workspace made
+    once; a non-finite or diverged loss skips the update, and an update that overflows
+    is undone, so the parameters always stay the last sane ones."""
+
+    def __init__(self, model: CharRNN, opt: Optimizer) -> None:
+        self.model, self.opt = model, opt
+        sizes, groups, self.seg_group = norm_groups(model.cfg)
+        self.n_groups = len(groups)
+        self.offsets = segment_offsets(sizes)
+        self.work = np.empty_like(model.params.flat)  # (P,) clipping's scratch
+        self.undo = _Undo()
+
+    def __call__(
+        self, batch: Batch, state: np.ndarray | None, lr: float, rng: np.random.Generator
+    ) -> _Done:
+        model, opt, flat = self.model, self.opt, self.model.params.flat
+        with np.errstate(all="ignore"):  # non-finite values are detected below, not warned about
+            loss, grads, hidden, _ = model.loss_and_grads(
+                batch.x, batch.y, state, rng=rng, mask=batch.mask
+            )
+            clip = clip_gradients(
+                grads.flat, self.offsets, opt.cfg.clip_value, opt.cfg.clip_norm, self.work
+            )
+        group_norms = np.sqrt(
+            np.bincount(self.seg_group, weights=clip.param_norms**2, minlength=self.n_groups)
+        )
+        skipped = not clip.finite or diverged(loss, model.cfg.vocab_size)
+        if not skipped:
+            self.undo.keep(flat, opt)
+            with np.errstate(all="ignore"):
+                opt.step(flat, grads.flat, lr)
+            # an update that overflows is undone: the state stays the last sane one
+            skipped = not self.undo.sane(flat, opt)
+        finite_norms = np.where(np.isfinite(group_norms), group_norms, 0.0)
+        return _Done(loss, clip, finite_norms, hidden, skipped)
+
+
+def _record(ts: TrainState, done: _Done, lr: float, epoch: float, speed: float) -> StepStats:
+    """Write a finished step into the history; its statistics for the caller."""
+    clip, h = done.clip, ts.history
+    h.record(
+        ts.step,
+        done.loss if not done.skipped else math.nan,
+        clip.norm if clip.finite else math.nan,
+        clip.scale,
+        clip.value_fraction,
+        lr,
+        done.skipped,
+        done.group_norms,
+    )
+    return StepStats(
+        ts.step,
+        float(h.loss[-1]),
+        float(h.grad_norm[-1]),
+        clip.scale,
+        clip.value_fraction,
+        lr,
+        done.skipped,
+        epoch,
+        speed,
+    )
+
+
+def _diverged_steps(steps: int, step: int, vocab_size: int) -> DivergedError:
+    return DivergedError(
+        f"training diverged: for {steps} steps in a row (to step {step}) the "
+        f"loss was non-finite or above {DIVERGED_FACTOR:g}x log(V) = "
+        f"{DIVERGED_FACTOR * math.log(max(vocab_size, 2)):.2f} nats/char (uniform guessing), or "
+        "an update overflowed; lower the learning rate or clip gradients (--clip-norm 5)"
+    )
+
+
+class _Clock:
+    """This invocation's clocks: the training time each step adds, the throughput, and
+    when validation (every ``eval_every`` steps or ``eval_seconds``) and a checkpoint
+    (``save_every``) are due. Time spent by the caller between steps counts too."""
+
+    def __init__(self, cfg: TrainConfig, save_every: Every | None) -> None:
+        self.cfg, self.save_every = cfg, save_every
+        self.start = self.last = time.perf_counter()  # this invocation; the last step's end
+        self.evaluated = self.saved = self.start  # the last validation, the last checkpoint
+        self.chars = 0  # targets trained on, padding excluded
+
+    def spent(self, budget: float | None) -> bool:
+        return budget is not None and time.perf_counter() - self.start >= budget
+
+    def tick(self, n_chars: int) -> float:
+        """A step ended now: the seconds since the last one ended (or the start)."""
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        self.chars += n_chars
+        return seconds
+
+    @property
+    def chars_per_sec(self) -> float:
+        return self.chars / max(self.last - self.start, 1e-9)
+
+    def eval_due(self, step: int) -> bool:
+        if self.cfg.eval_seconds is not None:
+            return self.last - self.evaluated >= self.cfg.eval_seconds
+        return step % self.cfg.eval_every == 0
+
+    def save_due(self, step: int) -> bool:
+        return self.save_every is not None and self.save_every.due(step, self.last - self.saved)
+
+    def restart(self, evaluated: bool) -> None:
+        """A checkpoint was written (after a validation, if ``evaluated``)."""
+        now = time.perf_counter()
+        self.saved = now
+        if evaluated:
+            self.evaluated = now
 
 
 class _Undo:

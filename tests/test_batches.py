@@ -6,9 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from charrnn.batches import (
+    POOL_BATCHES,
+    LineBatches,
     StreamBatches,
+    epoch_offset,
     eval_batches,
     fit_batch,
+    line_spans,
     make_batches,
     min_train_chars,
     split_train_val,
@@ -182,3 +186,40 @@ def test_fit_batch_shrinks_the_batch_then_the_steps():
         StreamBatches(np.zeros(n, dtype=np.int32), 0, n, B, T)  # one batch at least
     with pytest.raises(CorpusError):
         fit_batch(1, 32, 64)
+
+
+def test_stream_for_step_walks_epochs_with_seeded_offsets():
+    ids = np.arange(1000, dtype=np.int32)
+    sb = make_batches(ids, 0, 1000, 4, 7, seed=3)
+    n = sb.n_batches
+    assert sb.max_offset > 0
+    for step in range(3 * n + 2):  # a naive reading of the epoch rule, batch by batch
+        k, epoch = step % n, step // n
+        x, y = sb.batch(k, epoch_offset(3, epoch, sb.max_offset))
+        got = sb.for_step(step)
+        assert np.array_equal(got.x, x) and np.array_equal(got.y, y)
+        assert got.mask is None and got.carry and got.epoch_start == (k == 0)
+        assert got.n_chars == 4 * 7
+    offsets = {int(sb.for_step(e * n).x[0, 0]) for e in range(1, 30)}
+    assert len(offsets) > 1  # later epochs are shifted, by draws from the seed
+    other = make_batches(ids, 0, 1000, 4, 7, seed=4)
+    assert any(
+        not np.array_equal(other.for_step(e * n).x, sb.for_step(e * n).x) for e in range(1, 30)
+    )
+
+
+def test_line_for_step_is_the_step_s_batch_without_carry():
+    rng = np.random.default_rng(0)
+    lines = [rng.integers(1, 9, rng.integers(0, 12)) for _ in range(300)]
+    ids = np.concatenate([np.append(line, 0) for line in lines]).astype(np.int32)
+    starts, lengths = line_spans(ids, 0)
+    lb = LineBatches(ids, starts, lengths, eos=0, batch_size=4, seed=2)
+    pool = 4 * POOL_BATCHES
+    assert lb.n_batches == sum(-(-min(pool, 300 - i) // 4) for i in range(0, 300, pool))
+    for step in range(2 * lb.n_batches + 3):
+        x, y, mask = lb.batch(step)
+        got = lb.for_step(step)
+        assert np.array_equal(got.x, x) and np.array_equal(got.y, y)
+        assert got.mask is not None and np.array_equal(got.mask, mask)
+        assert not got.carry and got.epoch_start == (step % lb.n_batches == 0)
+        assert got.n_chars == int(mask.sum())  # padding excluded
