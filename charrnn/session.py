@@ -60,7 +60,15 @@ from charrnn.history import finite_or_none
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
 from charrnn.store import Store, default_root, is_run_name, run_name_from
-from charrnn.trainer import NAMES_PATIENCE, EvalStats, Every, SaveDue, TrainConfig, TrainState
+from charrnn.trainer import (
+    NAMES_PATIENCE,
+    EvalStats,
+    Every,
+    SaveDue,
+    StepStats,
+    TrainConfig,
+    TrainState,
+)
 from charrnn.trainer import train as train_loop
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # data/ in a source checkout
@@ -738,28 +746,13 @@ def _train(
     last_path: Path | None,
 ) -> TrainResult:
     """The loop around trainer.train: saves, progress, signals, the final save."""
-    run, cfg = save.run, state.train_cfg
     stop: list[Any] = [False, None]  # [stop requested, signal number]
-    bar = events.progress(total if total < UNBOUNDED else 0, state.step, f"train {run}")
-    events.info(
-        f"training {state.model.cfg.cell} {state.model.cfg.layers}x"
-        f"{state.model.cfg.hidden} {describe_split(split, cfg)}"
-    )
-    if isinstance(split.train, LineBatches) and split.train.n_capped:
-        events.warn(
-            f"{split.train.n_capped} line(s) longer than --max-line {cfg.max_line}: trained on "
-            "their first characters only"
-        )
-    show_samples = _sample_shower(request, state, corpus, events)
+    bar = events.progress(total if total < UNBOUNDED else 0, state.step, f"train {save.run}")
+    _announce(events, state, split)
+    samples = _sample_shower(request, state, corpus, events)
     horizon = _HorizonMeter(state, request.time_budget, split)
     t_start = time.perf_counter()
-    chars_per_sec = 0.0
-    # the bar's fields: loss of the last step, chars/s, and the last validation loss named
-    # with the step it was measured at (so it never looks current when it is not)
-    postfix: dict[str, str] = {}
-    lost_at: int | None = None  # the step at which log lines stopped getting through
-    if getattr(events, "lost", None) is not None:
-        lost_at = state.step
+    progress = _Progress(events, bar, samples, state)
     early = False
     with _stop_on_signals(stop):
         try:
@@ -772,49 +765,27 @@ def _train(
                 stop_flag=stop,
                 save_every=request.save_every,
             ):
-                if lost_at is None and getattr(events, "lost", None) is not None:
-                    lost_at = state.step  # stderr is gone: train on, say so in the result
+                progress.watch_log()
+                if isinstance(ev, StepStats):
+                    horizon(events)
+                    progress.step(ev)
+                    continue
+                horizon(events, force=True)  # fixed before any checkpoint holds it
                 if isinstance(ev, SaveDue):
-                    horizon(events, force=True)  # fixed before any checkpoint holds it
                     last_path = save(False)
                     events.info(f"step {ev.step}: saved {last_path.name}")
-                    continue
-                if isinstance(ev, EvalStats):
-                    horizon(events, force=True)  # fixed before any checkpoint holds it
+                else:
                     last_path = save(ev.improved)
                     early = ev.early_stop
-                    events.info(_eval_line(ev, chars_per_sec, last_path))
-                    if math.isfinite(ev.val_loss):
-                        postfix = {k: v for k, v in postfix.items() if not k.startswith("val")}
-                        postfix[f"val@{ev.step}"] = f"{ev.val_loss:.3f}"
-                        bar.update(0, **postfix)  # shown now, not at the next step
-                    continue
-                chars_per_sec = ev.chars_per_sec
-                horizon(events)
-                if ev.skipped:
-                    events.warn(
-                        f"step {ev.step}: loss non-finite or far above uniform guessing, "
-                        "update skipped"
-                    )
-                postfix["loss"] = f"{ev.loss:.3f}"
-                postfix["chars/s"] = f"{chars_per_sec / 1e3:.1f}k"
-                bar.update(1, **postfix)
-                if bar.bar is not None:
-                    show_samples(ev.step)
+                    progress.evaluated(ev, last_path)
         except DivergedError:
-            # skipped steps never touched the parameters: save them (finite, or the store
-            # refuses) so that clip-stats can show what happened; the caller exits 3
-            _close(bar, events)
-            if save.unsaved:
-                try:
-                    events.info(f"saved {save(False)} for `charrnn clip-stats {run}`")
-                except CharrnnError as e:
-                    events.warn(f"not saved: {e}")
+            progress.close()
+            _save_diverged(save, events)
             raise
         except BaseException:  # a second Ctrl-C and the like: the last checkpoint stands
-            _close(bar, events)
+            progress.close()
             raise
-        _close(bar, events)
+        progress.close()
         elapsed = time.perf_counter() - t_start
         if save.unsaved:
             last_path = save(False)  # a signal now only sets the flag: the save completes
@@ -825,18 +796,87 @@ def _train(
     else:
         status = "done" if state.step >= total else "time budget spent"
     events.info(
-        f"{status}: run '{run}' at step {state.step}"
+        f"{status}: run '{save.run}' at step {state.step}"
         f"{f'/{total}' if total < UNBOUNDED else ''} in {elapsed:.1f}s"
         + (f", saved {last_path}" if last_path else "")
     )
-    n_batches = split.train.n_batches
+    progress.watch_log()  # the last line may be the one that did not get through
     signum = stop[1] if stop[0] else None
-    lost = getattr(events, "lost", None)
-    if lost is not None and lost_at is None:
-        lost_at = state.step
+    n_batches = split.train.n_batches
     return TrainResult(
-        run, status, state, corpus, n_batches, elapsed, last_path, signum, lost, lost_at
+        save.run, status, state, corpus, n_batches, elapsed, last_path, signum, *progress.log
     )
+
+
+def _announce(events: Events, state: TrainState, split: Split) -> None:
+    """The session's first log lines: the model, the data, lines cut to --max-line."""
+    m, cfg = state.model.cfg, state.train_cfg
+    events.info(f"training {m.cell} {m.layers}x{m.hidden} {describe_split(split, cfg)}")
+    if isinstance(split.train, LineBatches) and split.train.n_capped:
+        events.warn(
+            f"{split.train.n_capped} line(s) longer than --max-line {cfg.max_line}: trained on "
+            "their first characters only"
+        )
+
+
+def _save_diverged(save: _Saver, events: Events) -> None:
+    """Training diverged: skipped steps never touched the parameters, so save them (finite,
+    or the store refuses) for clip-stats to show what happened; the caller exits 3."""
+    if not save.unsaved:
+        return
+    try:
+        events.info(f"saved {save(False)} for `charrnn clip-stats {save.run}`")
+    except CharrnnError as e:
+        events.warn(f"not saved: {e}")
+
+
+class _Progress:
+    """What a session shows while it trains: the bar, a line per validation, samples on a
+    terminal, and the step at which log lines stopped getting through (stderr gone:
+    training goes on, and the result says so)."""
+
+    def __init__(
+        self, events: Events, bar: Bar, samples: Callable[[int], None], state: TrainState
+    ) -> None:
+        self.events, self.bar, self.samples, self.state = events, bar, samples, state
+        self.chars_per_sec = 0.0  # of the last step
+        # the bar's fields: loss of the last step, chars/s, and the last validation loss named
+        # with the step it was measured at (so it never looks current when it is not)
+        self.postfix: dict[str, str] = {}
+        self.lost_at: int | None = None
+        self.watch_log()
+
+    @property
+    def log(self) -> tuple[str | None, int | None]:
+        """Why log lines stopped getting through, and from which step (None: they did not)."""
+        return getattr(self.events, "lost", None), self.lost_at
+
+    def watch_log(self) -> None:
+        if self.lost_at is None and getattr(self.events, "lost", None) is not None:
+            self.lost_at = self.state.step
+
+    def step(self, ev: StepStats) -> None:
+        self.chars_per_sec = ev.chars_per_sec
+        if ev.skipped:
+            self.events.warn(
+                f"step {ev.step}: loss non-finite or far above uniform guessing, update skipped"
+            )
+        self.postfix["loss"] = f"{ev.loss:.3f}"
+        self.postfix["chars/s"] = f"{self.chars_per_sec / 1e3:.1f}k"
+        self.bar.update(1, **self.postfix)
+        if self.bar.bar is not None:
+            self.samples(ev.step)
+
+    def evaluated(self, ev: EvalStats, path: Path) -> None:
+        self.events.info(_eval_line(ev, self.chars_per_sec, path))
+        if math.isfinite(ev.val_loss):
+            self.postfix = {k: v for k, v in self.postfix.items() if not k.startswith("val")}
+            self.postfix[f"val@{ev.step}"] = f"{ev.val_loss:.3f}"
+            self.bar.update(0, **self.postfix)  # shown now, not at the next step
+
+    def close(self) -> None:
+        self.bar.close()
+        self.events.close_progress()
 
 
 def _eval_line(ev: EvalStats, chars_per_sec: float, path: Path) -> str:
@@ -848,11 +888,6 @@ def _eval_line(ev: EvalStats, chars_per_sec: float, path: Path) -> str:
         f"step {ev.step}: val {ev.val_loss:.4f} nats/char ({ev.val_loss / math.log(2):.3f} bits)"
         f"{' best' if ev.improved else ''}  {speed}  saved {path.name}"
     )
-
-
-def _close(bar: Bar, events: Events) -> None:
-    bar.close()
-    events.close_progress()
 
 
 def _sample_shower(
