@@ -98,6 +98,22 @@ def seed_option(default: int | None, help: str):
     )
 
 
+def count_option(
+    *decls: str, default: int | None, help: str, least: int = 1, **kw: Any
+) -> Callable[[F], F]:
+    """An option taking a whole number N of at least ``least`` (a count or a length);
+    its default is shown in --help unless it is None (the help then says what it is)."""
+    return click.option(
+        *decls,
+        type=click.IntRange(least),
+        metavar="N",
+        default=default,
+        show_default=default is not None,
+        help=help,
+        **kw,
+    )
+
+
 def open_store(path: Path | None) -> Store:
     from charrnn.schema import check
 
@@ -245,6 +261,17 @@ def cli() -> None:
 
 # --------------------------------------------------------------------------- options from configs
 
+INT = {"type": int, "metavar": "N"}
+NUMBER = {"type": FiniteFloat(), "metavar": "X"}
+CLIP = {"type": OptionalFloat(), "metavar": "X|none"}
+SEED = {"type": click.IntRange(0), "metavar": "N"}  # numpy seeds are non-negative
+# a field's option type, from its annotation, unless the option says otherwise
+BY_ANNOTATION = {"int": INT, "int | None": INT, "float": NUMBER, "float | None": NUMBER}
+
+
+def choice(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    return {"type": click.Choice(values)}
+
 
 def field_option(
     cls: type,
@@ -255,8 +282,11 @@ def field_option(
     **kw: Any,
 ) -> Callable[[F], F]:
     """A click option for the dataclass field ``cls.name``: its default and help come from
-    the field (the help from ``metadata["help"]``), so they are written down only once."""
+    the field (the help from ``metadata["help"]``), so they are written down only once;
+    a number's type and metavar follow the field's annotation (BY_ANNOTATION)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if "type" not in kw:
+        kw = {**BY_ANNOTATION.get(str(f.type), {}), **kw}
     default: Any = f.default
     if default is dataclasses.MISSING:
         default = cast(Callable[[], Any], f.default_factory)()
@@ -277,14 +307,17 @@ def field_option(
 def config_options(
     cls: type,
     dest: str,
-    specs: dict[str, dict[str, Any]],
+    names: str,
+    specs: dict[str, dict[str, Any]] | None = None,
     *,
     rename: dict[str, str] | None = None,
     fixed: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
-    """An option group: one option per field in ``specs`` (field name -> click options),
-    handed to the command as one ``cls`` instance named ``dest``. The dataclass's own
-    checks are the only checks; their ValueError becomes a usage error naming the flags."""
+    """An option group: one option per field in ``names`` (space-separated, in --help's
+    order; ``specs`` adds click options to some), handed to the command as one ``cls``
+    instance named ``dest``. The dataclass's own checks are the only checks; their
+    ValueError becomes a usage error naming the flags."""
+    specs = {name: (specs or {}).get(name, {}) for name in names.split()}
     params = {name: (rename or {}).get(name, name) for name in specs}
     flags = {name: "--" + p.replace("_", "-") for name, p in params.items()}
     options = [
@@ -328,48 +361,26 @@ def usage_error(e: ValueError, flags: dict[str, str]) -> click.UsageError:
     return click.UsageError(msg)
 
 
-INT = {"type": int, "metavar": "N"}
-NUMBER = {"type": FiniteFloat(), "metavar": "X"}
-CLIP = {"type": OptionalFloat(), "metavar": "X|none"}
-
 model_options = config_options(
     ModelConfig,
     "model",
-    {
-        "cell": {"type": click.Choice(CELLS)},
-        "layers": INT,
-        "hidden": INT,
-        "embedding": INT,
-        "dropout": NUMBER,
-        "peephole": {},
-        "activation": {"type": click.Choice(ACTIVATIONS)},
-        "forget_bias": NUMBER,
-    },
+    "cell layers hidden embedding dropout peephole activation forget_bias",
+    {"cell": choice(CELLS), "activation": choice(ACTIVATIONS)},
     fixed={"vocab_size": 1},  # the session takes the vocabulary size from the corpus
 )
 data_options = config_options(
     TrainConfig,
     "data",
-    {
-        "mode": {"type": click.Choice(MODES)},
-        "batch_size": INT,
-        "seq_len": INT,
-        "val_fraction": NUMBER,
-        "eval_max_batches": INT,
-        "patience": INT,
-        "split_seed": {"type": click.IntRange(0), "metavar": "N"},  # numpy seeds are >= 0
-        "max_line": INT,
-        "seed": {"type": click.IntRange(0), "metavar": "N"},  # numpy seeds are non-negative
-    },
+    "mode batch_size seq_len val_fraction eval_max_batches patience split_seed max_line seed",
+    {"mode": choice(MODES), "split_seed": SEED, "seed": SEED},
 )
 optim_options = config_options(
     OptimConfig,
     "optim",
+    "name lr lr_decay lr_decay_every clip_norm clip_value",
     {
-        "name": {"type": click.Choice(OPTIMIZERS)},
-        "lr": {**NUMBER, "extra_help": f" Names mode: {NAMES_LR:g} unless set."},
-        "lr_decay": NUMBER,
-        "lr_decay_every": INT,
+        "name": choice(OPTIMIZERS),
+        "lr": {"extra_help": f" Names mode: {NAMES_LR:g} unless set."},
         "clip_norm": CLIP,
         "clip_value": CLIP,
     },
@@ -378,26 +389,25 @@ optim_options = config_options(
 reading_options = config_options(
     CorpusOptions,
     "reading",
+    "encoding lowercase newline",
     {
-        "encoding": {},
         "lowercase": {
             "decls": ("--lowercase/--keep-case",),
             "show_default": False,
             "extra_help": " [default: lowercase for the bundled dinosaur names when no CORPUS "
             "is given, else keep case]",
         },
-        "newline": {"type": click.Choice(NEWLINES)},
+        "newline": choice(NEWLINES),
     },
 )
-
-
 sample_options = config_options(
     SampleOptions,
     "opts",
+    "temperature top_k top_p",
     {
-        "temperature": {"decls": ("-t", "--temperature"), **NUMBER},
-        "top_k": {"type": int, "metavar": "K"},
-        "top_p": {"type": FiniteFloat(), "metavar": "P"},
+        "temperature": {"decls": ("-t", "--temperature")},
+        "top_k": {"metavar": "K"},
+        "top_p": {"metavar": "P"},
     },
 )
 
@@ -436,8 +446,8 @@ def explicit_options(ctx: click.Context) -> frozenset[str]:
 @model_options
 @data_options
 @optim_options
-@request_option("steps", **INT)
-@request_option("epochs", **NUMBER)
+@request_option("steps")
+@request_option("epochs")
 @request_option("time_budget", "--time", type=Duration(), envvar="CHARRNN_TRAIN_TIME")
 @field_option(
     TrainConfig,
@@ -447,12 +457,12 @@ def explicit_options(ctx: click.Context) -> frozenset[str]:
     extra_help=" A duration (10m, 1h) validates on the clock instead.",
 )
 @request_option("save_every", type=Cadence(), metavar="N|DURATION")
-@request_option("keep", **INT)
+@request_option("keep")
 @reading_options
 @request_option("fresh")
 @request_option("allow_changed_corpus")
 @request_option("wait", type=WaitFor(), is_flag=False, flag_value="forever", metavar="[DURATION]")
-@request_option("sample_every", **INT)
+@request_option("sample_every")
 @json_option
 @quiet_option
 @click.pass_context
@@ -647,32 +657,16 @@ def _pick_checkpoint(
 @cli.command(epilog=_epilog())
 @click.argument("spec", required=False, metavar="[RUN]", shell_complete=complete_model)
 @store_option
-@click.option(
+@count_option(
     "-n",
     "--num",
     "n",
-    type=click.IntRange(1),
-    metavar="N",
     default=None,
     envvar="CHARRNN_SAMPLE_NUM",
     help="Number of samples. [default: 10 names, or 1 text]",
 )
-@click.option(
-    "--length",
-    type=click.IntRange(1),
-    metavar="N",
-    default=500,
-    show_default=True,
-    help="Prose mode: characters to generate per sample.",
-)
-@click.option(
-    "--max-length",
-    type=click.IntRange(1),
-    metavar="N",
-    default=100,
-    show_default=True,
-    help="Names mode: cap on characters per name.",
-)
+@count_option("--length", default=500, help="Prose mode: characters to generate per sample.")
+@count_option("--max-length", default=100, help="Names mode: cap on characters per name.")
 @sample_options
 @click.option(
     "--prime",
@@ -682,7 +676,7 @@ def _pick_checkpoint(
 )
 @click.option(
     "--mode",
-    type=click.Choice(["auto", "names", "prose"]),
+    type=click.Choice(MODES),
     default="auto",
     show_default=True,
     help="names: each sample ends at the newline; prose: --length characters. "
@@ -694,11 +688,10 @@ def _pick_checkpoint(
     help="Names mode: only names that are neither training nor validation lines.",
 )
 @click.option("--unique", is_flag=True, help="Names mode: no name twice in the output.")
-@click.option(
+@count_option(
     "--min-length",
-    type=click.IntRange(0),
+    least=0,
     default=None,
-    metavar="N",
     help="Names mode: only names of at least N characters (the prime included). "
     "[default: 1, so empty draws are drawn again; 0 if the corpus has blank lines]",
 )

@@ -68,6 +68,12 @@ ONE_LINE_USAGE_ERRORS = [
     (["sample", "--top-p", "-0.1"], "--top-p: top-p must be in (0, 1]", "charrnn sample --help"),
     (["sample", "--top-p", "1.5"], "--top-p: top-p must be in (0, 1]", "charrnn sample --help"),
     (["train", "--dropout", "1"], "--dropout: dropout must be in [0, 1)", "charrnn train --help"),
+    # an option's type follows its field's annotation (int, float | None, ...)
+    (["train", "--keep", "1.5"], "--keep", "charrnn train --help"),
+    (["train", "--layers", "two"], "--layers", "charrnn train --help"),
+    (["train", "--epochs", "nan"], "--epochs", "charrnn train --help"),
+    (["sample", "--top-k", "1.5"], "--top-k", "charrnn sample --help"),
+    (["sample", "--length", "0"], "--length", "charrnn sample --help"),
     (
         ["train", "--store", "/nonexistent", "--steps", "10", "--epochs", "2"],
         "--steps / --epochs",
