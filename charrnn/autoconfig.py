@@ -47,6 +47,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from charrnn.batches import fit_batch
 from charrnn.model import ModelConfig, param_shapes
 from charrnn.optim import OptimConfig
 from charrnn.trainer import TrainConfig
@@ -147,13 +148,15 @@ def choose(
     if "val_fraction" not in explicit and facts.n_chars * val_fraction > VAL_CHARS:
         val_fraction = round(VAL_CHARS / facts.n_chars, 6)
     n_train = max(1, facts.n_chars - int(round(facts.n_chars * val_fraction)))
+    # a short corpus trains on smaller batches (the session shrinks them the same way)
+    B_fit, T_fit = fit_batch(n_train, B, T) if n_train >= 2 else (B, T)
 
     timed = budget.steps is None and budget.epochs is None and budget.seconds is not None
     speeds: dict[tuple[int, int], float] = {}
 
     def chars_for(size: tuple[int, int]) -> float:
         if budget.steps is not None:
-            return budget.steps * B * T
+            return budget.steps * B_fit * T_fit
         if budget.epochs is not None:
             return budget.epochs * n_train
         if budget.seconds is not None:
@@ -161,7 +164,7 @@ def choose(
                 cfg = dataclasses.replace(model, cell=CELL, layers=size[0], hidden=size[1])
                 speeds[size] = speed(cfg, B, T) if speed is not None else SPEED[size]
             return budget.seconds * speeds[size]
-        return default_steps * B * T
+        return default_steps * B_fit * T_fit
 
     size = SIZES[0]
     for cand in SIZES:
@@ -173,7 +176,7 @@ def choose(
     C = chars_for(size)
     epochs = C / n_train
     dropout = next(d for upto, d in DROPOUT_BY_EPOCHS if epochs <= upto) if layers > 1 else 0.0
-    steps = max(1, int(C // (B * T)))
+    steps = max(1, int(C // (B_fit * T_fit)))
     warmup = min(WARMUP_MAX, max(WARMUP_MIN, round(WARMUP_FRACTION * steps)))
     warmup = min(warmup, max(0, steps // 4))  # a short run: warm-up never takes its bulk
     new_model = dataclasses.replace(model, cell=CELL, layers=layers, hidden=hidden, dropout=dropout)
@@ -196,15 +199,22 @@ def choose(
         f"{budget.seconds:g} s at {chars_for(size) / budget.seconds / 1e3:.1f}k chars/s"
         f"{' (measured)' if speed is not None else ''}"
         if timed and budget.seconds
-        else f"{steps} steps of {B}x{T}"
+        else f"{steps} steps of {B_fit}x{T_fit}"
     )
     reason = (
         f"auto: {CELL} {layers}x{hidden} ({P / 1e6:.2f}M parameters), dropout {dropout:g}, "
         f"Adam {LR:g} with {warmup} warm-up steps and a cosine to the budget's end: "
-        f"{how} ≈ {C / 1e6:.1f}M characters, {epochs:.1f} epochs of {n_train:,} "
+        f"{how} ≈ {_count(C)} characters, {epochs:.1f} epochs of {n_train:,} "
         f"(set any model or optimiser option to choose yourself)"
     )
     return Choice(new_model, new_optim, new_train, True, reason)
+
+
+def _count(n: float) -> str:
+    """A character count for the reason line: 7.6M, 120k, 120."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.0f}k" if n >= 1e4 else f"{n:,.0f}"
 
 
 # a --time run measures its speed over MEASURE_STEPS steps (after SETTLE_STEPS that warm the

@@ -75,6 +75,13 @@ def test_a_small_corpus_does_not_get_a_model_many_times_its_size():
     assert c.model.dropout > 0 or c.model.layers == 1  # many epochs: regularised
 
 
+def test_a_short_corpus_counts_its_epochs_in_the_batches_it_will_train_on():
+    short = CorpusFacts(28, 14, False, 1)  # 25 training characters: one batch of 1x24
+    c = pick(short, Budget(steps=5))
+    assert "5 steps of 1x24" in c.reason and "4.8 epochs of 25" in c.reason
+    assert "≈ 120 characters" in c.reason
+
+
 def test_user_data_options_win_and_the_validation_share_shrinks_for_big_corpora():
     c = pick(BOOK, Budget(steps=500), frozenset({"batch_size"}), batch_size=8)
     assert c.applied and c.train.batch_size == 8 and c.train.seq_len == autoconfig.SEQ_LEN
