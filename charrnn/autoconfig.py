@@ -78,7 +78,11 @@ LR_MIN = 0.1  # the cosine ends at LR_MIN·LR
 WARMUP_FRACTION = 0.02  # of the estimated steps
 WARMUP_MIN, WARMUP_MAX = 10, 200  # steps
 BATCH, SEQ_LEN = 32, 64
-VAL_CHARS = 50_000  # validation characters at most (the default 10% below 500k characters)
+# validation characters at most (the default 10% below 200k characters): enough to rank
+# checkpoints, and little text kept from training. Measured: a GRU 2x256 trained 600 steps on
+# the first 90% of tiny-shakespeare scored 1.817 nats/char on the last 10% when the 50,000
+# characters before it were held out for validation, 1.766 when only 2,000 were
+VAL_CHARS = 20_000
 PATIENCE = 4  # validations without a new best before the run stops
 
 
