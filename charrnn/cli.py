@@ -1174,7 +1174,7 @@ def _probe_stats(
     if n < batches:
         log.info(
             f"the corpus holds only {plural(n, 'batch', 'batches')} of {shape}; "
-            "probing those (smaller --batch-size or --seq-len give more)"
+            f"probing {'it' if n == 1 else 'those'} (smaller --batch-size or --seq-len give more)"
         )
     log.info(
         f"probing {', '.join(p if p != '-' else 'stdin' for p in paths)}: "

@@ -153,9 +153,8 @@ def chart(
     unit = "batch" if threshold_name.startswith("probe") else "step"
     left = f"{unit} {b['first'][0]}"
     last = str(b["last"][-1])
-    lines.append(
-        Text(" " * (LABEL_W + 1) + left + last.rjust(max(n * w - len(left), len(last) + 1)))
-    )
+    axis = left if series.count == 1 else left + last.rjust(max(n * w - len(left), len(last) + 1))
+    lines.append(Text(" " * (LABEL_W + 1) + axis))
     legend = _legend(series.count / n, unit, log, threshold, threshold_name, thr_note, color)
     if marks is not None:
         legend.append(f"▲ spike, × non-finite {unit} (update skipped)")

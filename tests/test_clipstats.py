@@ -453,6 +453,16 @@ def test_probe_of_a_short_corpus_falls_back_to_smaller_batches(clip_json, store,
     assert doc["probe"]["batches"] >= 1 and doc["probe"]["batch_size"] < 32
 
 
+def test_a_one_batch_probe_reads_as_one(invoke, store, tmp_path):
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("aardonyx\nabelisaurus\n")  # 21 characters: one batch of 1x20
+    r = invoke(["clip-stats", "--store", str(store), "dinos", "--probe", str(tiny)])
+    assert r.exit_code == 0, r.stderr
+    assert "holds only 1 batch of 1x20; probing it (" in r.stderr
+    axis = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("batch 1")]
+    assert axis == ["batch 1"]  # not "batch 1 ... 1"
+
+
 def test_probe_with_unknown_characters_is_a_data_error(invoke, store, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("Tyrannosaurus REX 42\n")
