@@ -46,8 +46,8 @@ TORCH_PIN = "torch==2.13.0"
 SCHEMA = 1
 
 CELLS = ("lstm", "gru", "rnn")
-SECTIONS = ("train", "sample", "coldstart", "valloss", "memory")
-DEFAULT_SECTIONS = ("train", "sample", "coldstart")
+SECTIONS = ("train", "names", "sample", "coldstart", "valloss", "memory")
+DEFAULT_SECTIONS = ("train", "names", "sample", "coldstart")
 
 # the issue's targets (medians, same run, ratios charrnn / PyTorch)
 # training chars/s against PyTorch (issue 15): LSTM at (a) only (at (b) and (c) both engines sit
@@ -781,6 +781,91 @@ def bench_sample(
     return rows
 
 
+NAMES_CONFIG = Config("a", 1, 128, 32, 64)  # names: B lines per batch; prose: B streams of T
+
+
+class _ModeEngine:
+    """charrnn's own trainer in one mode on data/dinos.txt: session.split_batches cuts the
+    corpus as `charrnn train --mode MODE` does, trainer.train runs the steps."""
+
+    def __init__(self, mode: str, corpus, cfg: Config) -> None:
+        from charrnn.model import ModelConfig
+        from charrnn.optim import OptimConfig
+        from charrnn.session import split_batches
+        from charrnn.trainer import TrainConfig, TrainState
+
+        self.name = mode
+        tcfg = TrainConfig(
+            batch_size=cfg.batch, seq_len=cfg.seq_len, mode=mode, eval_every=2**62, patience=0
+        )
+        self.batches = split_batches(corpus.ids, len(corpus.ids), tcfg, corpus.vocab).train
+        mcfg = ModelConfig(
+            vocab_size=corpus.vocab.size, cell="lstm", hidden=cfg.hidden, layers=cfg.layers
+        )
+        self.ts = TrainState.fresh(mcfg, OptimConfig(lr=LR, clip_norm=CLIP_NORM), tcfg)
+        # the targets (real characters) and the (B, T) positions computed, over one epoch
+        real = padded = 0
+        for k in range(self.batches.n_batches):
+            b = self.batches.for_step(k)
+            real += b.n_chars
+            padded += b.x.size
+        self.fill = real / padded  # 1 for prose; names pad each batch to its longest line
+
+    def run(self, n: int) -> tuple[float, float]:
+        """n training steps: (chars/s counting real targets only, as the trainer reports
+        them; steps/s)."""
+        from charrnn.trainer import StepStats, train
+
+        last = None
+        t = time.perf_counter()
+        for ev in train(self.ts, self.batches, None, total_steps=self.ts.step + n):
+            if isinstance(ev, StepStats):
+                last = ev
+        secs = time.perf_counter() - t
+        assert last is not None
+        return last.chars_per_sec, n / secs
+
+
+def bench_names(plan: Plan, log: Log) -> dict[str, Any]:
+    """Names-mode training (a batch of whole lines from the zero state, padded on the right,
+    the loss masked) against prose mode (truncated BPTT over streams), the same 1×128 LSTM,
+    B=32, on data/dinos.txt, through charrnn's trainer: chars/s excluding padding."""
+    from charrnn.corpus import CorpusOptions, load_corpus
+
+    cfg = NAMES_CONFIG
+    corpus = load_corpus(DINOS, CorpusOptions())  # no token cache: read into memory
+    engines = [_ModeEngine(mode, corpus, cfg) for mode in ("names", "prose")]
+    n_steps = {}
+    for e in engines:
+        e.run(plan.warmup_steps)
+        _, steps_per_s = e.run(2)
+        n_steps[e.name] = max(plan.min_steps, math.ceil(plan.train_round_s * steps_per_s))
+    log("names: " + ", ".join(f"{k} {v} steps/round" for k, v in n_steps.items()))
+    rounds = alternate(engines, plan.rounds, lambda e: e.run(n_steps[e.name]))
+    row: dict[str, Any] = {
+        "corpus": DINOS.name,
+        "cell": "lstm",
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "batch": cfg.batch,
+        "seq_len_prose": cfg.seq_len,
+    }
+    for e in engines:
+        xs = rounds[e.name]
+        row[e.name] = {
+            "chars_per_s": median([c for c, _ in xs]),  # real targets only
+            "steps_per_s": median([s for _, s in xs]),
+            "rounds": [c for c, _ in xs],
+            "fill": e.fill,  # real targets / (B, T) positions computed, over one epoch
+            "batches_per_epoch": e.batches.n_batches,
+            "steps_per_round": n_steps[e.name],
+        }
+    ratios = paired_ratios(row["names"]["rounds"], row["prose"]["rounds"])
+    row["ratio"] = median(ratios)
+    row["ratio_rounds"] = ratios
+    return row
+
+
 class _SampleEngine:
     def __init__(self, name: str, fn) -> None:
         self.name, self.fn = name, fn
@@ -1275,6 +1360,30 @@ def print_report(res: dict[str, Any], console) -> None:
             )
         console.print(t)
         _print_profile(res["train"], console)
+    nm = res.get("names")
+    if nm:
+        t = Table(
+            title=f"Names-mode training against prose mode: {nm['layers']}×{nm['hidden']} "
+            f"LSTM, B={nm['batch']} (prose T={nm['seq_len_prose']}), {nm['corpus']}, "
+            "charrnn's trainer"
+        )
+        for col in ("mode", "chars/s (padding excluded)", "steps/s", "fill", "batches/epoch"):
+            t.add_column(col, justify="left" if col == "mode" else "right")
+        for mode in ("names", "prose"):
+            e = nm[mode]
+            t.add_row(
+                mode,
+                fmt_rate(e["chars_per_s"]),
+                f"{e['steps_per_s']:.1f}",
+                f"{100 * e['fill']:.0f}%",
+                str(e["batches_per_epoch"]),
+            )
+        console.print(t)
+        rr = nm["ratio_rounds"]
+        console.print(
+            f"names / prose: {fmt_ratio(nm['ratio'])}"
+            + (f" (rounds {min(rr):.2f}–{max(rr):.2f})" if len(rr) > 1 else "")
+        )
     if res.get("sample"):
         t = Table(title="Sampling chars/s (temperature 1, from the newline)")
         for col in (
@@ -1399,8 +1508,8 @@ def _csv(allowed: tuple[str, ...] | list[str], what: str):
     "--only",
     callback=_csv(SECTIONS, "--only"),
     default=None,
-    help="Comma-separated sections among train, sample, coldstart, valloss, memory. "
-    "[default: train,sample,coldstart]",
+    help="Comma-separated sections among train, names, sample, coldstart, valloss, memory. "
+    "[default: train,names,sample,coldstart]",
 )
 @click.option(
     "--valloss",
@@ -1582,6 +1691,9 @@ def main(
         res["ceiling"] = ceiling.to_json()
         if plan.peak_steps and not no_peak_memory:
             res["train_peak"] = bench_peak(cells, cfgs, plan, torch_ok, threads, log)
+        save()
+    if "names" in sections:
+        res["names"] = bench_names(plan, log)
         save()
     if "sample" in sections:
         res["sample"] = bench_sample(data, cells, cfgs, plan, torch_ok, log)

@@ -114,6 +114,11 @@ def halve_sigmoid_rows(W: np.ndarray, rows: int, out: np.ndarray | None = None) 
     return out
 
 
+# 0.5 as a 0-d array of each float type: an in-place op with a Python float converts it on
+# every call (1.0 µs against 0.55 on a (384, 1) block, which is what one-stream sampling sees)
+_HALF = {np.dtype(t): np.array(0.5, dtype=t) for t in (np.float32, np.float64)}
+
+
 def activate_gates(z: np.ndarray, sigmoid_rows: int) -> np.ndarray:
     """Activate stacked gate pre-activations in place with a single tanh call.
 
@@ -122,8 +127,9 @@ def activate_gates(z: np.ndarray, sigmoid_rows: int) -> np.ndarray:
     """
     np.tanh(z, out=z)
     s = z[:sigmoid_rows]
-    s *= 0.5
-    s += 0.5
+    half = _HALF.get(z.dtype, 0.5)
+    s *= half
+    s += half
     return z
 
 
