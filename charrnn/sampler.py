@@ -172,6 +172,8 @@ class Kernel:
         # ([x<t>; a<t-1>],) (2H, B), the layer below's new state and its own
         self._layers = [(tuple(s), tuple(s)) for s in state]
         if self.stacked:
+            if not state.flags.c_contiguous:  # reshape would copy: the operand would go stale
+                raise ValueError("the kernel steps a C-contiguous state (L, n_states, H, B)")
             for layer in range(1, len(state)):
                 below_and_prev = state[layer - 1 : layer + 1, 0].reshape(1, 2 * self.H, batch)
                 self._layers[layer] = (tuple(below_and_prev), self._layers[layer][1])

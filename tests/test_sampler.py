@@ -101,3 +101,16 @@ def test_inverse_cdf_draws_equal_a_naive_loop_and_buffers_carry_nothing_over():
             p = np.exp(logits[:, b] / T - (logits[:, b] / T).max())
             cdf = np.cumsum(p / p.sum())
             assert ids[b] == min(int((cdf <= u[b] * cdf[-1]).sum()), V - 1)
+
+
+def test_a_stacking_kernel_refuses_a_state_it_cannot_view():
+    """The stacked operand [x; a<t-1>] is a view of the state; a strided state would make it
+    a copy that the step's writes never reach."""
+    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.sampler import Kernel
+
+    kernel = Kernel(CharRNN(ModelConfig(vocab_size=5, cell="rnn", hidden=4, layers=2)))
+    state = kernel.initial_state(6)
+    kernel.step(np.zeros(6, dtype=np.int64), state)  # contiguous: fine
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernel.step(np.zeros(3, dtype=np.int64), state[..., ::2])
