@@ -1057,8 +1057,8 @@ def score(
     metavar="X",
     default=10.0,
     show_default=True,
-    help="A spike (exploding gradient) is a step whose norm exceeds this many times "
-    "the median of the previous --window steps.",
+    help="A spike (exploding gradient: clipping is needed) is a step whose norm exceeds "
+    "this many times (more than 1) the median of the previous --window steps.",
 )
 @click.option(
     "--window",
