@@ -27,17 +27,20 @@ The rule (prose)::
     PATIENCE validations
 
 The constants come from measurements on the project's 2-core machine, described
-in the README's "Automatic configuration and a baseline" section with the commands
-that made them (bench/auto_sweep.py, bench/prose_ref.py). In short, on tiny-shakespeare
-(first 90% trained, last 10% scored), load average 7-10, one BLAS thread:
+in docs/autoconfig.md with the commands that made them (bench/auto_sweep.py,
+bench/prose_ref.py). On tiny-shakespeare (first 90% trained, last 10% scored):
 
-- 90 s, automatic schedule: GRU 2x256 2.31-2.60 against LSTM 2x256 3.33 at ~100-160
-  steps (the GRU learns faster per step); GRU 1x256 2.24 (2.5 chars/parameter), GRU
-  1x128 2.27 (14), LSTM 1x128 2.18 (20): sizes tie well below 10 chars/parameter
-- 5 min: GRU 1x256 at 5.4 chars/parameter 2.010; GRU 1x128 at 35: 1.905 with constant
-  Adam 2e-3, 1.843 with this schedule -> CHARS_PER_PARAM = 10
-- quiet machine, 5 min (the README's race): GRU 2x256, Adam 3e-3, 12.7 chars/parameter,
-  1.497 (PyTorch's 2x256 LSTM: 1.536) -> the GRU and LR
+- loaded machine (load average 7-10, one BLAS thread), 90 s: GRU 2x256 2.31-2.60 against
+  LSTM 2x256 3.33 at ~100-160 steps (the GRU learns faster per step); sizes tie between
+  2.5 and 20 chars/parameter. 5 min: GRU 1x256 at 5.4 chars/parameter 2.010 against GRU
+  1x128 at 35, 1.843. 15 min: GRU 2x256 at 3.5 chars/parameter 1.751 against GRU 1x256
+  at 17, 1.808
+- quiet machine, one BLAS thread, the steps 5 min allow (deterministic step budgets):
+  GRU 2x256 at 7.1 chars/parameter (2270 steps) 1.595 against GRU 1x256 at 47 (5528
+  steps) 1.650; PyTorch's 2x256 LSTM in the same 5 min 1.615 -> CHARS_PER_PARAM = 6
+  (2 of the 3 size comparisons; the loaded 5-min one says more, the 15-min one less)
+- quiet machine, two threads, 5 min (3370 steps): GRU 2x256, this schedule, dropout
+  0.1, 20,000 validation characters: 1.556 (50,000 and dropout 0.2: 1.660)
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ SPEED = {
     (2, 384): 12_000.0,
     (2, 512): 7_000.0,
 }
-CHARS_PER_PARAM = 10.0  # a size needs this many training characters per parameter (README)
+CHARS_PER_PARAM = 6.0  # a size needs this many training characters per parameter (above)
 MAX_PARAMS_PER_CHAR = 4.0  # and no more parameters than this per training character
 DROPOUT_BY_EPOCHS = ((3.0, 0.0), (8.0, 0.1), (math.inf, 0.2))  # (epochs up to, dropout)
 LR = 3e-3  # Adam's peak learning rate (the GRU's, measured)
