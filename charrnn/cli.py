@@ -1029,25 +1029,16 @@ def score(
     help="Measure fresh gradients of the checkpoint on CORPUS instead of reading the "
     "recorded history; nothing is updated. Repeat for several files; - is stdin.",
 )
-@click.option(
+@count_option(
     "--batches",
-    type=click.IntRange(1),
-    metavar="N",
     default=20,
-    show_default=True,
     help="With --probe: consecutive batches to measure, the state carried across.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1),
-    metavar="N",
-    default=None,
-    help="With --probe: streams per batch. [default: the run's]",
+@count_option(
+    "--batch-size", default=None, help="With --probe: streams per batch. [default: the run's]"
 )
-@click.option(
+@count_option(
     "--seq-len",
-    type=click.IntRange(1),
-    metavar="N",
     default=None,
     help="With --probe: characters per stream per batch. [default: the run's]",
 )
@@ -1060,12 +1051,9 @@ def score(
     help="A spike (exploding gradient: clipping is needed) is a step whose norm exceeds "
     "this many times (more than 1) the median of the previous --window steps.",
 )
-@click.option(
+@count_option(
     "--window",
-    type=click.IntRange(1),
-    metavar="N",
     default=50,
-    show_default=True,
     help="How many previous steps the running median of a spike looks at.",
 )
 @json_option
