@@ -43,7 +43,8 @@ class ModelConfig:
     dropout: float = field(  # drop rate on the non-recurrent connections, training only
         default=0.0,
         metadata={
-            "help": "Share of the connections between layers dropped while training, in [0, 1)."
+            "help": "Share of each layer's outputs (to the layer above or to the output layer) "
+            "dropped while training, in [0, 1)."
         },
     )
     peephole: bool = field(  # lstm only: gates also see c<t-1>
