@@ -197,6 +197,18 @@ def fmt_mb(x: float | None) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x / 2**20:,.0f} MiB"
 
 
+def fmt_bytes(x: float) -> str:
+    return f"{x / 2**20:.2f} MiB" if x >= 2**20 else f"{x / 2**10:.1f} KiB"
+
+
+def fmt_needs(row: dict[str, Any]) -> str:
+    """What a row's target needs as a fraction of its matmul-only limit; red past 100%."""
+    f = row.get("target_limit_fraction")
+    if f is None:
+        return "—"
+    return f"[bold red]{f:.0%} > limit[/]" if row["beyond_limit"] else f"{f:.0%}"
+
+
 def fmt_met(met: bool | None) -> str:
     if met is None:
         return "—"
@@ -908,9 +920,23 @@ def _sample_one(data, cell, cfg, batch, smp, opts, tm, plan, log) -> dict[str, A
         f"sample {cell} {cfg.label} batch {batch}: "
         + ", ".join(f"{k} {v} steps/round" for k, v in lengths.items())
     )
-    rates = alternate(
-        engines, plan.rounds, lambda e: batch * lengths[e.name] / e.fn(lengths[e.name])
-    )
+    # the matmul-only limit, timed before the rounds and after every turn: each product's
+    # best time over the row, so that a neighbour taking a core for a moment does not set it
+    from limit import sample_products, time_sample_products
+
+    from charrnn.cells import CELLS
+
+    stacked = CELLS[cell].stacks_input  # what the sampler's kernel does above layer 0
+    products = sample_products(cell, data.V, cfg.hidden, cfg.layers, batch, stacked)
+    secs = time_sample_products(products, plan.matmul_repeats)
+
+    def one_round(e) -> float:
+        nonlocal secs
+        cps = batch * lengths[e.name] / e.fn(lengths[e.name])
+        secs = time_sample_products(products, plan.matmul_repeats, secs)
+        return cps
+
+    rates = alternate(engines, plan.rounds, one_round)
     row: dict[str, Any] = {
         "cell": cell,
         "config": cfg.name,
@@ -922,6 +948,7 @@ def _sample_one(data, cell, cfg, batch, smp, opts, tm, plan, log) -> dict[str, A
     for name, xs in rates.items():
         row[name] = {"chars_per_s": median(xs), "rounds": xs}
     row["target"] = SAMPLE_TARGETS[batch]
+    _sample_limit(row, products, secs, stacked, log)
     if tm is not None:
         ratios = paired_ratios(rates["charrnn"], rates["pytorch"])
         row["ratio"] = median(ratios)
@@ -930,6 +957,37 @@ def _sample_one(data, cell, cfg, batch, smp, opts, tm, plan, log) -> dict[str, A
     else:
         row["ratio"] = row["met"] = None
     return row
+
+
+def _sample_limit(row, products, secs, stacked: bool, log: Log) -> None:
+    """The sampling row's matmul-only limit, each engine's fraction of it and the weight
+    bandwidth its speed implies, and what the target needs of the limit."""
+    from limit import against_limit, sample_limit_figures
+
+    lim = {**sample_limit_figures(products, secs, row["batch"]), "stacked": stacked}
+    engines = [n for n in ("charrnn", "pytorch") if n in row]
+    cmp = against_limit({n: row[n]["chars_per_s"] for n in engines}, lim, row["target"])
+    for n in engines:
+        row[n].update(cmp.pop(n))
+    row["limit"] = lim
+    row.update(cmp)  # target_chars_per_s, target_limit_fraction, ..., beyond_limit (with PyTorch)
+    needs = (
+        f"; {row['target']:g}× PyTorch needs {row['target_limit_fraction']:.0%} of it"
+        if "target_limit_fraction" in row
+        else ""
+    )
+    log(
+        f"sample limit {row['cell']} ({row['config']}) batch {row['batch']}: "
+        f"{lim['chars_per_s']:.0f} chars/s ({1e6 * lim['step_s']:.1f} µs of products a step); "
+        f"charrnn at {row['charrnn']['limit_fraction']:.0%}{needs}"
+    )
+    over = [n for n in engines if row[n]["limit_fraction"] > 1.1]
+    if over:
+        log.warn(
+            f"sample {row['cell']} ({row['config']}) batch {row['batch']}: {', '.join(over)} "
+            "ran faster than the matmul-only limit: the machine was busy whenever the "
+            "products were timed, and this row's limit is too low"
+        )
 
 
 def _charrnn_cmd() -> list[str]:
@@ -1208,16 +1266,7 @@ def targets_summary(res: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for batch, target in SAMPLE_TARGETS.items():
         rows = [r for r in res.get("sample", []) if r["batch"] == batch and r["met"] is not None]
-        if rows:
-            worst = min(rows, key=lambda r: r["ratio"])
-            out.append(
-                {
-                    "target": f"sampling batch {batch} ≥ {target:g}× PyTorch",
-                    "measured": f"{sum(r['met'] for r in rows)}/{len(rows)} met, lowest "
-                    f"{worst['ratio']:.2f}× ({worst['cell']} {worst['config']})",
-                    "met": all(r["met"] for r in rows),
-                }
-            )
+        out += sample_targets(batch, target, rows)
     cs = res.get("coldstart")
     if cs:
         out.append(
@@ -1243,6 +1292,96 @@ def targets_summary(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": "training memory on the big corpus ≤ 1.5× corpus + model",
                 "measured": f"{fmt_mb(mem['peak_bytes'])} for {fmt_mb(mem['corpus_bytes'])}",
                 "met": mem["met"],
+            }
+        )
+    return out
+
+
+def _print_sample_limit(rows: list[dict[str, Any]], console) -> None:
+    """The sampling limit's own figures: what the products of one step cost alone, and at
+    batch 1 (matrix-vector products, memory-bound) the weight bandwidth each speed implies."""
+    from rich.table import Table
+
+    rows = [r for r in rows if "limit" in r]
+    if not rows:
+        return
+    t = Table(
+        title="Sampling matmul-only limit: the products of one step alone "
+        "(GB/s: weights read per character × chars/s; at batch 1 each weight is read once a "
+        "character)"
+    )
+    for col in (
+        "cell",
+        "config",
+        "batch",
+        "products µs/step",
+        "GFLOP/s",
+        "weights/char",
+        "limit GB/s",
+        "charrnn / PyTorch GB/s",
+        "target needs GB/s",
+    ):
+        t.add_column(col, justify="left" if col in ("cell", "config") else "right")
+    for r in rows:
+        lim, p = r["limit"], r.get("pytorch")
+        one = r["batch"] == 1  # at batch 256 the products are compute-bound: no bandwidth
+        t.add_row(
+            r["cell"],
+            f"({r['config']}) {r['layers']}×{r['hidden']}",
+            str(r["batch"]),
+            f"{1e6 * lim['step_s']:.1f}",
+            f"{lim['gflops']:.1f}",
+            fmt_bytes(lim["weight_bytes_per_char"]),
+            f"{lim['weight_gbps']:.1f}" if one else "—",
+            " / ".join(
+                f"{e['weight_gbps']:.1f}" if one and e and "weight_gbps" in e else "—"
+                for e in (r["charrnn"], p)
+            ),
+            f"{r['target_weight_gbps']:.1f}" if one and "target_weight_gbps" in r else "—",
+        )
+    console.print(t)
+
+
+def sample_targets(batch: int, target: float, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary of one sampling target. Rows not met whose target needs more than the
+    matmul-only limit get a line of their own, status "beyond limit": no implementation of
+    the same products reaches them. The other rows (met, or not met although the limit
+    would allow it) keep the target's line, status "met" or "not met"."""
+    if not rows:
+        return []
+    name = f"sampling batch {batch} ≥ {target:g}× PyTorch"
+    beyond = [r for r in rows if not r["met"] and r.get("beyond_limit")]
+    within = [r for r in rows if r["met"] or not r.get("beyond_limit")]
+    out = []
+    if within:
+        worst = min(within, key=lambda r: r["ratio"])
+        where = f"{worst['cell']} {worst['config']}"
+        if "target_limit_fraction" in worst:
+            where += (
+                f": needs {worst['target_limit_fraction']:.0%} of the limit, at "
+                f"{worst['charrnn']['limit_fraction']:.0%}"
+            )
+        met = all(r["met"] for r in within)
+        out.append(
+            {
+                "target": name + (" (within the matmul-only limit)" if beyond else ""),
+                "measured": f"{sum(r['met'] for r in within)}/{len(within)} met, lowest "
+                f"{worst['ratio']:.2f}× ({where})",
+                "met": met,
+                "status": "met" if met else "not met",
+            }
+        )
+    if beyond:
+        beyond.sort(key=lambda r: -r["target_limit_fraction"])
+        out.append(
+            {
+                "target": name + " (beyond the matmul-only limit)",
+                "measured": f"{len(beyond)}/{len(rows)} need more than the limit: "
+                + ", ".join(
+                    f"{r['cell']} {r['config']} {r['target_limit_fraction']:.0%}" for r in beyond
+                ),
+                "met": False,
+                "status": "beyond limit",
             }
         )
     return out
@@ -1396,6 +1535,9 @@ def print_report(res: dict[str, Any], console) -> None:
             "range",
             "target",
             "met",
+            "limit",
+            "% of limit charrnn / PyTorch",
+            "target needs (% of limit)",
         ):
             t.add_column(col, justify="left" if col in ("cell", "config") else "right")
         for r in res["sample"]:
@@ -1411,8 +1553,15 @@ def print_report(res: dict[str, Any], console) -> None:
                 f"{min(rr):.2f}–{max(rr):.2f}" if len(rr) > 1 else "—",
                 f"≥{r['target']:g}×",
                 fmt_met(r["met"]),
+                fmt_rate(r["limit"]["chars_per_s"]) if "limit" in r else "—",
+                " / ".join(
+                    f"{e['limit_fraction']:.0%}" if e and "limit_fraction" in e else "—"
+                    for e in (r["charrnn"], p)
+                ),
+                fmt_needs(r),
             )
         console.print(t)
+        _print_sample_limit(res["sample"], console)
     cs = res.get("coldstart")
     if cs:
         t = Table(title="Cold start (medians)")
@@ -1475,7 +1624,12 @@ def print_report(res: dict[str, Any], console) -> None:
         t.add_column("measured")
         t.add_column("met", justify="right")
         for x in tg:
-            t.add_row(x["target"], x["measured"], fmt_met(x["met"]))
+            beyond = x.get("status") == "beyond limit"
+            t.add_row(
+                x["target"],
+                x["measured"],
+                "[bold red]beyond limit[/]" if beyond else fmt_met(x["met"]),
+            )
         console.print(t)
 
 
