@@ -348,11 +348,14 @@ class LineBatches:
         rows = self.lines_of(k)
         steps = self._steps[rows]  # (B,) targets per line
         B, T = len(rows), int(steps.max())
-        mask = np.arange(T)[None, :] < steps[:, None]  # (B, T) real positions
-        full = np.full((B, T + 1), self.eos, dtype=np.int32)  # (B, T+1) EOS-padded
+        j = np.arange(T)  # (T,) position in the line
+        mask = j[None, :] < steps[:, None]  # (B, T) real positions
         lengths = np.minimum(self.lengths[rows], steps)  # (B,) characters used (capped)
-        for b, (s, n) in enumerate(zip(self.starts[rows].tolist(), lengths.tolist(), strict=True)):
-            full[b, 1 : n + 1] = self.ids[s : s + n]  # the line; then EOS (the last target)
+        full = np.full((B, T + 1), self.eos, dtype=np.int32)  # (B, T+1) EOS-padded
+        # the line, then EOS (the last target): one gather, clamped inside ids where the
+        # position is padding (those entries are EOS)
+        src = np.minimum(self.starts[rows][:, None] + j[None, :], self.ids.shape[0] - 1)
+        full[:, 1:] = np.where(j[None, :] < lengths[:, None], self.ids[src], self.eos)
         x = np.ascontiguousarray(full[:, :-1])  # (B, T)
         y = np.ascontiguousarray(full[:, 1:])  # (B, T) shifted by one
         return x, y, mask

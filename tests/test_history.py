@@ -336,3 +336,19 @@ def test_a_spike_over_a_zero_median_has_no_ratio_and_the_json_stays_finite():
     assert doc["events"]["spikes"][0]["step"] == 56
     assert doc["events"]["spikes"][0]["ratio"] is None
     json.dumps(doc, allow_nan=False)
+
+
+def test_spikes_recorded_step_by_step_equal_the_rule_over_the_whole_series():
+    # norms that drift down and up by 100x (so "within 10x of the window's smallest"
+    # and "within 10x of its median" disagree often), spikes, nan, and a zero norm
+    rng = np.random.default_rng(3)
+    n = 3000
+    g = np.exp(np.cumsum(rng.normal(0, 0.3, n)) * 0.1) * rng.lognormal(0.0, 1.0, n)
+    g[rng.choice(n, 30, replace=False)] *= 30.0
+    g[rng.choice(n, 10, replace=False)] = np.nan
+    g[5] = 0.0
+    cols = {**synthetic(n), "grad_norm": g}
+    h = recorded(cols)
+    idx, _ = cs.find_spikes(cols["step"], g)
+    assert len(idx) > 20
+    assert h.spike_step == cols["step"][idx].tolist()
