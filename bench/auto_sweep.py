@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from charrnn import autoconfig  # noqa: E402
+from charrnn.request import TrainRequest  # noqa: E402
 from charrnn.scoring import score_text  # noqa: E402
-from charrnn.session import TrainRequest, run_training  # noqa: E402
+from charrnn.session import run_training  # noqa: E402
 
 
 def main() -> None:

@@ -38,8 +38,8 @@ from charrnn.history import finite_or_none
 from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
 from charrnn.optim import OPTIMIZERS, OptimConfig
+from charrnn.request import NAMES_LR, OPTIM_OPTION, TrainRequest
 from charrnn.sampler import SampleOptions
-from charrnn.session import NAMES_LR, OPTIM_OPTION, TrainRequest
 from charrnn.store import Store, default_root
 from charrnn.trainer import MODES, Every, TrainConfig, parse_duration
 

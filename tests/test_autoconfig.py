@@ -18,7 +18,8 @@ from charrnn.autoconfig import Budget, CorpusFacts, choose, decay_end, n_params
 from charrnn.batches import StreamBatches, epoch_offset
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.optim import OptimConfig
-from charrnn.session import TrainRequest, run_training
+from charrnn.request import TrainRequest
+from charrnn.session import run_training
 from charrnn.store import Store
 from charrnn.trainer import TrainConfig
 

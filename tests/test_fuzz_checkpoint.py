@@ -42,7 +42,8 @@ FUZZ = settings(
 def _train_one() -> tuple[dict[str, np.ndarray], dict[str, Any], int, bytes]:
     """A real checkpoint of a tiny model (names corpus, 4 steps, validation at 2 and 4)."""
     from charrnn.model import ModelConfig
-    from charrnn.session import TrainRequest, run_training
+    from charrnn.request import TrainRequest
+    from charrnn.session import run_training
     from charrnn.trainer import TrainConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="charrnn-fuzz-"))

@@ -11,7 +11,8 @@ import pytest
 from charrnn.errors import ConfigError
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
-from charrnn.session import TrainRequest, run_training
+from charrnn.request import TrainRequest
+from charrnn.session import run_training
 from charrnn.trainer import TrainConfig
 
 DINOS = str(Path(__file__).resolve().parent.parent / "data" / "dinos.txt")

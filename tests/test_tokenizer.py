@@ -114,6 +114,12 @@ def test_unknown_characters_are_listed():
     assert v.unknown("cab") == ()
 
 
+@given(st.text(alphabet=st.sampled_from(["a", "b", "\n", *SPECIAL]), max_size=40), st.text())
+def test_unknown_is_the_sorted_set_of_missing_characters(known, text):
+    v = Vocab.from_text(known)
+    assert v.unknown(text) == tuple(sorted(set(text) - set(known)))  # a naive reference
+
+
 def test_one_unknown_character_is_singular():
     with pytest.raises(VocabError, match="1 character not in .*: '\U0001f600'$"):
         Vocab.from_text("a").encode("a\U0001f600")
