@@ -30,7 +30,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # charrnn for the split only
 
 from charrnn.batches import line_spans, split_lines  # noqa: E402
-from charrnn.corpus import CorpusOptions, load_corpus  # noqa: E402
+from charrnn.corpus import load_corpus  # noqa: E402
+from charrnn.reading import CorpusOptions  # noqa: E402
 
 
 class NamesModel(nn.Module):

@@ -24,7 +24,6 @@ from click.core import ParameterSource
 
 from charrnn import __version__
 from charrnn.console import plural
-from charrnn.corpus import NEWLINES, CorpusOptions
 from charrnn.errors import (
     EXIT_CODES,
     EXIT_ERROR,
@@ -38,6 +37,7 @@ from charrnn.history import finite_or_none
 from charrnn.model import ACTIVATIONS, ModelConfig
 from charrnn.model import CELLS as CELLS  # the cell registry's names (cells.py once it lands)
 from charrnn.optim import OPTIMIZERS, OptimConfig
+from charrnn.reading import NEWLINES, CorpusOptions
 from charrnn.request import NAMES_LR, OPTIM_OPTION, TrainRequest
 from charrnn.sampler import SampleOptions
 from charrnn.store import Store, default_root
@@ -952,7 +952,7 @@ def score(
     import numpy as np
 
     from charrnn.console import Log
-    from charrnn.corpus import CorpusOptions, check_paths, read_text
+    from charrnn.corpus import check_paths, read_text
     from charrnn.scoring import Known, score_line_stream, score_stream
 
     log = Log(quiet)

@@ -20,11 +20,11 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from charrnn.errors import (
     StoreIOError,
     VocabError,
 )
+from charrnn.reading import CorpusOptions
 from charrnn.tokenizer import MAX_CODEPOINT, Vocab, text_codepoints
 
 # the fewest characters that give one (input, target) pair
@@ -48,8 +49,6 @@ _CACHE_FORMAT = 1
 _SLICE_CHARS = 1 << 18
 # ids scanned at a time when measuring line lengths of a possibly mapped array
 _SCAN_IDS = 1 << 24
-NEWLINES = ("lf", "keep")  # the newline policies
-_NEWLINES = NEWLINES
 _UTF8_NAMES = ("utf-8", "utf-8-sig")
 _BOMS_UTF32 = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 _BOMS_UTF16 = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -59,59 +58,6 @@ _LINES_MEAN_MAX = 40
 _LINES_LONG = 80
 _LINES_LONG_FRACTION = 0.05
 _LINES_EMPTY_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class CorpusOptions:
-    """How bytes become characters; part of the corpus hash and of every checkpoint."""
-
-    encoding: str = field(  # input encoding; utf-8 strips a leading BOM
-        default="utf-8", metadata={"help": "Corpus encoding (a leading UTF-8 BOM is dropped)."}
-    )
-    newline: str = field(  # "lf": CRLF and lone CR become LF; "keep": left as they are
-        default="lf",
-        metadata={"help": "lf: CRLF and lone CR become LF; keep: leave line endings as they are."},
-    )
-    lowercase: bool = field(  # the assignment's dinosaur model is lowercase (27 characters)
-        default=False, metadata={"help": "Lowercase the corpus (27 characters for the dinosaurs)."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.newline not in _NEWLINES:
-            raise ValueError(f"newline must be one of {_NEWLINES}, not {self.newline!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"encoding": self.encoding, "newline": self.newline, "lowercase": self.lowercase}
-
-    @classmethod
-    def from_json(cls, d: Any) -> CorpusOptions:
-        """The inverse of :meth:`to_json`; a malformed one raises CheckpointError."""
-        if not isinstance(d, Mapping):
-            raise CheckpointError("corpus options in checkpoint are malformed: not an object")
-        default = cls()
-        encoding = d.get("encoding", default.encoding)
-        newline = d.get("newline", default.newline)
-        lowercase = d.get("lowercase", default.lowercase)
-        if not isinstance(encoding, str) or not encoding:
-            raise CheckpointError("corpus options in checkpoint are malformed: bad 'encoding'")
-        if newline not in _NEWLINES:
-            raise CheckpointError("corpus options in checkpoint are malformed: bad 'newline'")
-        if not isinstance(lowercase, bool):
-            raise CheckpointError("corpus options in checkpoint are malformed: bad 'lowercase'")
-        return cls(encoding=encoding, newline=newline, lowercase=lowercase)
-
-    def normalize(self, text: str) -> str:
-        """Apply the newline and lowercase options to a whole text (a prime, a text to score)."""
-        if self.newline == "lf" and "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        return self._lower(text)
-
-    def _lower(self, text: str) -> str:
-        # capital sigma goes to plain sigma first: str.lower picks the final form
-        # from the neighbouring characters, which a chunk boundary could cut off
-        if self.lowercase:
-            return text.replace("\u03a3", "\u03c3").lower()
-        return text
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,10 +17,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from charrnn.corpus import CorpusOptions
 from charrnn.errors import InputMissingError
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
+from charrnn.reading import CorpusOptions
 from charrnn.store import is_run_name, run_name_from
 from charrnn.trainer import Every, TrainConfig
 

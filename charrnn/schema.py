@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.corpus import CorpusOptions
 from charrnn.errors import CharrnnError, CheckpointError
 from charrnn.model import ModelConfig, param_shapes
+from charrnn.reading import CorpusOptions
 from charrnn.store import Checkpoint
 from charrnn.tokenizer import Vocab
 from charrnn.trainer import PARAM_LIMIT, TrainState

@@ -45,7 +45,7 @@ from charrnn.batches import (
     split_train_val,
 )
 from charrnn.console import plural
-from charrnn.corpus import Corpus, CorpusOptions, check_paths, load_corpus, prune_token_cache
+from charrnn.corpus import Corpus, check_paths, load_corpus, prune_token_cache
 from charrnn.errors import (
     EXIT_OK,
     EXIT_SIGINT,
@@ -58,6 +58,7 @@ from charrnn.errors import (
 from charrnn.history import finite_or_none
 from charrnn.model import ModelConfig
 from charrnn.optim import OptimConfig
+from charrnn.reading import CorpusOptions
 from charrnn.request import DEFAULT_STEPS, NAMES_LR, OPTIM_OPTION, UNBOUNDED, TrainRequest
 from charrnn.store import Store, default_root
 from charrnn.trainer import (

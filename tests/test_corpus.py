@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.corpus import Corpus, CorpusOptions, load_corpus
+from charrnn.corpus import Corpus, load_corpus
 from charrnn.errors import CheckpointError, CorpusError, InputMissingError, StoreIOError
+from charrnn.reading import CorpusOptions
 from charrnn.tokenizer import Vocab
 
 ROOT = Path(__file__).resolve().parent.parent
