@@ -41,7 +41,7 @@ def step_calls(cell: str, H: int, k, layer: int):
     xw = k.table0_col[3]
     a = np.zeros((H, 1), dtype=k.dtype)
     stacked = layer > 0 and k.stacked
-    half = np.array(0.5, dtype=k.dtype)  # as cells.activate_gates scales
+    one = np.array(1, dtype=k.dtype)  # as cells.sigmoid_of_negated adds and divides
     operand = np.zeros((2 * H, 1), dtype=k.dtype) if stacked else a
     out = []
     if layer and not stacked:
@@ -60,8 +60,8 @@ def step_calls(cell: str, H: int, k, layer: int):
         out += [
             (f"product Wr,Wu c<t-1> ({2 * H}×{H})", lambda: np.matmul(Wru, a, out=gs), 1),
             ("gs += xw (2H)", lambda: gs.__iadd__(xs), 1),
-            ("tanh (2H)", lambda: np.tanh(gs, out=gs), 1),
-            ("*= 0.5, += 0.5 (2H): σ from tanh", lambda: gs.__imul__(half), 2),
+            ("exp (2H)", lambda: np.exp(gs, out=work[: 2 * H]), 1),  # not in place: no overflow
+            ("+= 1, 1 / (2H): σ = 1/(1 + e^-z)", lambda: gs.__iadd__(one), 2),
             ("Γr * c<t-1>", lambda: np.multiply(gr, a, out=keep), 1),
             (f"product Wc (Γr*c<t-1>) ({H}×{H})", lambda: np.matmul(Wc, keep, out=ct), 1),
             ("c~ += xw", lambda: ct.__iadd__(xc), 1),
@@ -69,13 +69,14 @@ def step_calls(cell: str, H: int, k, layer: int):
             ("c~ - c<t-1>, *= Γu, + c<t-1>", lambda: np.subtract(ct, a, out=step), 3),
         ]
     else:
-        g3, go, gf = g[: 3 * H], g[:H], g[2 * H : 3 * H]  # sigmoid rows, Γo, Γf
+        g3, go, gf, ct = g[: 3 * H], g[:H], g[2 * H : 3 * H], g[3 * H :]  # σ rows, Γo, Γf, c~
         c, gf_c = np.zeros((H, 1), dtype=k.dtype), work[:H]
         out += [
             (f"product Waa a<t-1> ({4 * H}×{H})", lambda: np.matmul(w.Wh, a, out=g), 1),
             ("g += xw (4H)", lambda: g.__iadd__(xw), 1),
-            ("tanh (4H)", lambda: np.tanh(g, out=g), 1),
-            ("*= 0.5, += 0.5 (3H): σ from tanh", lambda: g3.__imul__(half), 2),
+            ("exp (3H)", lambda: np.exp(g3, out=work[: 3 * H]), 1),  # not in place: no overflow
+            ("+= 1, 1 / (3H): σ = 1/(1 + e^-z)", lambda: g3.__iadd__(one), 2),
+            ("tanh (H): c~", lambda: np.tanh(ct, out=ct), 1),
             ("Γf * c<t-1>, Γu * c~", lambda: np.multiply(gf, c, out=gf_c), 2),
             ("c += Γf c<t-1>", lambda: c.__iadd__(gf_c), 1),
             ("tanh(c)", lambda: np.tanh(c, out=keep), 1),

@@ -259,7 +259,7 @@ class CharRNN:
     def _layer_input(
         self, layer: int, ids: np.ndarray, X: np.ndarray | None, ws: cells.Workspace
     ) -> np.ndarray:
-        """xw = Wax x<t> + b for all T steps, (T, n_gates·H, B), sigmoid rows halved."""
+        """xw = Wax x<t> + b for all T steps, (T, n_gates·H, B), sigmoid rows negated."""
         p, dt = self.params, self.dtype
         Wax, b = p[f"l{layer}.Wax"], p[f"l{layer}.b"]
         GH, D = Wax.shape
@@ -269,13 +269,13 @@ class CharRNN:
         if X is None:  # one-hot input: Wax x<t> is column ids[t, b] of Wax: a gather
             table = ws("xtable", (GH, D), dt)  # Wax with b added to every column
             np.add(Wax, b[:, None], out=table)
-            cells.halve_sigmoid_rows(table, sig_rows, out=table)
+            cells.negate_sigmoid_rows(table, sig_rows, out=table)
             for t in range(T):
                 np.take(table, ids[t], axis=1, out=xw[t])  # (GH, B)
         else:
-            Wh = cells.halve_sigmoid_rows(Wax, sig_rows, out=ws("Wxh", (GH, D), dt))
+            Wh = cells.negate_sigmoid_rows(Wax, sig_rows, out=ws("Wxh", (GH, D), dt))
             bh = ws("bh", (GH, 1), dt)
-            cells.halve_sigmoid_rows(b[:, None], sig_rows, out=bh)
+            cells.negate_sigmoid_rows(b[:, None], sig_rows, out=bh)
             np.matmul(Wh, X, out=xw)  # (T, GH, B): T products, each like a recurrent one
             xw += bh
         return xw
@@ -503,11 +503,12 @@ class CharRNN:
             Wax, b = p[f"l{layer}.Wax"], p[f"l{layer}.b"]
             # (GH, B) Wax x<t> + b; layer 0's one-hot input makes it a column gather
             xw = Wax[:, ids] + b[:, None] if x is None else Wax @ x + b[:, None]
-            cells.halve_sigmoid_rows(xw, sig_rows, out=xw)
+            cells.negate_sigmoid_rows(xw, sig_rows, out=xw)
             GH = xw.shape[0]
             g, keep, work = np.empty((GH, B), dt), np.empty((H, B), dt), np.empty((GH, B), dt)
             w = self.cell.step_weights(self.layer_weights(layer))
-            self.cell.step(xw, state[layer], new[layer], w, g, keep, work)
+            with np.errstate(over="ignore"):  # e^-z = inf is exact: σ(z) = 0
+                self.cell.step(xw, state[layer], new[layer], w, g, keep, work)
             x = new[layer, 0]
         logits = (p["Wya"] @ x).T + p["by"]  # (B, V)
         return logits, new

@@ -344,3 +344,36 @@ def test_forward_does_not_modify_its_inputs(cell):
     np.testing.assert_array_equal(A1, A2)
     for kept, now in zip(before, [xw, state0, lw.Waa], strict=True):
         np.testing.assert_array_equal(kept, now)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_saturated_gates_are_exact_and_silent(cell):
+    """σ(z) = 1/(1 + e^-z) from one exp: for z far below -88, e^-z overflows float32 to inf
+    and σ is exactly 0. Forward, CharRNN.step and the sampler say nothing about it (an
+    overflow warning is an error here, so dropping their np.errstate fails this test)."""
+    import warnings
+
+    from charrnn.sampler import SampleOptions, Sampler
+    from charrnn.tokenizer import Vocab
+
+    cfg = ModelConfig(vocab_size=V, cell=cell, hidden=H, layers=2, dtype="float32")
+    model = CharRNN(cfg, rng=np.random.default_rng(0))
+    sig_rows = model.cell.sigmoid_rows(H)
+    for layer in range(cfg.layers):
+        model.params[f"l{layer}.b"][:sig_rows] = -1000.0  # every sigmoid gate shut
+    x = np.random.default_rng(1).integers(0, V, (B, T))
+    state = np.random.default_rng(2).uniform(-0.5, 0.5, model.initial_state(B).shape)
+    state = state.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, final, cache = model.forward(x, state)
+        _, stepped = model.step(x[:, 0], state)
+        sampler = Sampler(model, Vocab.from_text("abcd\n"))
+        chunks = list(sampler.stream(5, SampleOptions(), np.random.default_rng(0), chunk=2))
+    for lc in cache.layers:  # the sigmoid gates of every step are exactly 0
+        assert not lc.gates[:, :sig_rows].any()
+    # GRU: Γu = 0 keeps c<t-1>; LSTM: Γu = Γf = 0 empties the memory cell, Γo = 0 zeroes a<t>
+    expected = state if cell == "gru" else np.zeros_like(state)
+    np.testing.assert_array_equal(final, expected)
+    np.testing.assert_array_equal(stepped, expected)
+    assert [len(chunk[0]) for chunk in chunks] == [2, 2, 1]  # chunks of the 5 characters
