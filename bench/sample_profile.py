@@ -45,12 +45,12 @@ def step_calls(cell: str, H: int, k, layer: int):
     operand = np.zeros((2 * H, 1), dtype=k.dtype) if stacked else a
     out = []
     if layer and not stacked:
-        out.append(("input product Wax a_below", lambda: np.matmul(k.Wx[0], a, out=k.xw), 1))
+        out.append(("input product Wax a_below", lambda: np.dot(k.Wx[0], a, out=k.xw), 1))
         out.append(("+= bias", lambda: k.xw.__iadd__(k.bx[0]), 1))
     rows, cols = w.Wh.shape
     if cell == "rnn":
         what = "[Wax | Waa] [x; a<t-1>]" if stacked else "Waa a<t-1>"
-        out.append((f"product {what} ({rows}×{cols})", lambda: np.matmul(w.Wh, operand, out=g), 1))
+        out.append((f"product {what} ({rows}×{cols})", lambda: np.dot(w.Wh, operand, out=g), 1))
         out.append(("g += xw", lambda: g.__iadd__(xw), 1))
         out.append(("tanh", lambda: np.tanh(g, out=a), 1))
     elif cell == "gru":
@@ -58,12 +58,12 @@ def step_calls(cell: str, H: int, k, layer: int):
         xs, xc = xw[: 2 * H], xw[2 * H :]
         Wru, Wc, step = w.Wh[: 2 * H], w.Wh[2 * H :], work[:H]
         out += [
-            (f"product Wr,Wu c<t-1> ({2 * H}×{H})", lambda: np.matmul(Wru, a, out=gs), 1),
+            (f"product Wr,Wu c<t-1> ({2 * H}×{H})", lambda: np.dot(Wru, a, out=gs), 1),
             ("gs += xw (2H)", lambda: gs.__iadd__(xs), 1),
-            ("exp (2H)", lambda: np.exp(gs, out=work[: 2 * H]), 1),  # not in place: no overflow
+            ("exp (2H)", lambda: np.exp(xs, out=work[: 2 * H]), 1),  # of steady values: no inf
             ("+= 1, 1 / (2H): σ = 1/(1 + e^-z)", lambda: gs.__iadd__(one), 2),
             ("Γr * c<t-1>", lambda: np.multiply(gr, a, out=keep), 1),
-            (f"product Wc (Γr*c<t-1>) ({H}×{H})", lambda: np.matmul(Wc, keep, out=ct), 1),
+            (f"product Wc (Γr*c<t-1>) ({H}×{H})", lambda: np.dot(Wc, keep, out=ct), 1),
             ("c~ += xw", lambda: ct.__iadd__(xc), 1),
             ("tanh (H)", lambda: np.tanh(ct, out=ct), 1),
             ("c~ - c<t-1>, *= Γu, + c<t-1>", lambda: np.subtract(ct, a, out=step), 3),
@@ -72,9 +72,9 @@ def step_calls(cell: str, H: int, k, layer: int):
         g3, go, gf, ct = g[: 3 * H], g[:H], g[2 * H : 3 * H], g[3 * H :]  # σ rows, Γo, Γf, c~
         c, gf_c = np.zeros((H, 1), dtype=k.dtype), work[:H]
         out += [
-            (f"product Waa a<t-1> ({4 * H}×{H})", lambda: np.matmul(w.Wh, a, out=g), 1),
+            (f"product Waa a<t-1> ({4 * H}×{H})", lambda: np.dot(w.Wh, a, out=g), 1),
             ("g += xw (4H)", lambda: g.__iadd__(xw), 1),
-            ("exp (3H)", lambda: np.exp(g3, out=work[: 3 * H]), 1),  # not in place: no overflow
+            ("exp (3H)", lambda: np.exp(xw[: 3 * H], out=work[: 3 * H]), 1),  # steady values
             ("+= 1, 1 / (3H): σ = 1/(1 + e^-z)", lambda: g3.__iadd__(one), 2),
             ("tanh (H): c~", lambda: np.tanh(ct, out=ct), 1),
             ("Γf * c<t-1>, Γu * c~", lambda: np.multiply(gf, c, out=gf_c), 2),
@@ -108,7 +108,7 @@ def batch1(cell: str, cfg: str, vocab, smp) -> None:
         return e.astype(k.dtype)
 
     calls += [
-        (f"output product Wya a ({vocab.size}×{H})", lambda: np.matmul(k.Wy, a, out=k.logits), 1),
+        (f"output product Wya a ({vocab.size}×{H})", lambda: np.dot(k.Wy, a, out=k.logits), 1),
         ("logits += by", lambda: k.logits.__iadd__(k.by), 1),
         ("draw: noise += logits", lambda: noise.__iadd__(k.logits), 1),
         ("draw: argmax(out=)", lambda: noise.argmax(axis=0, out=out), 1),

@@ -41,6 +41,10 @@ into ``dWax``, ``db`` and the gradient of the input with single large matrix
 products. The cache's ``a_cols`` holds a<0>..a<T> the same way, (H, (T+1)·B),
 for the same reason.
 
+The products of one step (forward and backward) are ``np.dot`` into a contiguous
+buffer: the same BLAS call as ``np.matmul`` with the same result, about 0.5 µs
+cheaper to call, which is 2-3% of a one-stream character per product.
+
 Every function takes an optional :class:`Workspace`: with the model's
 long-lived one the hot path allocates nothing, and the returned arrays (A, dZ,
 the caches) are overwritten by the next call with the same workspace.
@@ -238,7 +242,7 @@ def rnn_step(
     prev (1, H, B)  [a<t-1>];  new (1, H, B) out: [a<t>], may be ``prev`` itself
     g    (H, B)     out: the pre-activation z<t>   (keep, work: unused)
     """
-    np.matmul(w.Wh, prev[0], out=g)  # Waa a<t-1>
+    np.dot(w.Wh, prev[0], out=g)  # Waa a<t-1>
     g += xw  # z<t> = Waa a<t-1> + Wax x<t> + ba
     if w.activation == "tanh":
         np.tanh(g, out=new[0])  # a<t> = tanh(z<t>)
@@ -274,7 +278,7 @@ def rnn_backward(
         dz = dZ[t]
         np.add(dA[t], da_next, out=dz)  # ∂L/∂a<t>
         dz *= dz_per_da[t]  # ∂L/∂z<t>
-        np.matmul(WaaT, dz, out=da_next)  # into a<t-1>
+        np.dot(WaaT, dz, out=da_next)  # into a<t-1>
     dZ_cols = feature_major(dZ, ws("dZ_cols", (H, T * B), dt))
     dWaa = np.matmul(dZ_cols, a_cols[:, : T * B].T, out=dWaa)  # Σ_t dz<t> a<t-1>ᵀ
     return dZ_cols, d_state0, {"Waa": dWaa}
@@ -302,12 +306,12 @@ def gru_step(
     H = keep.shape[0]
     c_prev, c = prev[0], new[0]
     gs = g[: 2 * H]
-    np.matmul(w.Wh[: 2 * H], c_prev, out=gs)  # Wr c<t-1>, Wu c<t-1> (negated)
+    np.dot(w.Wh[: 2 * H], c_prev, out=gs)  # Wr c<t-1>, Wu c<t-1> (negated)
     gs += xw[: 2 * H]
     sigmoid_of_negated(gs)  # Γr = σ(Wr [c<t-1>, x<t>] + br), Γu likewise
     gr, gu, c_tilde = g[:H], g[H : 2 * H], g[2 * H :]
     np.multiply(gr, c_prev, out=keep)  # Γr * c<t-1>
-    np.matmul(w.Wh[2 * H :], keep, out=c_tilde)  # Wc [Γr * c<t-1>]
+    np.dot(w.Wh[2 * H :], keep, out=c_tilde)  # Wc [Γr * c<t-1>]
     c_tilde += xw[2 * H :]
     np.tanh(c_tilde, out=c_tilde)  # c~<t> = tanh(Wc [Γr * c<t-1>, x<t>] + bc)
     step = work[:H]
@@ -362,9 +366,9 @@ def gru_backward(
         dz = dZ[t]
         np.add(dA[t], dc_next, out=dc)  # ∂L/∂c<t>
         np.multiply(dc, dz_per_dc[t], out=dz[H:].reshape(2, H, B))  # ∂L/∂z_u, ∂L/∂z_c~
-        np.matmul(Wc_T, dz[2 * H :], out=drc)  # ∂L/∂(Γr * c<t-1>)
+        np.dot(Wc_T, dz[2 * H :], out=drc)  # ∂L/∂(Γr * c<t-1>)
         np.multiply(drc, dzr_per_drc[t], out=dz[:H])  # ∂L/∂z_r
-        np.matmul(Wru_T, dz[: 2 * H], out=dc_next)  # into c<t-1> through Γr's and Γu's product
+        np.dot(Wru_T, dz[: 2 * H], out=dc_next)  # into c<t-1> through Γr's and Γu's product
         np.multiply(dc_drc, passed[t], out=through)
         dc_next += through[0]  # through (1 - Γu) * c<t-1>
         dc_next += through[1]  # through Γr * c<t-1>
@@ -399,7 +403,7 @@ def lstm_step(
     H = keep.shape[0]
     a_prev, c_prev = prev[0], prev[1]
     a, c = new[0], new[1]
-    np.matmul(w.Wh, a_prev, out=g)  # Waa a<t-1>
+    np.dot(w.Wh, a_prev, out=g)  # Waa a<t-1>
     g += xw  # z = Wa [a<t-1>, x<t>] + b
     if w.ph is not None:  # peepholes: Γo, Γu, Γf also see c<t-1>
         peep = work[: 3 * H]
@@ -475,7 +479,7 @@ def lstm_backward(
             dc_next += peep[0]
             dc_next += peep[1]
             dc_next += peep[2]
-        np.matmul(WaaT, dz, out=da_next)  # into a<t-1>
+        np.dot(WaaT, dz, out=da_next)  # into a<t-1>
     grads = {}
     if p3 is not None:  # dp_k = Σ_t,b dz_k * c<t-1>
         grads["p"] = np.einsum("tkhb,thb->kh", dZ[:, : 3 * H].reshape(T, 3, H, B), c_prev)

@@ -209,10 +209,10 @@ class Kernel:
             if layer and self.stacked:
                 xw = self.bx[layer - 1]  # (GH, 1) the product has the input's share
             elif layer:
-                xw = np.matmul(self.Wx[layer - 1], layers[layer - 1][1][0], out=self.xw)
+                xw = np.dot(self.Wx[layer - 1], layers[layer - 1][1][0], out=self.xw)
                 xw += self.bx[layer - 1]
             step(xw, prev, new, weights[layer], *buf)  # the state in place
-        np.matmul(self.Wy, layers[-1][1][0], out=self.logits)
+        np.dot(self.Wy, layers[-1][1][0], out=self.logits)
         self.logits += self.by
         return self.logits
 

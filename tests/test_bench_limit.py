@@ -92,7 +92,8 @@ def test_a_cell_with_two_recurrent_products_cannot_stack():
 @pytest.mark.parametrize("L", [1, 2, 3])
 @pytest.mark.parametrize("B", [1, 3, 20])
 def test_sample_products_are_the_kernels_products(cell, L, B, monkeypatch):
-    """Every np.matmul of one kernel step, by shape, is one of the limit's products."""
+    """Every product (np.matmul or np.dot) of one kernel step, by shape, is one of the limit's
+    products."""
     H = 6
     model = CharRNN(
         ModelConfig(vocab_size=11, cell=cell, hidden=H, layers=L), rng=np.random.default_rng(0)
@@ -103,13 +104,16 @@ def test_sample_products_are_the_kernels_products(cell, L, B, monkeypatch):
     kernel.step(ids, state)  # buffers made outside the recording
 
     called = []
-    matmul = np.matmul
 
-    def recording(a, b, *args, **kwargs):
-        called.append((a.shape[0], a.shape[1], b.shape[1]))
-        return matmul(a, b, *args, **kwargs)
+    def recording(product):
+        def record(a, b, *args, **kwargs):
+            called.append((a.shape[0], a.shape[1], b.shape[1]))
+            return product(a, b, *args, **kwargs)
 
-    monkeypatch.setattr(np, "matmul", recording)
+        return record
+
+    monkeypatch.setattr(np, "matmul", recording(np.matmul))
+    monkeypatch.setattr(np, "dot", recording(np.dot))
     kernel.step(ids, state)
     monkeypatch.undo()
 
