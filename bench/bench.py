@@ -999,10 +999,10 @@ def _charrnn_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "charrnn"]
 
 
-def _first_byte_s(cmd: list[str]) -> tuple[float, float]:
+def _first_byte_s(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(seconds from process start to the first byte on stdout, seconds to exit)."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert p.stdout is not None
     first = p.stdout.read(1)
     t_first = time.perf_counter() - t
@@ -1014,10 +1014,19 @@ def _first_byte_s(cmd: list[str]) -> tuple[float, float]:
     return t_first, t_exit
 
 
-def _wall_s(cmd: list[str]) -> float:
+def _wall_s(cmd: list[str], env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - t
+
+
+def _bytecode_env(cache: Path) -> dict[str, str]:
+    """The environment with Python's bytecode cache on, kept under ``cache``: what an
+    installed package has (pip compiles it at install), where a development shell with
+    PYTHONDONTWRITEBYTECODE=1 compiles every module's source at every start."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    return env
 
 
 def bench_coldstart(plan: Plan, torch_ok: bool, log: Log) -> dict[str, Any]:
@@ -1039,23 +1048,33 @@ def bench_coldstart(plan: Plan, torch_ok: bool, log: Log) -> dict[str, Any]:
             cmds["import_torch"] = [sys.executable, "-c", "import torch"]
         first: list[float] = []
         exits: list[float] = []
+        source: list[float] = []  # the same start, every module compiled from source
         walls: dict[str, list[float]] = {k: [] for k in cmds}
-        _first_byte_s(sample_cmd)  # warm the page cache for everyone
+        # every command runs with bytecode, as installed; the first runs write it and warm
+        # the page cache for everyone
+        env = _bytecode_env(Path(store) / "pycache")
+        no_bytecode = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        _first_byte_s(sample_cmd, env)
+        _first_byte_s(sample_cmd, no_bytecode)
         for c in cmds.values():
-            _wall_s(c)
+            _wall_s(c, env)
         log(f"cold start: {plan.coldstart_runs} runs of each, interleaved")
         for _ in range(plan.coldstart_runs):
-            f, x = _first_byte_s(sample_cmd)
+            f, x = _first_byte_s(sample_cmd, env)
             first.append(f)
             exits.append(x)
+            source.append(_first_byte_s(sample_cmd, no_bytecode)[0])
             for k, c in cmds.items():
-                walls[k].append(_wall_s(c))
+                walls[k].append(_wall_s(c, env))
     out: dict[str, Any] = {
         "command": "charrnn sample -n 1 --seed 0",
         "executable": charrnn[0],
+        "bytecode": "compiled once, as an installed package has it",
         "first_char_s": median(first),
         "first_char_runs": first,
         "exit_s": median(exits),
+        "first_char_from_source_s": median(source),
+        "first_char_from_source_runs": source,
         "target_s": COLDSTART_TARGET_S,
         "met": median(first) <= COLDSTART_TARGET_S,
     }
@@ -1564,11 +1583,16 @@ def print_report(res: dict[str, Any], console) -> None:
         _print_sample_limit(res["sample"], console)
     cs = res.get("coldstart")
     if cs:
-        t = Table(title="Cold start (medians)")
+        t = Table(title="Cold start (medians; with bytecode, as installed)")
         t.add_column("command")
         t.add_column("seconds", justify="right")
         t.add_row(f"{cs['command']} (to the first character)", f"{cs['first_char_s']:.3f}")
         t.add_row("    the same, to exit", f"{cs['exit_s']:.3f}")
+        if "first_char_from_source_s" in cs:
+            t.add_row(
+                "    the same, compiling every module from source",
+                f"{cs['first_char_from_source_s']:.3f}",
+            )
         t.add_row(
             'python -c "import torch"',
             f"{cs['import_torch_s']:.3f}" if "import_torch_s" in cs else "—",
