@@ -38,8 +38,11 @@ bench/prose_ref.py). On tiny-shakespeare (first 90% trained, last 10% scored):
   at 17, 1.808
 - quiet machine, one BLAS thread, the steps 5 min allow (deterministic step budgets):
   GRU 2x256 at 7.1 chars/parameter (2270 steps) 1.595 against GRU 1x256 at 47 (5528
-  steps) 1.650; PyTorch's 2x256 LSTM in the same 5 min 1.615 -> CHARS_PER_PARAM = 6
-  (2 of the 3 size comparisons; the loaded 5-min one says more, the 15-min one less)
+  steps) 1.650; PyTorch's 2x256 LSTM in the same 5 min 1.615
+- C source, 5 min side by side with PyTorch (one core each): at 6 chars/parameter the 2x256
+  measured just too slow, GRU 1x256 1.629 (stopped early) against PyTorch's 1.566; at 4,
+  GRU 2x256 1.521 against 1.554 -> CHARS_PER_PARAM = 4 (the larger size won at 3.5-7.1
+  chars/parameter in every comparison but one at load average 8-10)
 - quiet machine, two threads, 5 min (3370 steps): GRU 2x256, this schedule, dropout
   0.1, 20,000 validation characters: 1.556 (50,000 and dropout 0.2: 1.660)
 - a one-layer size gets the same dropout: GRU 1x256 over 10.8 epochs of C source (2750
@@ -78,7 +81,7 @@ SPEED = {
     (2, 384): 12_000.0,
     (2, 512): 7_000.0,
 }
-CHARS_PER_PARAM = 6.0  # a size needs this many training characters per parameter (above)
+CHARS_PER_PARAM = 4.0  # a size needs this many training characters per parameter (above)
 MAX_PARAMS_PER_CHAR = 4.0  # and no more parameters than this per training character
 DROPOUT_BY_EPOCHS = ((3.0, 0.0), (8.0, 0.1), (math.inf, 0.2))  # (epochs up to, dropout)
 LR = 3e-3  # Adam's peak learning rate (the GRU's, measured)
