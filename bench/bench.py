@@ -842,7 +842,8 @@ def bench_names(plan: Plan, log: Log) -> dict[str, Any]:
     """Names-mode training (a batch of whole lines from the zero state, padded on the right,
     the loss masked) against prose mode (truncated BPTT over streams), the same 1×128 LSTM,
     B=32, on data/dinos.txt, through charrnn's trainer: chars/s excluding padding."""
-    from charrnn.corpus import CorpusOptions, load_corpus
+    from charrnn.corpus import load_corpus
+    from charrnn.reading import CorpusOptions
 
     cfg = NAMES_CONFIG
     corpus = load_corpus(DINOS, CorpusOptions())  # no token cache: read into memory
