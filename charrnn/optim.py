@@ -149,8 +149,31 @@ def clip_gradients(
     return ClipResult(norm, param_norms, value_fraction, scale, True)
 
 
+def _within(a: np.ndarray, limit: float | None) -> bool:
+    """Every entry of ``a`` finite and, with a limit, within ±limit (a nan fails).
+
+    One dot product decides almost always: Σa² is non-finite if an entry is, and bounds
+    every a²; the float32 dot's rounding (under 1% here) is covered by a 10x margin. Only
+    an undecided sum (huge entries) pays for the exact min and max.
+    """
+    if a.size == 0:
+        return True
+    sq = float(np.dot(a, a))
+    if math.isfinite(sq) and (limit is None or sq <= 0.1 * limit * limit):
+        return True
+    if limit is None:
+        return bool(np.isfinite(a).all())
+    return -limit <= float(a.min()) and float(a.max()) <= limit
+
+
 class Optimizer:
-    """One of sgd / adam / adagrad / rmsprop, updating a flat parameter buffer in place."""
+    """One of sgd / adam / adagrad / rmsprop, updating a flat parameter buffer in place.
+
+    A step is computed before it is committed: the new optimizer state goes into spare
+    buffers that trade places with ``state``'s arrays (the dict itself stays the same
+    object) once the step is taken, so :meth:`try_step` can refuse an update that
+    overflows without copying anything beforehand.
+    """
 
     def __init__(self, cfg: OptimConfig, size: int, dtype) -> None:
         self.cfg = cfg
@@ -160,39 +183,72 @@ class Optimizer:
             self.state = {"m": np.zeros(size, dtype), "v": np.zeros(size, dtype)}
         elif cfg.name in ("adagrad", "rmsprop"):
             self.state = {"cache": np.zeros(size, dtype)}
+        # (N,) each: the state a proposed step would leave, and the update's scratch
+        self._next = {k: np.empty_like(a) for k, a in self.state.items()}
         self._tmp = np.empty(size, dtype)
 
     def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
         """w -= update(g); g is used as scratch and left undefined."""
-        c, tmp = self.cfg, self._tmp
-        self.t += 1
+        w -= self._propose(g, lr)
+        self._commit()
+
+    def try_step(self, w: np.ndarray, g: np.ndarray, lr: float, limit: float) -> bool:
+        """:meth:`step`, taken only if it leaves every weight finite and within ±limit
+        and the state finite; otherwise ``w``, ``state`` and ``t`` stay exactly as they
+        were and the answer is False. g is used as scratch and left undefined."""
+        with np.errstate(all="ignore"):  # overflow is expected here, and judged below
+            u = self._propose(g, lr)
+            np.subtract(w, u, out=u)  # (N,) the new weights, not yet committed
+            if not (_within(u, limit) and self._next_finite()):
+                return False
+        np.copyto(w, u)
+        self._commit()
+        return True
+
+    def _propose(self, g: np.ndarray, lr: float) -> np.ndarray:
+        """The update of step t+1 (in g or a scratch buffer) and the state after it (in
+        ``_next``); nothing is committed."""
+        c, tmp, t = self.cfg, self._tmp, self.t + 1
         if c.name == "sgd":
             g *= lr
-            w -= g
-        elif c.name == "adam":
+            return g
+        if c.name == "adam":
             m, v = self.state["m"], self.state["v"]
+            m_next, v_next = self._next["m"], self._next["v"]
             np.subtract(g, m, out=tmp)
             tmp *= 1 - c.beta1
-            m += tmp  # m = β1 m + (1-β1) g
+            np.add(m, tmp, out=m_next)  # m = β1 m + (1-β1) g
             np.multiply(g, g, out=tmp)
             tmp -= v
             tmp *= 1 - c.beta2
-            v += tmp  # v = β2 v + (1-β2) g²
-            lr_t = lr * math.sqrt(1 - c.beta2**self.t) / (1 - c.beta1**self.t)
-            np.sqrt(v, out=tmp)
-            tmp += c.eps * math.sqrt(1 - c.beta2**self.t)  # eps on the bias-corrected scale
-            np.divide(m, tmp, out=tmp)
+            np.add(v, tmp, out=v_next)  # v = β2 v + (1-β2) g²
+            lr_t = lr * math.sqrt(1 - c.beta2**t) / (1 - c.beta1**t)
+            np.sqrt(v_next, out=tmp)
+            tmp += c.eps * math.sqrt(1 - c.beta2**t)  # eps on the bias-corrected scale
+            np.divide(m_next, tmp, out=tmp)
             tmp *= lr_t
-            w -= tmp
-        else:
-            cache = self.state["cache"]
-            np.multiply(g, g, out=tmp)
-            if c.name == "rmsprop":
-                tmp -= cache
-                tmp *= 1 - c.alpha
-            cache += tmp  # adagrad: Σ g²; rmsprop: running mean of g²
-            np.sqrt(cache, out=tmp)
-            tmp += c.eps
-            np.divide(g, tmp, out=tmp)
-            tmp *= lr
-            w -= tmp
+            return tmp
+        cache, cache_next = self.state["cache"], self._next["cache"]
+        np.multiply(g, g, out=tmp)
+        if c.name == "rmsprop":
+            tmp -= cache
+            tmp *= 1 - c.alpha
+        np.add(cache, tmp, out=cache_next)  # adagrad: Σ g²; rmsprop: running mean of g²
+        np.sqrt(cache_next, out=tmp)
+        tmp += c.eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        return tmp
+
+    def _next_finite(self) -> bool:
+        if self.cfg.name == "adam":
+            # Σ m·v is non-finite when any entry of m or v is (inf·0 is nan): one pass for both
+            m, v = self._next["m"], self._next["v"]
+            if math.isfinite(float(np.dot(m, v))):
+                return True
+        return all(_within(a, None) for a in self._next.values())
+
+    def _commit(self) -> None:
+        self.t += 1
+        for k in self.state:  # swap arrays, keep the dicts: holders of ``state`` see the new ones
+            self.state[k], self._next[k] = self._next[k], self.state[k]

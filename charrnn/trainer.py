@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ NAMES_PATIENCE = 5  # names mode's default patience (README "Names mode": how it
 
 # a training loss this many times uniform guessing's log(V) is divergence, not noise
 DIVERGED_FACTOR = 3.0
-# no trained model has parameters this large; an update that makes one is undone
+# no trained model has parameters this large; an update that would make one is not taken
 PARAM_LIMIT = 1e15
 
 
@@ -39,11 +38,6 @@ def diverged(loss: float, vocab_size: int) -> bool:
     """Whether a loss (nats/char) says training has diverged: non-finite, or far above
     the log(V) of guessing uniformly among V characters."""
     return not loss <= DIVERGED_FACTOR * math.log(max(vocab_size, 2))
-
-
-def _sane(arrays: list[np.ndarray], limit: float) -> bool:
-    # a min and a max per array, no temporary (a nan fails the comparisons too)
-    return all(a.size == 0 or -limit <= float(a.min()) and float(a.max()) <= limit for a in arrays)
 
 
 @dataclass(frozen=True)
@@ -470,8 +464,8 @@ class _Done(NamedTuple):
 
 class _Update:
     """One optimizer step with its safety net. Gradients are clipped in a workspace made
-    once; a non-finite or diverged loss skips the update, and an update that overflows
-    is undone, so the parameters always stay the last sane ones."""
+    once; a non-finite or diverged loss skips the update, and an update that would
+    overflow is not taken, so the parameters always stay the last sane ones."""
 
     def __init__(self, model: CharRNN, opt: Optimizer) -> None:
         self.model, self.opt = model, opt
@@ -479,7 +473,6 @@ class _Update:
         self.n_groups = len(groups)
         self.offsets = segment_offsets(sizes)
         self.work = np.empty_like(model.params.flat)  # (P,) clipping's scratch
-        self.undo = _Undo()
 
     def __call__(
         self, batch: Batch, state: np.ndarray | None, lr: float, rng: np.random.Generator
@@ -492,16 +485,12 @@ class _Update:
             clip = clip_gradients(
                 grads.flat, self.offsets, opt.cfg.clip_value, opt.cfg.clip_norm, self.work
             )
+        skipped = not clip.finite or diverged(loss, model.cfg.vocab_size)
+        # an update that would overflow is not taken: the state stays the last sane one
+        skipped = skipped or not opt.try_step(flat, grads.flat, lr, PARAM_LIMIT)
         group_norms = np.sqrt(
             np.bincount(self.seg_group, weights=clip.param_norms**2, minlength=self.n_groups)
         )
-        skipped = not clip.finite or diverged(loss, model.cfg.vocab_size)
-        if not skipped:
-            self.undo.keep(flat, opt)
-            with np.errstate(all="ignore"):
-                opt.step(flat, grads.flat, lr)
-            # an update that overflows is undone: the state stays the last sane one
-            skipped = not self.undo.sane(flat, opt)
         finite_norms = np.where(np.isfinite(group_norms), group_norms, 0.0)
         return _Done(loss, clip, finite_norms, hidden, skipped)
 
@@ -580,35 +569,6 @@ class _Clock:
         self.saved = now
         if evaluated:
             self.evaluated = now
-
-
-class _Undo:
-    """The parameters and optimizer state before an update, to undo one that overflows."""
-
-    def __init__(self) -> None:
-        self.flat: np.ndarray | None = None
-        self.state: dict[str, np.ndarray] = {}
-        self.t = 0
-
-    def keep(self, flat: np.ndarray, opt: Optimizer) -> None:
-        if self.flat is None:
-            self.flat = np.empty_like(flat)
-            self.state = {k: np.empty_like(v) for k, v in opt.state.items()}
-        np.copyto(self.flat, flat)
-        for k, v in opt.state.items():
-            np.copyto(self.state[k], v)
-        self.t = opt.t
-
-    def sane(self, flat: np.ndarray, opt: Optimizer) -> bool:
-        """True if the update left everything finite and in range; else undo it."""
-        if _sane([flat], PARAM_LIMIT) and _sane(list(opt.state.values()), sys.float_info.max):
-            return True
-        assert self.flat is not None
-        np.copyto(flat, self.flat)
-        for k, v in opt.state.items():
-            np.copyto(v, self.state[k])
-        opt.t = self.t
-        return False
 
 
 def _spread(n_batches: int, n_chars: int, max_chars: int | None) -> list[int]:
