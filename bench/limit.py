@@ -254,7 +254,7 @@ def profile_step(
     x, y = batches.batch(0)
     B, T = x.shape
     state = model.initial_state(B)
-    ws = model._workspace(B, T)
+    ws = model._ws
     fwd = _best_time(lambda: model._forward(x, state, None, ws), repeats)
     both = _best_time(lambda: model.loss_and_grads(x, y, state), repeats)
     data = _best_time(lambda: batches.batch(1 % batches.n_batches), repeats)

@@ -216,9 +216,6 @@ class Cache:
     top: np.ndarray  # (H, T·B) top activations as columns
 
 
-_MAX_WORKSPACES = 4  # (B, T) shapes whose scratch memory a model keeps
-
-
 class CharRNN:
     """A character model: config plus parameters, with forward, backward and one-step generation."""
 
@@ -231,17 +228,8 @@ class CharRNN:
             params = init_params(cfg, rng if rng is not None else np.random.default_rng(0))
         self.params = params
         self.dtype = np.dtype(cfg.dtype)
-        self._workspaces: dict[tuple[int, int], cells.Workspace] = {}  # scratch, by (B, T)
+        self._ws = cells.Workspace()  # scratch of loss_and_grads and nll, for every (B, T)
         self._grads: Params | None = None  # loss_and_grads' output buffer
-
-    def _workspace(self, B: int, T: int) -> cells.Workspace:
-        """Scratch arrays for (B, T), kept so that training allocates nothing per step."""
-        ws = self._workspaces.get((B, T))
-        if ws is None:
-            if len(self._workspaces) >= _MAX_WORKSPACES:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            ws = self._workspaces[(B, T)] = cells.Workspace()
-        return ws
 
     def layer_weights(self, layer: int) -> cells.LayerWeights:
         """Layer ``layer``'s recurrent weights and options, as the cells take them."""
@@ -354,7 +342,7 @@ class CharRNN:
     def nll(self, x: np.ndarray, y: np.ndarray, state: np.ndarray | None = None):
         """-log p(y<t> | x<≤t>) for every position, (B, T), and the final state."""
         B, T = x.shape
-        logits, final, _ = self._forward(x, state, None, self._workspace(B, T))
+        logits, final, _ = self._forward(x, state, None, self._ws)
         yt = np.ascontiguousarray(y.T).reshape(-1)
         z_y = logits[np.arange(T * B), yt]  # taken before softmax overwrites the logits
         _, lse = softmax(logits, axis=1, out=logits)
@@ -383,7 +371,7 @@ class CharRNN:
         again, or keep ``grads.copy()``. final_state and d_state0 are fresh.
         """
         B, T = x.shape
-        ws = self._workspace(B, T)
+        ws = self._ws
         logits, final, cache = self._forward(x, state, rng, ws)
         N = T * B
         yt = ws("targets", (N,), np.intp)
@@ -471,8 +459,7 @@ class CharRNN:
             dX_cols = np.matmul(Wax.T, dZ_cols, out=lws("dX_cols", (D, N), dt))  # (E, N)
             np.matmul(onehot.T, dX_cols.T, out=grads["embed"])  # (V, N) @ (N, E)
             return dX_cols
-        WaxT = lws("WaxT", (D, GH), dt)
-        np.copyto(WaxT, Wax.T)
+        WaxT = cells.transposed(Wax, lws("WaxT", (D, GH), dt))
         dA = ws.child(f"l{layer - 1}")("dA", (T, D, B), dt)
         # (T, D, B): T products (D, GH) @ (GH, B)
         np.matmul(WaxT, dZ_cols.reshape(GH, T, B).transpose(1, 0, 2), out=dA)

@@ -325,6 +325,31 @@ def test_reused_workspace_gives_the_same_results(cell):
     np.testing.assert_allclose(dstate, dstate1, rtol=0, atol=1e-12)
 
 
+def test_workspace_reuses_one_buffer_for_every_shape():
+    """A smaller shape gets the front of the buffer a larger one made, contiguous;
+    a larger shape or another dtype gets new memory."""
+    ws = cells.Workspace()
+    big = ws("x", (4, 6, 5), np.float32)
+    small = ws("x", (3, 6, 5), np.float32)
+    assert small.shape == (3, 6, 5) and small.flags.c_contiguous
+    assert np.shares_memory(small, big)
+    assert ws("x", (3, 6, 5), np.float32) is small  # the same shape: the same array
+    assert not np.shares_memory(ws("x", (5, 6, 5), np.float32), big)
+    assert ws("x", (2, 2), np.float64).dtype == np.float64
+    assert not np.shares_memory(ws("y", (3, 6, 5), np.float32), big)  # another name
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (8, 3), (512, 128), (1000, 300), (2048, 512)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_copy_is_the_transpose(shape, dtype):
+    W = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    out = np.empty(shape[::-1], dtype)
+    assert cells.transposed(W, out) is out
+    np.testing.assert_array_equal(out, W.T)
+    top = W[: shape[0] // 2 + 1]  # a block of rows, as the GRU transposes its gates
+    np.testing.assert_array_equal(cells.transposed(top, np.empty(top.shape[::-1], dtype)), top.T)
+
+
 # --------------------------------------------------------------------------- pure functions
 
 
