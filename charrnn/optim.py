@@ -107,6 +107,9 @@ class ClipResult(NamedTuple):
     value_fraction: float  # fraction of entries clamped by value clipping (0 without it)
     scale: float  # factor norm clipping applied (1.0 when it did not bite)
     finite: bool  # False if any gradient entry was NaN or inf (nothing was clipped then)
+    # (N,) g*g of the gradient as it leaves clipping, when clipping did not change it (the
+    # workspace, valid until it is reused); None when it did
+    squares: np.ndarray | None = None
 
 
 def segment_offsets(sizes: list[int]) -> np.ndarray:
@@ -125,7 +128,8 @@ def clip_gradients(
 
     Value clipping first (each entry to ±clip_value, as in the assignment), then
     norm clipping of the result (g *= clip_norm / ‖g‖ when ‖g‖ > clip_norm).
-    The reported norms are the raw, pre-clip ones.
+    The reported norms are the raw, pre-clip ones; the squares measured on the way are
+    handed on when g leaves unchanged, for an optimizer step to reuse.
     """
     sq = np.multiply(g, g, out=work)  # (N,) squared entries
     param_sq = np.add.reduceat(sq, offsets) if len(offsets) else np.zeros(0, g.dtype)
@@ -146,7 +150,8 @@ def clip_gradients(
         if now > clip_norm:
             scale = clip_norm / now
             g *= scale
-    return ClipResult(norm, param_norms, value_fraction, scale, True)
+    intact = clip_value is None and scale == 1.0  # (value clipping overwrites sq with |g|)
+    return ClipResult(norm, param_norms, value_fraction, scale, True, sq if intact else None)
 
 
 def _within(a: np.ndarray, limit: float | None) -> bool:
@@ -186,18 +191,34 @@ class Optimizer:
         # (N,) each: the state a proposed step would leave, and the update's scratch
         self._next = {k: np.empty_like(a) for k, a in self.state.items()}
         self._tmp = np.empty(size, dtype)
+        self._k = {  # the rules' constants as 0-d operands
+            "1-beta1": self._scalar(1 - cfg.beta1),
+            "1-beta2": self._scalar(1 - cfg.beta2),
+            "1-alpha": self._scalar(1 - cfg.alpha),
+            "eps": self._scalar(cfg.eps),
+        }
 
-    def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
-        """w -= update(g); g is used as scratch and left undefined."""
-        w -= self._propose(g, lr)
+    def step(
+        self, w: np.ndarray, g: np.ndarray, lr: float, squares: np.ndarray | None = None
+    ) -> None:
+        """w -= update(g); g is used as scratch and left undefined. ``squares``, if given,
+        must hold g*g (``ClipResult.squares``): it saves computing them again."""
+        w -= self._propose(g, lr, squares)
         self._commit()
 
-    def try_step(self, w: np.ndarray, g: np.ndarray, lr: float, limit: float) -> bool:
+    def try_step(
+        self,
+        w: np.ndarray,
+        g: np.ndarray,
+        lr: float,
+        limit: float,
+        squares: np.ndarray | None = None,
+    ) -> bool:
         """:meth:`step`, taken only if it leaves every weight finite and within ±limit
         and the state finite; otherwise ``w``, ``state`` and ``t`` stay exactly as they
         were and the answer is False. g is used as scratch and left undefined."""
         with np.errstate(all="ignore"):  # overflow is expected here, and judged below
-            u = self._propose(g, lr)
+            u = self._propose(g, lr, squares)
             np.subtract(w, u, out=u)  # (N,) the new weights, not yet committed
             if not (_within(u, limit) and self._next_finite()):
                 return False
@@ -205,40 +226,47 @@ class Optimizer:
         self._commit()
         return True
 
-    def _propose(self, g: np.ndarray, lr: float) -> np.ndarray:
+    def _propose(self, g: np.ndarray, lr: float, squares: np.ndarray | None) -> np.ndarray:
         """The update of step t+1 (in g or a scratch buffer) and the state after it (in
         ``_next``); nothing is committed."""
-        c, tmp, t = self.cfg, self._tmp, self.t + 1
+        c, tmp, t, k = self.cfg, self._tmp, self.t + 1, self._k
         if c.name == "sgd":
-            g *= lr
+            g *= self._scalar(lr)
             return g
+        g2 = squares if squares is not None else np.multiply(g, g, out=tmp)  # (N,) g²
         if c.name == "adam":
+            # written straight into the next state and then into g, which touches fewer
+            # buffers than a scratch would; the same operations as v += (1-β2)(g² - v)
             m, v = self.state["m"], self.state["v"]
             m_next, v_next = self._next["m"], self._next["v"]
-            np.subtract(g, m, out=tmp)
-            tmp *= 1 - c.beta1
-            np.add(m, tmp, out=m_next)  # m = β1 m + (1-β1) g
-            np.multiply(g, g, out=tmp)
-            tmp -= v
-            tmp *= 1 - c.beta2
-            np.add(v, tmp, out=v_next)  # v = β2 v + (1-β2) g²
+            np.subtract(g2, v, out=v_next)
+            v_next *= k["1-beta2"]
+            v_next += v  # v = β2 v + (1-β2) g²
+            np.subtract(g, m, out=m_next)
+            m_next *= k["1-beta1"]
+            m_next += m  # m = β1 m + (1-β1) g
             lr_t = lr * math.sqrt(1 - c.beta2**t) / (1 - c.beta1**t)
-            np.sqrt(v_next, out=tmp)
-            tmp += c.eps * math.sqrt(1 - c.beta2**t)  # eps on the bias-corrected scale
-            np.divide(m_next, tmp, out=tmp)
-            tmp *= lr_t
-            return tmp
+            np.sqrt(v_next, out=g)
+            g += self._scalar(c.eps * math.sqrt(1 - c.beta2**t))  # eps, bias-corrected scale
+            np.divide(m_next, g, out=g)
+            g *= self._scalar(lr_t)
+            return g
         cache, cache_next = self.state["cache"], self._next["cache"]
-        np.multiply(g, g, out=tmp)
         if c.name == "rmsprop":
-            tmp -= cache
-            tmp *= 1 - c.alpha
-        np.add(cache, tmp, out=cache_next)  # adagrad: Σ g²; rmsprop: running mean of g²
+            np.subtract(g2, cache, out=tmp)
+            tmp *= k["1-alpha"]
+            g2 = tmp
+        np.add(cache, g2, out=cache_next)  # adagrad: Σ g²; rmsprop: running mean of g²
         np.sqrt(cache_next, out=tmp)
-        tmp += c.eps
+        tmp += k["eps"]
         np.divide(g, tmp, out=tmp)
-        tmp *= lr
+        tmp *= self._scalar(lr)
         return tmp
+
+    def _scalar(self, x: float) -> np.ndarray:
+        # a 0-d array of the buffers' dtype: the same value as a Python float operand
+        # would give, but cheaper in an in-place ufunc (see cells._ONE)
+        return np.array(x, dtype=self._tmp.dtype)
 
     def _next_finite(self) -> bool:
         if self.cfg.name == "adam":

@@ -487,7 +487,7 @@ class _Update:
             )
         skipped = not clip.finite or diverged(loss, model.cfg.vocab_size)
         # an update that would overflow is not taken: the state stays the last sane one
-        skipped = skipped or not opt.try_step(flat, grads.flat, lr, PARAM_LIMIT)
+        skipped = skipped or not opt.try_step(flat, grads.flat, lr, PARAM_LIMIT, clip.squares)
         group_norms = np.sqrt(
             np.bincount(self.seg_group, weights=clip.param_norms**2, minlength=self.n_groups)
         )

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from charrnn.batches import Batch
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.optim import OPTIMIZERS, OptimConfig, Optimizer, _within
+from charrnn.optim import (
+    OPTIMIZERS,
+    OptimConfig,
+    Optimizer,
+    _within,
+    clip_gradients,
+    segment_offsets,
+)
 from charrnn.trainer import PARAM_LIMIT, _Update
 
 N = 50
@@ -193,3 +200,34 @@ def test_the_trainer_skips_an_overflowing_update_and_keeps_everything(name):
     assert done.skipped and math.isfinite(done.loss)
     _assert_same(model.params.flat, opt, snap)
     assert not update(batch, None, 1e-2, rng).skipped and opt.t == 3
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_given_squares_give_the_same_step_bit_for_bit(name):
+    c = OptimConfig(name=name, lr=1e-2)
+    a, b = Optimizer(c, N, np.float32), Optimizer(c, N, np.float32)
+    wa = np.random.default_rng(1).standard_normal(N).astype(np.float32)
+    wb = wa.copy()
+    for g in _grads(10):
+        a.step(wa, g.copy(), c.lr)
+        squares = g * g
+        assert b.try_step(wb, g.copy(), c.lr, PARAM_LIMIT, squares)
+        assert wa.tobytes() == wb.tobytes()
+        for k in a.state:
+            assert a.state[k].tobytes() == b.state[k].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("clip_value", "clip_norm", "kept"),
+    [(None, None, True), (None, 1e6, True), (None, 0.5, False), (10.0, None, False)],
+)
+def test_clipping_hands_on_its_squares_only_while_g_is_unchanged(clip_value, clip_norm, kept):
+    g = _grads(11)[0]
+    g0 = g.copy()
+    offsets = segment_offsets([20, 30])
+    clip = clip_gradients(g, offsets, clip_value, clip_norm, np.empty_like(g))
+    if kept:
+        assert clip.scale == 1.0 and g.tobytes() == g0.tobytes()
+        assert clip.squares is not None and clip.squares.tobytes() == (g0 * g0).tobytes()
+    else:
+        assert clip.squares is None
