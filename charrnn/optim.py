@@ -108,7 +108,7 @@ class ClipResult(NamedTuple):
     scale: float  # factor norm clipping applied (1.0 when it did not bite)
     finite: bool  # False if any gradient entry was NaN or inf (nothing was clipped then)
     # (N,) g*g of the gradient as it leaves clipping, when clipping did not change it (the
-    # workspace, valid until it is reused); None when it did
+    # workspace: a step given it may consume it); None when it did
     squares: np.ndarray | None = None
 
 
@@ -225,6 +225,14 @@ class Optimizer:
         np.copyto(w, u)
         self._commit()
         return True
+
+    def squares_buffer(self) -> np.ndarray:
+        """(N,) where a caller may square g (clip_gradients' ``work``): handed back as
+        ``squares``, it is consumed in place, one buffer fewer for the step to read."""
+        for k in ("v", "cache"):
+            if k in self._next:
+                return self._next[k]
+        return self._tmp
 
     def _propose(self, g: np.ndarray, lr: float, squares: np.ndarray | None) -> np.ndarray:
         """The update of step t+1 (in g or a scratch buffer) and the state after it (in

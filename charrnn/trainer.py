@@ -472,7 +472,6 @@ class _Update:
         sizes, groups, self.seg_group = norm_groups(model.cfg)
         self.n_groups = len(groups)
         self.offsets = segment_offsets(sizes)
-        self.work = np.empty_like(model.params.flat)  # (P,) clipping's scratch
 
     def __call__(
         self, batch: Batch, state: np.ndarray | None, lr: float, rng: np.random.Generator
@@ -483,7 +482,11 @@ class _Update:
                 batch.x, batch.y, state, rng=rng, mask=batch.mask
             )
             clip = clip_gradients(
-                grads.flat, self.offsets, opt.cfg.clip_value, opt.cfg.clip_norm, self.work
+                grads.flat,
+                self.offsets,
+                opt.cfg.clip_value,
+                opt.cfg.clip_norm,
+                opt.squares_buffer(),
             )
         skipped = not clip.finite or diverged(loss, model.cfg.vocab_size)
         # an update that would overflow is not taken: the state stays the last sane one
