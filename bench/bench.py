@@ -1844,9 +1844,10 @@ def main(
         torch_mod.set_num_threads(threads)
     wait_for_quiet(wait_quiet, threads / 2, log)
     res["machine"] = machine_info(threads, torch_mod)
-    if res["machine"]["loadavg_start"][0] > threads:
+    load, usable = res["machine"]["loadavg_start"][0], res["machine"]["cpus_usable"]
+    if load > usable:
         log.warn(
-            f"load average {res['machine']['loadavg_start'][0]:.1f} on {threads} cpus: "
+            f"load average {load:.1f} on {usable} cpus: "
             "other work is running; figures will be noisy (ratios suffer least)"
         )
     cfgs = [CONFIGS[c] for c in configs]
