@@ -15,9 +15,10 @@ process so that OpenBLAS's thread count is set before it loads:
   two threads over halves, BLAS 1 each thread does half the batch, products single-threaded
   two threads over halves, BLAS 2
 
-and prints the time per training step of each, the best of several repeats, and the split's
-best against charrnn's way. (Measured 2026-11-29: no split beat one thread with BLAS threads
-by more than the machine's noise; see bench/README.md.)
+and prints the time of each (one layer's T steps forward and backward), the best of several
+repeats, and the speed-up of the best split over charrnn's way. (Measured 2026-11-29 on a
+quiet machine: the split is slower at (a) and gains at most 13% at (b) and (c); see
+bench/README.md.)
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main(configs: str, cell_names: str, repeats: int, child: str | None) -> None
     """Time one layer's recurrence on one thread against two threads over batch halves."""
     if child:
         return _child(child)
-    print(f"{'cell':5s} {'cfg':3s} " + " ".join(f"{w[0]:>33s}" for w in WAYS) + "  split/one")
+    print(f"{'cell':5s} {'cfg':3s} " + " ".join(f"{w[0]:>33s}" for w in WAYS) + "  speed-up")
     for cfg in configs.split(","):
         for cell in cell_names.split(","):
             ms = [_run(cell, cfg, blas, thr, repeats) * 1e3 for _, blas, thr in WAYS]

@@ -114,7 +114,7 @@ def feature_major(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-_BLOCK_BYTES = 32 * 1024  # half of this machine's L1 data cache
+_BLOCK_BYTES = 32 * 1024  # a typical L1 data cache of one core (this project's machine's)
 
 
 def transposed(W: np.ndarray, out: np.ndarray) -> np.ndarray:

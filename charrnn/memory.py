@@ -57,8 +57,9 @@ def require(nbytes: float, what: str, fix: str) -> None:
 
 def train_bytes(cfg: ModelConfig, batch_size: int, seq_len: int, n_chars: int) -> float:
     """A generous estimate of training memory: parameters with their gradients, the
-    optimizer state and the copies of both, the carried state of every stream, and one
-    batch's forward cache (of at most as many positions as the corpus has characters)."""
+    optimizer state with the spare buffers a step is computed in (7 arrays of the
+    parameters' size; 8 are counted), the carried state of every stream, and one batch's
+    forward cache (of at most as many positions as the corpus has characters)."""
     item = np.dtype(cfg.dtype).itemsize
     n_params = sum(math.prod(shape) for shape in param_shapes(cfg).values())
     B, T, H, L, V = batch_size, seq_len, cfg.hidden, cfg.layers, cfg.vocab_size

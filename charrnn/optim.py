@@ -181,16 +181,26 @@ class Optimizer:
     """
 
     def __init__(self, cfg: OptimConfig, size: int, dtype) -> None:
-        self.cfg = cfg
+        self._tmp = np.empty(size, dtype)  # the update's scratch
+        self.cfg = cfg  # (and the rules' constants, see the setter)
         self.t = 0  # steps applied
         self.state: dict[str, np.ndarray] = {}
         if cfg.name == "adam":
             self.state = {"m": np.zeros(size, dtype), "v": np.zeros(size, dtype)}
         elif cfg.name in ("adagrad", "rmsprop"):
             self.state = {"cache": np.zeros(size, dtype)}
-        # (N,) each: the state a proposed step would leave, and the update's scratch
+        # (N,) each: the state a proposed step would leave
         self._next = {k: np.empty_like(a) for k, a in self.state.items()}
-        self._tmp = np.empty(size, dtype)
+
+    @property
+    def cfg(self) -> OptimConfig:
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: OptimConfig) -> None:
+        """A new config (the session sets one when a time budget fixes the decay's end)
+        brings its own constants."""
+        self._cfg = cfg
         self._k = {  # the rules' constants as 0-d operands
             "1-beta1": self._scalar(1 - cfg.beta1),
             "1-beta2": self._scalar(1 - cfg.beta2),

@@ -463,9 +463,10 @@ class _Done(NamedTuple):
 
 
 class _Update:
-    """One optimizer step with its safety net. Gradients are clipped in a workspace made
-    once; a non-finite or diverged loss skips the update, and an update that would
-    overflow is not taken, so the parameters always stay the last sane ones."""
+    """One optimizer step with its safety net. Clipping squares the gradient into one of
+    the optimizer's own buffers, which the step then uses as g²; a non-finite or diverged
+    loss skips the update, and an update that would overflow is not taken, so the
+    parameters always stay the last sane ones."""
 
     def __init__(self, model: CharRNN, opt: Optimizer) -> None:
         self.model, self.opt = model, opt
@@ -495,7 +496,8 @@ class _Update:
             np.bincount(self.seg_group, weights=clip.param_norms**2, minlength=self.n_groups)
         )
         finite_norms = np.where(np.isfinite(group_norms), group_norms, 0.0)
-        return _Done(loss, clip, finite_norms, hidden, skipped)
+        # the squares' buffer is now the optimizer's state (or its next scratch): not handed on
+        return _Done(loss, clip._replace(squares=None), finite_norms, hidden, skipped)
 
 
 def _record(ts: TrainState, done: _Done, lr: float, epoch: float, speed: float) -> StepStats:

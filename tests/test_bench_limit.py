@@ -34,6 +34,7 @@ def _load(name: str):
 
 limit = _load("limit")
 bench = _load("bench")
+split_threads = _load("split_threads")
 
 V = 65  # tiny-shakespeare's vocabulary, as in the benchmark
 BENCH_SHAPES = [(1, 128), (2, 256), (2, 512)]  # (L, H) of configs a, b, c
@@ -197,3 +198,12 @@ def test_sample_targets_set_beyond_the_limit_apart():
     assert plain["target"] == "sampling batch 256 ≥ 1.5× PyTorch"
     assert plain["measured"] == "0/1 met, lowest 1.20× (gru a)"
     assert bench.sample_targets(1, 10.0, []) == []
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_split_threads_times_the_recurrence_whole_and_in_halves(cell):
+    """bench/split_threads.py's measurement runs a cell's forward and backward, on one
+    thread and on two over halves of the batch (the figures themselves are the bench's)."""
+    for threads in (1, 2):
+        secs = split_threads.measure(cell, H=8, B=4, T=3, threads=threads, repeats=1)
+        assert 0 < secs < 0.1

@@ -3,6 +3,7 @@ which would overflow changes nothing at all (weights, optimizer state, step coun
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,7 +21,7 @@ from charrnn.optim import (
     clip_gradients,
     segment_offsets,
 )
-from charrnn.trainer import PARAM_LIMIT, _Update
+from charrnn.trainer import PARAM_LIMIT, _Update, norm_groups
 
 N = 50
 
@@ -222,3 +223,43 @@ def test_clipping_hands_on_its_squares_only_while_g_is_unchanged(clip_value, cli
         assert clip.squares is not None and clip.squares.tobytes() == (g0 * g0).tobytes()
     else:
         assert clip.squares is None
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize(
+    ("clip_value", "clip_norm"), [(None, None), (None, 1e-3), (1e-3, None), (1e-3, 1e-4)]
+)
+def test_the_trainer_step_is_clipping_then_a_plain_step(name, clip_value, clip_norm):
+    """The trainer hands clipping's squares to the step only when they are the clipped
+    gradient's: its result is the plain clip-then-step, bit for bit (fails if stale
+    squares, e.g. of the gradient before clipping, reach the step)."""
+    cfg = ModelConfig(vocab_size=5, cell="gru", hidden=6)
+    oc = OptimConfig(name=name, clip_value=clip_value, clip_norm=clip_norm)
+    a, b = (CharRNN(cfg, rng=np.random.default_rng(0)) for _ in range(2))
+    opt_a, opt_b = (Optimizer(oc, a.params.flat.size, a.dtype) for _ in range(2))
+    update, offsets = _Update(a, opt_a), segment_offsets(norm_groups(cfg)[0])
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.integers(0, 5, (3, 4))
+        y = np.roll(x, -1, axis=1)
+        assert not update(Batch(x, y, None, False, False), None, 1e-2, rng).skipped
+        _, g, _, _ = b.loss_and_grads(x, y)
+        clip_gradients(g.flat, offsets, clip_value, clip_norm)
+        opt_b.step(b.params.flat, g.flat, 1e-2)
+        assert a.params.flat.tobytes() == b.params.flat.tobytes()
+        assert all(opt_a.state[k].tobytes() == opt_b.state[k].tobytes() for k in opt_a.state)
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_a_new_config_brings_its_constants(name):
+    """The session replaces a running optimizer's config; the step must use the new one."""
+    old = OptimConfig(name=name)
+    new = dataclasses.replace(old, beta1=0.5, beta2=0.9, alpha=0.5, eps=1e-3)
+    a, b = Optimizer(old, N, np.float64), Optimizer(new, N, np.float64)
+    a.cfg = new
+    wa = np.random.default_rng(1).standard_normal(N)
+    wb = wa.copy()
+    for g in _grads(2, dtype=np.float64):
+        a.step(wa, g.copy(), 1e-2)
+        b.step(wb, g.copy(), 1e-2)
+    assert wa.tobytes() == wb.tobytes()
