@@ -236,7 +236,10 @@ class Drawer:
     top-k / top-p go through :func:`sampling_probs`.
     """
 
-    GUMBEL_MAX_BATCH = 8  # above this, the inverse CDF is cheaper than the noise
+    # above this, the inverse CDF is cheaper than the noise: per step, V=27: 7 against 32 µs
+    # at B=16, 42 against 50 at B=128, 80 against 68 at B=256; V=65 crosses at B≈160, V=165
+    # above 256 (one thread; bench/README.md, "Results of 2026-11-29, session 5's final main")
+    GUMBEL_MAX_BATCH = 128
     BLOCK = 64  # steps of noise drawn at once
     TRIANGLE_MAX_V = 512  # vocabularies up to this size sum the CDF with one product
 

@@ -33,10 +33,12 @@ def test_sampling_follows_the_softmax():
     np.testing.assert_allclose(freq, [0.7, 0.2, 0.1], atol=0.015)
 
 
-@pytest.mark.parametrize("B, T", [(1, 1.0), (2, 0.7), (64, 1.3)])
+@pytest.mark.parametrize("B, T", [(1, 1.0), (2, 0.7), (64, 1.3), (200, 0.9)])
 def test_drawer_follows_the_tempered_softmax(B, T):
     """Gumbel-max (small batches) and inverse CDF (large) both sample softmax(logits / T)."""
     from charrnn.sampler import Drawer
+
+    assert (B > Drawer.GUMBEL_MAX_BATCH) == (B == 200)  # both ways are tested
 
     logits = np.log(np.array([0.6, 0.25, 0.1, 0.05]))[:, None].repeat(B, axis=1)
     want = np.exp(logits[:, 0] / T) / np.exp(logits[:, 0] / T).sum()
@@ -91,7 +93,8 @@ def test_inverse_cdf_draws_equal_a_naive_loop_and_buffers_carry_nothing_over():
     drawer = Drawer(SampleOptions(T), np.random.default_rng(5))
     mirror = np.random.default_rng(5)  # the same uniforms, drawn by the loop below
     rng = np.random.default_rng(6)
-    for B in (40, 40, 17, 40):  # a batch that shrinks rebuilds the buffers
+    big = Drawer.GUMBEL_MAX_BATCH + 40
+    for B in (big, big, big - 23, big):  # a batch that shrinks rebuilds the buffers
         logits = rng.normal(size=(V, B)).astype(np.float32) * 3
         out = np.full(B, -1, dtype=np.int64)
         ids, _ = drawer(logits, out=out)
