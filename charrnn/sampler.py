@@ -250,8 +250,8 @@ class Drawer:
         self.i = 0
         self.triangle: np.ndarray | None = None  # (V, V) lower triangle of ones
         self.shape: tuple[object, ...] = ()  # (V, B, dtype) the buffers below were made for
-        self.z = np.empty(0)  # (V, B) logits / T, then their softmax
-        self.p64 = np.empty(0)  # (V, B) the same in float64
+        self.z = np.empty(0)  # (V, B) exp(logits / T - each column's max)
+        self.p64 = np.empty(0)  # (V, B) the same in float64: the unnormalised softmax
         self.cdf = np.empty(0)  # (V, B) running sums of p64 down each column
         self.u = np.empty(0)  # (B,) the uniform draws, scaled by each column's total
         self.below = np.empty(0, dtype=bool)  # (V, B) cdf <= u
@@ -283,12 +283,17 @@ class Drawer:
             self.p64, self.cdf = np.empty((V, B)), np.empty((V, B))
             self.u, self.below = np.empty(B), np.empty((V, B), dtype=bool)
             self.triangle = np.tril(np.ones((V, V))) if V <= self.TRIANGLE_MAX_V else None
-        p, _ = softmax(np.divide(logits, self.opts.temperature, out=self.z), axis=0, out=self.z)
+        # softmax(logits / T) without its normalisation: the uniform is scaled by each
+        # column's total instead, so the division and the log-normaliser are not needed
+        z = np.divide(logits, self.opts.temperature, out=self.z)
+        z -= z.max(axis=0)
+        np.exp(z, out=z)
+        p = self.p64
+        np.copyto(p, z)  # summed in float64: rare ids keep their share of the total
         if self.triangle is not None:
-            np.copyto(self.p64, p)
-            cdf = np.matmul(self.triangle, self.p64, out=self.cdf)
+            cdf = np.matmul(self.triangle, p, out=self.cdf)
         else:
-            cdf = np.cumsum(p, axis=0, dtype=np.float64, out=self.cdf)
+            cdf = np.cumsum(p, axis=0, out=self.cdf)
         u = self.rng.random(out=self.u)
         u *= cdf[-1]
         np.less_equal(cdf, u, out=self.below)
