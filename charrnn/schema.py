@@ -69,6 +69,9 @@ def check(ck: Checkpoint) -> None:
         arr = arrays.get(key)
         if arr is not None and (arr.dtype.kind not in kinds or arr.ndim != ndim):
             raise CheckpointError(f"array {key!r} is {arr.dtype} {arr.shape}")
+    for key, stored in arrays.items():  # charrnn writes real numbers only: nothing is cast
+        if stored.dtype.kind not in "biuf":
+            raise CheckpointError(f"array {key!r} is {stored.dtype}: charrnn stores real numbers")
     _check_round_trip(ck)
 
 

@@ -242,6 +242,18 @@ def test_damaged_bytes_load_as_written_or_are_refused(edits: list[tuple[str, int
     COUNTS[f"bytes {outcome}"] += 1
 
 
+def test_an_array_of_complex_numbers_is_refused_before_anything_casts_it() -> None:
+    """A complex array is refused by its dtype; nothing casts it to real on the way
+    (which NumPy would do with a ComplexWarning on stderr)."""
+    assert "opt.m" in ARRAYS  # Adam's first moment
+    arrays = {k: (a.astype(np.complex64) if k == "opt.m" else a) for k, a in ARRAYS.items()}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        path = _save(Path(tmp), arrays, META)
+        assert path is not None and _outcome(path, arrays, META) == "refused"
+    assert not seen, [str(w.message) for w in seen]
+
+
 def test_the_fuzzed_checkpoint_itself_loads() -> None:
     """The fuzz starts from a checkpoint that passes, so refusals mean something."""
     with tempfile.TemporaryDirectory() as tmp:
