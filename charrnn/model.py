@@ -186,17 +186,25 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
     return params
 
 
-def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None):
-    """exp(z) normalised along ``axis`` (into ``out``, which may be z), and log Σ exp(z).
-
-    The one softmax of charrnn: training, scoring and sampling all call it.
-    Stable: exp sees z - max(z). The second result, the log-normaliser
-    (log-sum-exp, the shape of z without ``axis``), turns a logit into a
-    log-probability: log ŷ_i = z_i - lse.
-    """
+def shifted_exp(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None):
+    """exp(z - max(z)) along ``axis`` (into ``out``, which may be z), and the max (kept
+    dims): softmax before its normalisation, which never overflows. A draw that scales its
+    uniform by the column's total (the sampler's inverse CDF) needs no more."""
     mx = np.max(z, axis=axis, keepdims=True)
     out = np.subtract(z, mx, out=out)
     np.exp(out, out=out)
+    return out, mx
+
+
+def softmax(z: np.ndarray, axis: int = -1, out: np.ndarray | None = None):
+    """exp(z) normalised along ``axis`` (into ``out``, which may be z), and log Σ exp(z).
+
+    The one softmax of charrnn: training, scoring and sampling all call it (or its
+    numerator, :func:`shifted_exp`). Stable: exp sees z - max(z). The second result, the
+    log-normaliser (log-sum-exp, the shape of z without ``axis``), turns a logit into a
+    log-probability: log ŷ_i = z_i - lse.
+    """
+    out, mx = shifted_exp(z, axis, out)
     total = np.sum(out, axis=axis, keepdims=True)
     out /= total
     lse = np.log(total)

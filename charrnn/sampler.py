@@ -18,7 +18,7 @@ import numpy as np
 
 from charrnn.cells import negate_sigmoid_rows
 from charrnn.errors import VocabError
-from charrnn.model import CharRNN, softmax
+from charrnn.model import CharRNN, shifted_exp, softmax
 from charrnn.tokenizer import Vocab
 
 
@@ -285,9 +285,7 @@ class Drawer:
             self.triangle = np.tril(np.ones((V, V))) if V <= self.TRIANGLE_MAX_V else None
         # softmax(logits / T) without its normalisation: the uniform is scaled by each
         # column's total instead, so the division and the log-normaliser are not needed
-        z = np.divide(logits, self.opts.temperature, out=self.z)
-        z -= z.max(axis=0)
-        np.exp(z, out=z)
+        z, _ = shifted_exp(np.divide(logits, self.opts.temperature, out=self.z), 0, self.z)
         p = self.p64
         np.copyto(p, z)  # summed in float64: rare ids keep their share of the total
         if self.triangle is not None:
