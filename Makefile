@@ -8,8 +8,14 @@ install:            ## install charrnn and its runtime dependencies (the bundled
 dev:                ## install with test and lint tools
 	$(PY) -m pip install -e '.[dev]'
 
-wheel:              ## build dist/charrnn_numpy-*.whl (no network: uses the installed setuptools)
-	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
+# the installed setuptools builds the wheel offline if it can (70.1+ has bdist_wheel); an
+# older one (a 3.11 venv's 65) or none (a 3.12 venv) makes pip fetch setuptools>=68 itself
+BUILD_ISOLATION = $(shell $(PY) -c "import importlib.metadata as m, re; \
+	v = tuple(map(int, re.match(r'(\d+)\.(\d+)', m.version('setuptools')).groups())); \
+	print('--no-build-isolation' if v >= (70, 1) else '')" 2>/dev/null)
+
+wheel:              ## build dist/charrnn_numpy-*.whl (offline when the installed setuptools is 70.1+)
+	$(PY) -m pip wheel --no-deps $(BUILD_ISOLATION) -w dist .
 
 test:               ## the test suite
 	$(PY) -m pip install -q -e '.[test]' && $(PY) -m pytest -q

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -69,3 +70,47 @@ def test_ci_tools_come_from_the_test_extra(wheel):
         if line.startswith("Requires-Dist:") and 'extra == "test"' in line
     }
     assert tools <= extra, tools - extra
+
+
+def _make_wheel_command(python: str) -> str:
+    r = subprocess.run(
+        ["make", "-n", "-s", "wheel", f"PY={python}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("setuptools", [None, "65.5.0"])
+def test_make_wheel_builds_in_isolation_when_setuptools_is_missing_or_too_old(tmp_path, setuptools):
+    # a fresh venv has only Python and pip: 3.12 has no setuptools, 3.11 has 65.5 (no
+    # bdist_wheel, and pyproject needs 68): `make wheel` must let pip fetch its own
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path)], check=True)
+    python = tmp_path / "bin" / "python"
+    if setuptools:
+        (site,) = tmp_path.glob("lib/python*/site-packages")
+        info = site / f"setuptools-{setuptools}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: setuptools\nVersion: {setuptools}\n"
+        )
+        out = subprocess.run(
+            [python, "-c", "import importlib.metadata as m; print(m.version('setuptools'))"],
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.strip() == setuptools  # the venv really reports the old one
+    command = _make_wheel_command(str(python))
+    assert "pip wheel" in command and "--no-build-isolation" not in command
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_wheel_uses_a_recent_installed_setuptools_offline():
+    from importlib.metadata import version
+
+    major, minor = (int(x) for x in version("setuptools").split(".")[:2])
+    assert (major, minor) >= (70, 1)  # the test extra brings it
+    assert "--no-build-isolation" in _make_wheel_command(sys.executable)
