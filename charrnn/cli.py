@@ -1319,8 +1319,10 @@ def usage_line(e: click.UsageError, argv: list[str]) -> str:
     """A click usage error as one line: the option (and the variable it came from), the
     problem, and where the help is."""
     ctx, param = e.ctx, getattr(e, "param", None)
-    command = ctx.command_path if ctx is not None else "charrnn"
-    if isinstance(e, click.BadParameter) and param is not None and ctx is not None:
+    command = ctx.command_path if ctx is not None else _command_of(argv)
+    if isinstance(e, click.MissingParameter):  # its message is empty: click words it itself
+        message = e.format_message()
+    elif isinstance(e, click.BadParameter) and param is not None and ctx is not None:
         flag = param.opts[-1] if isinstance(param, click.Option) else param.human_readable_name
         if _from_environment(param, ctx, argv):
             flag = f"{_envvar_of(param, ctx)} ({flag})"
@@ -1333,6 +1335,14 @@ def usage_line(e: click.UsageError, argv: list[str]) -> str:
     else:
         message = e.format_message()
     return error_line(message, f"see '{command} --help'")
+
+
+def _command_of(argv: list[str]) -> str:
+    """The command an error without a context came from (click's parser gives none for
+    "Option '--prime' requires an argument"): the group takes no values, so the first
+    word that is not an option names the subcommand."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return f"charrnn {word}" if word in cli.commands else "charrnn"
 
 
 def _from_environment(param: click.Parameter, ctx: click.Context, argv: list[str]) -> bool:

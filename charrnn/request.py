@@ -110,7 +110,7 @@ class TrainRequest:
                 f"run {self.run!r}: use letters, digits, '.', '_' and '-' (not starting with '.')"
             )
         if self.steps is not None and self.epochs is not None:
-            raise ValueError("give steps or epochs, not both: each sets the run's length")
+            raise ValueError("give steps or epochs, not both: each sets how long training lasts")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, not {self.steps}")
         if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):

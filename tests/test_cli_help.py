@@ -76,9 +76,16 @@ ONE_LINE_USAGE_ERRORS = [
     (["sample", "--length", "0"], "--length", "charrnn sample --help"),
     (
         ["train", "--store", "/nonexistent", "--steps", "10", "--epochs", "2"],
-        "--steps / --epochs",
+        "error: --steps / --epochs: give steps or epochs",  # not --run: "the run's" is prose
         "charrnn train --help",
     ),
+    # a missing argument is named (its click message is empty: it read "FILE: ")
+    (["score", "--model", "dinos"], "error: Missing argument 'FILE'.", "charrnn score --help"),
+    (["score"], "error: Missing argument 'FILE'.", "charrnn score --help"),
+    # click's parser gives no context for a missing value: the subcommand's help all the same
+    (["sample", "dinos", "--prime"], "'--prime' requires an argument", "charrnn sample --help"),
+    (["clip-stats", "--probe"], "'--probe' requires an argument", "charrnn clip-stats --help"),
+    (["train", "-q", "--run"], "'--run' requires an argument", "charrnn train --help"),
 ]
 
 
