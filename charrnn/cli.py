@@ -201,19 +201,30 @@ class FiniteFloat(click.ParamType):
 
 
 class OptionalFloat(click.ParamType):
-    """A number, or none/off/0 for "not at all" (clipping thresholds)."""
+    """A positive number, or none/off/0 for "not at all" (clipping thresholds: a threshold
+    of 0 would zero every gradient, so 0 means off, as in PyTorch Lightning and Hugging
+    Face's trainers); a negative number is refused."""
 
     name = "float"
+    OFF = " 0 means off too."  # said in --help
 
     def convert(self, value, param, ctx):
         if value is None or isinstance(value, float):
             return value
-        if str(value).lower() in ("0", "none", "off"):
+        text = str(value).strip().lower()
+        if text in ("none", "off"):
             return None
         try:
-            return float(value)
+            x = float(text)
         except ValueError:
             self.fail(f"{value!r} is not a number (or 'none')", param, ctx)
+        if x == 0:
+            return None
+        if not (x > 0 and math.isfinite(x)):
+            self.fail(
+                f"{value} is not a positive finite number (none or 0: no clipping)", param, ctx
+            )
+        return x
 
 
 MODEL_HELP = (
@@ -263,7 +274,7 @@ def cli() -> None:
 
 INT = {"type": int, "metavar": "N"}
 NUMBER = {"type": FiniteFloat(), "metavar": "X"}
-CLIP = {"type": OptionalFloat(), "metavar": "X|none"}
+CLIP = {"type": OptionalFloat(), "metavar": "X|none", "extra_help": OptionalFloat.OFF}
 SEED = {"type": click.IntRange(0), "metavar": "N"}  # numpy seeds are non-negative
 # a field's option type, from its annotation, unless the option says otherwise
 BY_ANNOTATION = {"int": INT, "int | None": INT, "float": NUMBER, "float | None": NUMBER}

@@ -204,3 +204,29 @@ def test_sample_help_explains_the_ways_to_name_a_model():
         assert form in out
     out = CliRunner().invoke(cli, ["score", "--help"], terminal_width=200).output
     assert "--model RUN" in out and "RUN:best" in out
+
+
+# --------------------------------------------------------------------------- clipping thresholds
+
+
+@pytest.mark.parametrize("flag", ["--clip-norm", "--clip-value"])
+def test_clipping_off_is_none_or_0_both_documented_and_a_negative_says_so(invoke, flag):
+    from charrnn.cli import OptionalFloat
+
+    out = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
+    line = next(x for x in out.splitlines() if x.strip().startswith(flag))
+    assert "none: off. 0 means off too." in line
+    off = OptionalFloat()
+    assert [off.convert(v, None, None) for v in ("0", "0.0", "none", "OFF", "2.5")] == [
+        None,
+        None,
+        None,
+        None,
+        2.5,
+    ]
+    for bad in ("-1", "nan", "inf"):
+        r = invoke(["train", "--store", "/nonexistent", flag, bad])
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1
+        assert f"error: {flag}: {bad} is not a positive finite number (none or 0: no clipping)" in (
+            r.stderr
+        )
