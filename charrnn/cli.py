@@ -556,20 +556,32 @@ def train(
 
 
 def which_checkpoint(f):
-    """--best / --latest: which checkpoint of a run (default: its best, if it has one)."""
-    f = click.option(
+    """--best / --latest: which checkpoint of a run (default: its best, if it has one),
+    handed to the command as ``which`` ("best", "latest" or None). Both on the command
+    line is a usage error; one set in the environment yields to the other given on it."""
+
+    @functools.wraps(f)
+    def with_which(*args: Any, best: bool, latest: bool, **kwargs: Any) -> Any:
+        if best and latest:
+            source = click.get_current_context().get_parameter_source
+            typed = {n for n in ("best", "latest") if source(n) == ParameterSource.COMMANDLINE}
+            if len(typed) != 1:
+                raise click.UsageError("--best and --latest exclude each other: give one")
+            best, latest = "best" in typed, "latest" in typed
+        kwargs["which"] = "best" if best else "latest" if latest else None
+        return f(*args, **kwargs)
+
+    wrapped: Any = click.option(
         "--latest",
-        "which",
-        flag_value="latest",
+        is_flag=True,
         help="Use the run's latest checkpoint, not its best by validation loss.",
-    )(f)
+    )(with_which)
     return click.option(
         "--best",
-        "which",
-        flag_value="best",
+        is_flag=True,
         help="Use the run's best checkpoint by validation loss (the default when it has one); "
         "fail if it has none.",
-    )(f)
+    )(wrapped)
 
 
 def _load_for_inference(

@@ -212,3 +212,24 @@ def test_prose_json_has_the_fields_names_mode_has(sample, trained_store):
         assert doc["finished"] is True and doc["n_chars"] == 30
         _, model, vocab = _load_for_inference(trained_store, "prose", None, Log(True))
         assert doc["logprob"] == pytest.approx(score_text(model, vocab, doc["text"])[0], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sample", "dinos"], ["score", str(DINOS), "--model", "dinos"], ["clip-stats", "dinos"]],
+)
+def test_best_and_latest_together_is_a_usage_error(invoke, store, command):
+    # it was accepted silently, the last of the two winning
+    for pair in (["--best", "--latest"], ["--latest", "--best"]):
+        r = invoke([*command, "--store", str(store), *pair])
+        assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+        assert r.stderr.startswith("charrnn: error: --best and --latest exclude each other")
+        assert f"see 'charrnn {command[0]} --help'" in r.stderr
+
+
+def test_best_or_latest_on_the_command_line_overrides_the_environment(invoke, store):
+    env = {"CHARRNN_SAMPLE_LATEST": "1"}
+    r = invoke(["sample", "dinos:best", "--store", str(store)], env=env)
+    assert r.exit_code == 2 and "--latest takes a run name" in r.stderr  # the variable counts
+    r = invoke(["sample", "dinos", "--store", str(store), "-n", "1", "--best"], env=env)
+    assert r.exit_code == 0 and r.stdout.count("\n") == 1, r.stderr
