@@ -942,6 +942,15 @@ def _default_min_length(checkpoint) -> int:
     help="Score each line on its own (from the start of a line, newline included).",
 )
 @click.option(
+    "--lines/--stream",
+    "by_lines",
+    default=None,
+    help="How the totals are scored. --lines: each line on its own from the start state, "
+    "end of line included (the totals of --per-line); --stream: the file as one text, the "
+    "state carried across line ends. [default: --lines for a model trained in names mode, "
+    "--stream for prose]",
+)
+@click.option(
     "--skip-unknown",
     is_flag=True,
     help="Drop characters the model does not know (counted) instead of failing.",
@@ -954,6 +963,7 @@ def score(
     spec: str | None,
     store_dir: Path | None,
     per_line: bool,
+    by_lines: bool | None,
     skip_unknown: bool,
     which: str | None,
     json: bool,
@@ -962,9 +972,14 @@ def score(
     """How likely FILE (or - for stdin) is under a model.
 
     Prints the log-probability, nats and bits per character and perplexity.
-    With --per-line, one row per line (log-probability, nats per character,
-    the line): rank candidate names by plausibility. --model takes a model as
-    `charrnn sample` does: RUN, RUN:best, RUN:latest, RUN:STEP or a file.
+    A model trained in names mode scores FILE as it was trained: each line on
+    its own from the start state, end of line included, so the totals are the
+    sums of --per-line's rows (said once on stderr; --stream scores the file as
+    one text, the state carried across line ends). A prose model scores the
+    file as one stream (--lines: line by line). With --per-line, one row per
+    line (log-probability, nats per character, the line): rank candidate names
+    by plausibility. --model takes a model as `charrnn sample` does: RUN,
+    RUN:best, RUN:latest, RUN:STEP or a file.
 
     \b
     Examples:
@@ -976,9 +991,11 @@ def score(
 
     from charrnn.console import Log
     from charrnn.corpus import check_paths, read_text
-    from charrnn.scoring import Known, score_line_stream, score_stream
+    from charrnn.scoring import Known, score_by_lines, score_line_stream, score_stream
 
     log = Log(quiet)
+    if per_line and by_lines is False:
+        raise click.UsageError("--per-line scores lines one by one; drop --stream")
     check_paths([file])  # a missing file or a device fails before the model is chosen
     checkpoint, model, vocab = _load_for_inference(store_dir, spec, which, log)
     reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
@@ -1007,7 +1024,16 @@ def score(
         if not rows:  # as without --per-line: an empty input is an error, not silence
             raise CorpusError(f"{file} has nothing to score")
         return
-    lp, n, n_read = score_stream(model, vocab, pieces, known)
+    chosen = by_lines is None
+    if chosen:  # as the model was trained
+        by_lines = _trained_on_lines(checkpoint)
+    if by_lines and vocab.eos_id is None:
+        raise click.UsageError("--lines needs a newline in the model's vocabulary; use --stream")
+    n_lines = None
+    if by_lines:
+        lp, n, n_read, n_lines = score_by_lines(model, vocab, pieces, known)
+    else:
+        lp, n, n_read = score_stream(model, vocab, pieces, known)
     skipped = known.dropped
     if skipped:
         log.warn(f"dropped {plural(skipped, 'character')} not in the vocabulary")
@@ -1015,10 +1041,17 @@ def score(
         raise CorpusError(f"{file} has nothing to score")
     if n == 0:  # no newline in the vocabulary: the first character is context only
         raise CorpusError(f"{file} is too short to score: it needs at least 2 characters")
+    if chosen and by_lines:  # no silent switch: the stream score is one option away
+        log.info(
+            "scored each line on its own from the start state, end of line included, "
+            "as the names model was trained (--stream: the file as one stream)"
+        )
     nats = -lp / n
     doc = {
         "file": file,
         "checkpoint": str(checkpoint.path),
+        "scored_as": "lines" if by_lines else "stream",
+        "n_lines": n_lines,
         "n_chars": n,
         "logprob": lp,
         "nats_per_char": nats,
@@ -1029,11 +1062,32 @@ def score(
     if json:
         _emit_json(doc)
         return
+    if by_lines:
+        click.echo(f"lines           {n_lines:,}")
     click.echo(f"characters      {n:,}")
     click.echo(f"log-probability {lp:,.2f} nats")
     click.echo(f"nats/char       {nats:.4f}")
     click.echo(f"bits/char       {nats / math.log(2):.4f}")
     click.echo(f"perplexity      {math.exp(nats):.3f}")
+
+
+def _trained_on_lines(checkpoint) -> bool:
+    """Whether the checkpoint's run trained in names mode (each line from the start state),
+    as its training config records; older runs ("auto" from before names mode) streamed."""
+    return _trained_config(checkpoint).names
+
+
+def _trained_config(checkpoint) -> TrainConfig:
+    """The run's data settings as the checkpoint records them (names or prose mode,
+    batches, validation split)."""
+    from charrnn.errors import CheckpointError
+
+    try:
+        return TrainConfig.from_json(checkpoint.meta.get("train") or {})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{checkpoint.path}: checkpoint metadata is malformed ({e})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- clip-stats

@@ -1,8 +1,10 @@
 """How likely a text is under a model: the other half of a language model.
 
 "Given any sentence, its job is to tell you the probability of that sentence":
-log P(text) = Σ_t log ŷ<t>[x<t+1>], computed in chunks with the state carried,
-or for many lines at once as one padded batch. Pure NumPy.
+log P(text) = Σ_t log ŷ<t>[x<t+1>], computed in chunks with the state carried
+(a stream: what a prose model trains on), or line by line, each line from the
+start state with its end of line (what a names model trains on), many lines at
+once as one padded batch. Pure NumPy.
 """
 
 from __future__ import annotations
@@ -69,10 +71,12 @@ class Known:
     what: str  # the text's name, for messages
     skip: bool = False
     dropped: int = 0  # characters dropped so far
+    kept: int = 0  # characters let through so far
 
     def __call__(self, text: str) -> str:
         unknown = self.vocab.unknown(text)
         if not unknown:
+            self.kept += len(text)
             return text
         if not self.skip:
             raise VocabError(
@@ -81,20 +85,36 @@ class Known:
             )
         kept = text.translate(dict.fromkeys(map(ord, unknown)))
         self.dropped += len(text) - len(kept)
+        self.kept += len(kept)
         return kept
 
 
 def score_stream(
     model: CharRNN, vocab: Vocab, pieces: Iterable[str], known: Known
 ) -> tuple[float, int, int]:
-    """(log-probability, characters scored, characters read) of a text given in pieces."""
+    """(log-probability, characters scored, characters read) of a text given in pieces,
+    as one stream: the state carried across line ends."""
     scorer = StreamScore(model, vocab)
-    n_read = 0
+    before = known.kept
     for piece in pieces:
-        text = known(piece)
-        n_read += len(text)
-        scorer.feed(vocab.encode(text))
-    return scorer.logprob, scorer.n, n_read
+        scorer.feed(vocab.encode(known(piece)))
+    return scorer.logprob, scorer.n, known.kept - before
+
+
+def score_by_lines(
+    model: CharRNN, vocab: Vocab, pieces: Iterable[str], known: Known
+) -> tuple[float, int, int, int]:
+    """(log-probability, characters scored, characters read, lines) of a text given in
+    pieces, each line scored on its own from the start state, end of line included:
+    the sums of :func:`score_line_stream`'s rows, in their order, so the totals are
+    exactly what the per-line scores add up to."""
+    before = known.kept
+    logprob, n, n_lines = 0.0, 0, 0
+    for _, lp, k in score_line_stream(model, vocab, pieces, known):
+        logprob += lp
+        n += k
+        n_lines += 1
+    return logprob, n, known.kept - before, n_lines
 
 
 def lines_of(pieces: Iterable[str]) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""`charrnn score` as users and scripts run it: agreement with the training loss, per line."""
+"""`charrnn score` as users and scripts run it: agreement with the training loss (streams
+for prose, lines for names), per line."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from charrnn.batches import line_split
 from charrnn.cli import _load_for_inference
 from charrnn.console import Log
+from charrnn.corpus import load_corpus
+from charrnn.reading import CorpusOptions
 from charrnn.scoring import score_lines, score_text
+from charrnn.store import Store
+
+DINOS = Path(__file__).resolve().parent.parent / "data" / "dinos.txt"
 
 
 @pytest.fixture
@@ -20,7 +27,8 @@ def store(trained_store: Path) -> Path:
 
 
 def _model(store, run="dinos"):
-    ck, model, vocab = _load_for_inference(store, run, "latest", Log(True))
+    which = None if ":" in run else "latest"
+    ck, model, vocab = _load_for_inference(store, run, which, Log(True))
     return model, vocab
 
 
@@ -32,8 +40,11 @@ def test_score_agrees_with_the_training_loss(invoke, store):
     loss, _ = model.loss(ids[None, :-1], ids[None, 1:])
     assert n == len(text)
     assert -lp / n == pytest.approx(loss, rel=1e-6)
-    r = invoke(["score", "-", "--store", str(store), "--model", "dinos", "--json"], input=text)
+    r = invoke(
+        ["score", "-", "--store", str(store), "--model", "dinos", "--stream", "--json"], input=text
+    )
     doc = json.loads(r.stdout)
+    assert doc["scored_as"] == "stream" and doc["n_lines"] is None
     assert doc["n_chars"] == n and doc["nats_per_char"] == pytest.approx(loss, rel=1e-6)
     assert doc["bits_per_char"] == pytest.approx(loss / math.log(2), rel=1e-6)
     assert doc["perplexity"] == pytest.approx(math.exp(loss), rel=1e-6)
@@ -74,3 +85,87 @@ def test_per_line_on_an_empty_file_is_an_error_as_without_it(invoke, store, tmp_
     for extra in ([], ["--per-line"]):
         r = invoke(["score", str(empty), "--store", str(store), "--model", "dinos", *extra])
         assert r.exit_code == 65 and "nothing to score" in r.stderr and r.stdout == ""
+
+
+def _score(invoke, store, *args, input=None):
+    r = invoke(["score", *args, "--store", str(store)], input=input)
+    assert r.exit_code == 0, r.stderr
+    return r
+
+
+def test_a_names_model_scores_a_file_line_by_line_as_per_line_sums(invoke, store):
+    # issue 10's newcomer: the headline carried the state across names (2.30 nats/char on
+    # dinos.txt) while --per-line summed to 1.39; a names model is scored as it trained
+    names = "\n".join(DINOS.read_text().splitlines()[::7]) + "\n"
+    r = _score(invoke, store, "-", "--model", "dinos", "--json", input=names)
+    head = json.loads(r.stdout)
+    assert "scored each line on its own from the start state" in r.stderr
+    r = _score(invoke, store, "-", "--model", "dinos", "--per-line", "--json", input=names)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert head["scored_as"] == "lines" and head["n_lines"] == len(rows)
+    assert head["n_chars"] == sum(row["n_chars"] for row in rows) == len(names)
+    lp = sum(row["logprob"] for row in rows)
+    assert head["logprob"] == pytest.approx(lp, rel=1e-12)
+    assert head["nats_per_char"] == pytest.approx(-lp / head["n_chars"], rel=1e-12)
+    assert head["bits_per_char"] == pytest.approx(head["nats_per_char"] / math.log(2), rel=1e-12)
+    assert head["perplexity"] == pytest.approx(math.exp(head["nats_per_char"]), rel=1e-12)
+    # --stream keeps the old score, the state carried across line ends: not the same
+    r = _score(invoke, store, "-", "--model", "dinos", "--stream", "--json", input=names)
+    stream = json.loads(r.stdout)
+    assert stream["scored_as"] == "stream" and "scored each line" not in r.stderr
+    model, vocab = _model(store, "dinos:best")
+    want, n = score_text(model, vocab, names)
+    assert stream["n_chars"] == n and stream["logprob"] == pytest.approx(want, rel=1e-9)
+    assert abs(stream["nats_per_char"] - head["nats_per_char"]) > 0.05
+    # the terminal form says the same, with the line count
+    r = _score(invoke, store, "-", "--model", "dinos", input=names)
+    assert f"lines           {len(rows):,}" in r.stdout
+    assert f"nats/char       {head['nats_per_char']:.4f}" in r.stdout
+
+
+def test_the_headline_on_the_validation_names_is_the_runs_validation_loss(invoke, store, tmp_path):
+    ck = Store(store).resolve("dinos:best")
+    train = ck.meta["train"]
+    corpus = load_corpus([DINOS], CorpusOptions.from_json(ck.meta["corpus"]["options"]))
+    sp = line_split(
+        corpus.ids,
+        corpus.vocab.eos_id,
+        train["batch_size"],
+        train["val_fraction"],
+        train["split_seed"],
+        train["seed"],
+        train["max_line"],
+    )
+    val = [corpus.vocab.decode(corpus.ids[sp.starts[i] : sp.starts[i] + sp.lengths[i]])
+           for i in sp.val_index.tolist()]  # fmt: skip
+    f = tmp_path / "val.txt"
+    f.write_text("\n".join(val) + "\n")
+    r = _score(invoke, store, str(f), "--model", "dinos:best", "--json", "-q")
+    doc = json.loads(r.stdout)
+    assert r.stderr == "" and doc["n_lines"] == len(val)
+    assert doc["nats_per_char"] == pytest.approx(ck.meta["best_val"], rel=1e-5)
+    r = _score(invoke, store, str(f), "--model", "dinos:best", "--json", "--stream")
+    assert json.loads(r.stdout)["nats_per_char"] > ck.meta["best_val"] + 0.05
+
+
+def test_a_prose_model_still_scores_one_stream(invoke, store):
+    text = "ROMEO:\nWhat light through yonder window breaks?\nIt is the east.\n"
+    r = _score(invoke, store, "-", "--model", "prose", "--json", input=text)
+    doc = json.loads(r.stdout)
+    assert r.stderr.count("\n") <= 1 and "scored each line" not in r.stderr
+    model, vocab = _model(store, "prose")
+    want, n = score_text(model, vocab, text)
+    assert doc["scored_as"] == "stream" and doc["n_lines"] is None
+    assert doc["n_chars"] == n and doc["logprob"] == pytest.approx(want, rel=1e-9)
+    # --lines: the per-line sums, for a prose model too
+    r = _score(invoke, store, "-", "--model", "prose", "--lines", "--json", input=text)
+    lines = json.loads(r.stdout)
+    rows = score_lines(model, vocab, text.splitlines())
+    assert lines["scored_as"] == "lines" and lines["n_lines"] == 3
+    assert lines["logprob"] == pytest.approx(sum(row[0] for row in rows), rel=1e-9)
+    assert lines["logprob"] != pytest.approx(want, rel=1e-3)
+
+
+def test_per_line_with_stream_is_a_usage_error(invoke, store):
+    r = invoke(["score", "-", "--store", str(store), "--per-line", "--stream"], input="abc\n")
+    assert r.exit_code == 2 and "--stream" in r.stderr and r.stdout == ""
