@@ -1109,15 +1109,19 @@ def _trained_config(checkpoint) -> TrainConfig:
 @count_option(
     "--batches",
     default=20,
-    help="With --probe: consecutive batches to measure, the state carried across.",
+    help="With --probe: batches to measure, the first ones training reads (prose: "
+    "consecutive, the state carried across; names: lines each from the start state).",
 )
 @count_option(
-    "--batch-size", default=None, help="With --probe: streams per batch. [default: the run's]"
+    "--batch-size",
+    default=None,
+    help="With --probe: streams (prose) or lines (names mode) per batch. [default: the run's]",
 )
 @count_option(
     "--seq-len",
     default=None,
-    help="With --probe: characters per stream per batch. [default: the run's]",
+    help="With --probe, prose runs: characters per stream per batch (names-mode batches "
+    "are whole lines). [default: the run's]",
 )
 @click.option(
     "--spike-factor",
@@ -1159,10 +1163,12 @@ def clip_stats(
     norms, exploding-gradient spikes and non-finite steps, and whether clipping
     is needed (only if the norm spiked or went non-finite) with a --clip-norm.
     --probe CORPUS computes fresh gradients of the checkpoint on a few batches
-    instead and adds what clipping at other thresholds would do, including how
-    far value clipping turns the gradient; its advice weighs the checkpoint's
-    recorded history too, by the same rule. The probe uses the run's best
-    checkpoint if it has one (--latest: its latest).
+    instead, cut as training cuts them (a names-mode run: batches of whole
+    training lines, each from the start state; prose: streams, the state
+    carried), and adds what clipping at other thresholds would do, including
+    how far value clipping turns the gradient; its advice weighs the
+    checkpoint's recorded history too, by the same rule. The probe uses the
+    run's best checkpoint if it has one (--latest: its latest).
 
     \b
     Examples:
@@ -1189,10 +1195,17 @@ def clip_stats(
     clip_norm, clip_value = optim.get("clip_norm"), optim.get("clip_value")
     _, groups, _ = norm_groups(model.cfg)
     spikes = {"factor": spike_factor, "window": window}
+    trained = _trained_config(checkpoint)
     if probe_paths:
-        batch_size = batch_size or int(train_meta.get("batch_size", 32))
-        seq_len = seq_len or int(train_meta.get("seq_len", 64))
-        probe_batches = _clip_probe_batches(probe_paths, meta, vocab, batch_size, seq_len, log)
+        if trained.names and ctx.get_parameter_source("seq_len") == ParameterSource.COMMANDLINE:
+            raise click.UsageError(
+                "--seq-len applies to prose runs; a names-mode run's batches are whole lines"
+            )
+        batch_size = batch_size or trained.batch_size
+        seq_len = seq_len or trained.seq_len
+        probe_batches = _clip_probe_batches(
+            probe_paths, meta, trained, vocab, batch_size, seq_len, log
+        )
         recorded = _history_series(checkpoint, groups)  # the advice weighs it too
         series, stats = _probe_stats(
             model, probe_paths, probe_batches, batches, clip_norm, clip_value, spikes, log, recorded
@@ -1216,6 +1229,7 @@ def clip_stats(
             "clip_value": clip_value,
             "batch_size": train_meta.get("batch_size"),
             "seq_len": train_meta.get("seq_len"),
+            "mode": "names" if trained.names else "prose",
         },
         **stats,
     }
@@ -1233,24 +1247,33 @@ def _probe_stats(
     """(series, stats) of fresh gradients on up to ``batches`` probe batches;
     ``recorded``: the checkpoint's history series, weighed by the advice."""
     from charrnn import clipstats
+    from charrnn.batches import LineBatches
 
     n = min(batches, probe_batches.n_batches)
-    shape = f"{probe_batches.batch_size}x{probe_batches.seq_len}"
+    lines = isinstance(probe_batches, LineBatches)
+    B = probe_batches.batch_size
+    shape = plural(B, "line") if lines else f"{B}x{probe_batches.seq_len}"
     if n < batches:
+        more = "smaller --batch-size or --seq-len give more"
+        if lines:
+            more = "its validation lines held out, as in training"
+            more += "; a smaller --batch-size gives more" if B > 1 else ""
         log.info(
             f"the corpus holds only {plural(n, 'batch', 'batches')} of {shape}; "
-            f"probing {'it' if n == 1 else 'those'} (smaller --batch-size or --seq-len give more)"
+            f"probing {'it' if n == 1 else 'those'} ({more})"
         )
+    how = " (names mode: each line from the start state)" if lines else ""
     log.info(
         f"probing {', '.join(p if p != '-' else 'stdin' for p in paths)}: "
-        f"{plural(n, 'batch', 'batches')} of {shape}, gradients only"
+        f"{plural(n, 'batch', 'batches')} of {shape}{how}, gradients only"
     )
     measured = clipstats.probe(model, probe_batches, n, clip_norm, clip_value)
     stats = clipstats.summarize_probe(measured, clip_norm, clip_value, **spikes, history=recorded)
     stats["probe"] = {
         "corpus": list(paths),
-        "batch_size": probe_batches.batch_size,
-        "seq_len": probe_batches.seq_len,
+        "batching": "lines" if lines else "streams",
+        "batch_size": B,
+        "seq_len": None if lines else probe_batches.seq_len,
         **stats["probe"],
     }
     return measured.series, stats
@@ -1283,9 +1306,14 @@ def _history_stats(checkpoint, groups, clip_norm, clip_value, spikes):
     return series, stats
 
 
-def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: int, log):
-    """Batches of the probe corpus in the model's ids; smaller ones if the corpus is short."""
-    from charrnn.batches import eval_batches, make_batches, min_train_chars
+def _clip_probe_batches(
+    paths: tuple[str, ...], meta: dict, trained: TrainConfig, vocab, B: int, T: int, log
+):
+    """Batches of the probe corpus in the model's ids, cut as the run's training cuts its
+    corpus: a names-mode run's are batches of B whole lines (its validation lines held
+    out, its epoch order: on the training corpus, batch k is what training step k+1
+    read); prose, B streams of T (smaller ones if the corpus is short)."""
+    from charrnn.batches import eval_batches, line_split, make_batches, min_train_chars
     from charrnn.corpus import load_corpus
     from charrnn.errors import VocabError
     from charrnn.tokenizer import unknown_message
@@ -1303,8 +1331,15 @@ def _clip_probe_batches(paths: tuple[str, ...], meta: dict, vocab, B: int, T: in
             unknown=unknown,
         )
     lut = vocab.encode_codepoints(corpus.vocab.codepoints)  # (V',) model id of each corpus id
-    ids = lut[corpus.ids]  # (N,) the corpus in the model's ids
+    ids = lut[corpus.ids]  # (N,) the corpus in the model's ids (the model's dtype, as trained)
     n = ids.shape[0]
+    if trained.names:
+        if vocab.eos_id is None:
+            raise CorpusError("names mode needs a newline in the model's vocabulary")
+        cfg = trained
+        return line_split(
+            ids, vocab.eos_id, B, cfg.val_fraction, cfg.split_seed, cfg.seed, cfg.max_line
+        ).train
     if n < min_train_chars(B, T):
         shrunk = eval_batches(ids, 0, n, B, T)  # fewer streams, then shorter ones
         if shrunk is None:

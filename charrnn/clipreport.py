@@ -215,11 +215,16 @@ def _header(doc: dict) -> list[Text]:
     title.append(f"  run {doc['run'] or '?'}, step {doc['step']}", style="bold")
     out = [title, Text(f"checkpoint {doc['checkpoint']}", style="dim")]
     model = f"{c['cell']} {c['layers']}x{c['hidden']}" if c.get("cell") else "model ?"
+    names = c.get("mode") == "names"
     out.append(
         Text(
             f"{model}, {c['optimizer']} lr {num(c['lr'])}, "
             f"--clip-norm {num(c['clip_norm'])}, --clip-value {num(c['clip_value'])}, "
-            f"batches of {c['batch_size']}x{c['seq_len']}"
+            + (
+                f"batches of {c['batch_size']} lines"  # names mode: no --seq-len
+                if names
+                else f"batches of {c['batch_size']}x{c['seq_len']}"
+            )
         )
     )
     p = doc["probe"]
@@ -244,11 +249,17 @@ def _header(doc: dict) -> list[Text]:
             )
     else:
         corpus = ", ".join("standard input" if c == "-" else c for c in p["corpus"])
+        if p["batching"] == "lines":  # names mode: what the run's training batches are
+            shape = (
+                f"{plural(p['batch_size'], 'line')} as names-mode training reads them, "
+                "each line from the start state"
+            )
+        else:
+            shape = f"{p['batch_size']}x{p['seq_len']}"
         out.append(
             Text(
-                f"probe of {corpus}: {plural(p['batches'], 'batch')}"
-                f" of {p['batch_size']}x{p['seq_len']}, gradients only, "
-                "nothing updated"
+                f"probe of {corpus}: {plural(p['batches'], 'batch')} of {shape}; "
+                "gradients only, nothing updated"
             )
         )
         if p["loss_mean"] is not None:

@@ -26,7 +26,9 @@ key is always present (``null`` where it does not apply):
     run name, checkpoint path and the training step it was saved at.
 ``config``
     ``{cell, layers, hidden, optimizer, lr, clip_norm, clip_value, batch_size,
-    seq_len}``: how the run was trained (``clip_*`` null when off).
+    seq_len, mode}``: how the run was trained (``clip_*`` null when off; ``mode``
+    ``"names"``, whose batches are ``batch_size`` whole lines and ``seq_len`` does not
+    apply, or ``"prose"``, batches of ``batch_size`` streams of ``seq_len``).
 ``steps``
     ``{count, first, last, finite, nonfinite}``: the steps measured (in probe mode
     the "steps" are batches numbered 1..N); ``finite`` counts steps with a finite
@@ -88,11 +90,16 @@ key is always present (``null`` where it does not apply):
     trainer recorded spikes with (10x / 50): the summarized steps then show the
     recorded spikes that pass the new factor. A probe is always exact.
 ``probe``
-    null in history mode; in probe mode ``{corpus, batches, batch_size, seq_len,
-    loss_mean, parameters, norm_thresholds: [{threshold, labels, fraction_clipped,
-    mean_scale, cosine}], value_thresholds: [{threshold, labels, fraction_entries,
-    fraction_batches, cosine_mean, cosine_min}]}``. Norm clipping multiplies the
-    gradient by a positive number, so its cosine with the raw gradient is exactly 1;
+    null in history mode; in probe mode ``{corpus, batching, batches, batch_size,
+    seq_len, loss_mean, parameters, norm_thresholds: [{threshold, labels,
+    fraction_clipped, mean_scale, cosine}], value_thresholds: [{threshold, labels,
+    fraction_entries, fraction_batches, cosine_mean, cosine_min}]}``. ``batching`` is
+    how training reads the corpus: ``"lines"`` for a names-mode run (batches of
+    ``batch_size`` training lines, each from the start state, padding masked out, in
+    the run's epoch order and without its validation lines; ``seq_len`` null) or
+    ``"streams"`` (``batch_size`` streams of ``seq_len``, the state carried).
+    ``loss_mean`` is nats per character over the probed characters. Norm clipping multiplies
+    the gradient by a positive number, so its cosine with the raw gradient is exactly 1;
     value clipping clamps entries one by one and turns it (cosine below 1).
 """
 
@@ -958,13 +965,24 @@ class Probe:
     hist: np.ndarray  # (N, 3, G, K+1) entry histograms of the finite batches (zeros otherwise)
     edges: np.ndarray  # (K,) value thresholds the histograms measure exactly
     n_params: int  # entries in the gradient
+    chars: np.ndarray  # (N,) characters each batch's loss is the mean over (padding excluded)
+
+    @property
+    def loss_mean(self) -> float | None:
+        """Nats per character over the batches with a finite loss (each character once)."""
+        ok = np.isfinite(self.series.loss)
+        if not ok.any():
+            return None
+        return finite_or_none((self.series.loss[ok] * self.chars[ok]).sum() / self.chars[ok].sum())
 
 
 def probe(
     model, batches, n_batches: int, clip_norm: float | None, clip_value: float | None
 ) -> Probe:
-    """Gradients of ``model`` on the first ``n_batches`` of ``batches`` (state carried,
-    no dropout, nothing updated), with what the run's clipping would have done."""
+    """Gradients of ``model`` on the first ``n_batches`` of ``batches`` as training reads
+    them (``batches.for_step``: streams with the state carried from zero, or names-mode
+    lines each from the start state with padding masked out), no dropout, nothing
+    updated, with what the run's clipping would have done."""
     from charrnn.trainer import norm_groups
 
     sizes, groups, seg_group = norm_groups(model.cfg)
@@ -980,13 +998,19 @@ def probe(
     scale = np.ones(n)
     vfrac = np.zeros(n)
     loss = np.full(n, np.nan)
+    chars = np.zeros(n, dtype=np.int64)
     for k in range(n):
-        x, y = batches.batch(k)
-        lk, grads, state, _ = model.loss_and_grads(x, y, state)
+        b = batches.for_step(k)  # k < n_batches: the first epoch, as training starts it
+        chars[k] = b.n_chars
+        lk, grads, final, _ = model.loss_and_grads(
+            b.x, b.y, state if b.carry else None, mask=b.mask
+        )
         g = np.array(grads.flat, dtype=np.float64)  # (N,) copy: the buffer may be reused
         finite_g = bool(np.isfinite(g).all())
-        if not (math.isfinite(lk) and finite_g):
-            state = model.initial_state(batches.batch_size)  # as the trainer does after a skip
+        if b.carry:
+            state = final
+            if not (math.isfinite(lk) and finite_g):
+                state = model.initial_state(batches.batch_size)  # as the trainer does after a skip
         if not finite_g:
             continue
         loss[k] = lk
@@ -1009,7 +1033,7 @@ def probe(
         groups=tuple(groups),
         loss=loss,
     )
-    return Probe(s, hist, edges, int(entry_group.shape[0]))
+    return Probe(s, hist, edges, int(entry_group.shape[0]), chars)
 
 
 def _merge(rows: list[tuple[float, str]]) -> list[tuple[float, list[str]]]:
@@ -1135,10 +1159,9 @@ def summarize_probe(
     tables, per_group = probe_tables(p, clip_norm, clip_value, sug["clip_norm"], label)
     for row, fr in zip(doc["groups"], per_group, strict=True):
         row["fraction_entries"] = [float(x) for x in fr]
-    loss = p.series.loss[np.isfinite(p.series.loss)]
     doc["probe"] = {
         "batches": int(p.series.step.shape[0]),
-        "loss_mean": finite_or_none(loss.mean()) if loss.size else None,
+        "loss_mean": p.loss_mean,
         "parameters": p.n_params,
         **tables,
     }

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from charrnn import clipstats as cs
-from charrnn.batches import make_batches
+from charrnn.batches import line_split, make_batches
 from charrnn.model import CharRNN, ModelConfig, init_params
 from charrnn.optim import clip_gradients, segment_offsets
+from charrnn.scoring import score_lines
 from charrnn.store import Store
+from charrnn.tokenizer import Vocab
 from charrnn.trainer import History, norm_groups
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,6 +285,31 @@ def test_probe_measures_what_the_trainer_would_have_clipped():
     assert [len(r["fraction_entries"]) for r in doc["groups"]] == [len(rows)] * len(groups)
 
 
+def test_a_probe_of_line_batches_starts_every_line_over_and_masks_the_padding():
+    vocab = Vocab(tuple("\nabc"))
+    cfg = ModelConfig(vocab_size=vocab.size, hidden=5, cell="lstm", dtype="float64")
+    rng = np.random.default_rng(4)
+    model = CharRNN(cfg, init_params(cfg, rng))
+    lines = ["".join(rng.choice(list("abc"), rng.integers(1, 40))) for _ in range(30)]
+    ids = vocab.encode("\n".join(lines) + "\n")
+    batches = line_split(ids, vocab.eos_id, 6, 0.0, 0, seed=1).train
+    p = cs.probe(model, batches, 4, None, None)
+    total, chars = 0.0, 0
+    for k in range(4):
+        x, y, mask = batches.batch(k)
+        assert not mask.all()  # lines of different lengths: padding to mask out
+        _, grads, _, _ = model.loss_and_grads(x, y, None, mask=mask)  # from the start state
+        assert p.series.grad_norm[k] == pytest.approx(np.linalg.norm(grads.flat), rel=1e-12)
+        _, unmasked, _, _ = model.loss_and_grads(x, y, None)
+        assert p.series.grad_norm[k] != pytest.approx(np.linalg.norm(unmasked.flat), rel=1e-3)
+        # the loss is the batch's lines scored one by one, end of line included
+        rows = score_lines(model, vocab, [lines[i] for i in batches.lines_of(k)])
+        total -= sum(r[0] for r in rows)
+        chars += sum(r[1] for r in rows)
+        assert p.chars[k] == sum(r[1] for r in rows)
+    assert p.loss_mean == pytest.approx(total / chars, rel=1e-12)
+
+
 def test_series_round_trips_through_the_recorded_history():
     h = History()
     for i, (gn, skipped) in enumerate([(1.0, False), (math.nan, True), (3.0, False)]):
@@ -395,7 +422,7 @@ def test_one_advice_from_both_views_of_a_healthy_run(invoke, clip_json, store):
         "clipping is not needed: the recorded history (60 training steps) shows no spike"
     )
     assert (
-        "this probe (fresh gradients of the checkpoint on 9 batches) shows no spike"
+        "this probe (fresh gradients of the checkpoint on 20 batches) shows no spike"
         in (probe["reason"])
     )
     assert "nor does the recorded history (" in probe["reason"]
@@ -429,7 +456,8 @@ def test_probe_json(clip_json, store):
     doc = clip_json(store, "dinos", "--probe", DINOS, "--batches", "4", "-q")
     p = doc["probe"]
     assert doc["mode"] == "probe" and p["corpus"] == [DINOS] and p["batches"] == 4
-    assert (p["batch_size"], p["seq_len"]) == (32, 64) and doc["steps"]["count"] == 4
+    assert doc["config"]["mode"] == "names" and p["batching"] == "lines"
+    assert (p["batch_size"], p["seq_len"]) == (32, None) and doc["steps"]["count"] == 4
     assert p["loss_mean"] > 0 and p["parameters"] > 0
     assert all(r["cosine"] == 1.0 for r in p["norm_thresholds"])
     labels = [lab for r in p["norm_thresholds"] for lab in r["labels"]]
@@ -446,18 +474,68 @@ def test_probe_json(clip_json, store):
     assert all(len(g["fraction_entries"]) == len(vals) for g in doc["groups"])
 
 
+def test_a_names_probe_reads_the_batches_training_read(invoke, clip_json, store):
+    # dinos.txt was trained in names mode: the probe's batch k is training step k+1's
+    # batch (its lines, each from the start state, validation lines held out), not
+    # streams of 32x64 with the state carried across names
+    from charrnn.cli import _clip_probe_batches
+    from charrnn.console import Log
+    from charrnn.corpus import load_corpus
+    from charrnn.reading import CorpusOptions
+    from charrnn.session import split_batches
+    from charrnn.tokenizer import Vocab
+    from charrnn.trainer import TrainConfig
+
+    ck = Store(store).resolve("dinos:best")
+    trained = TrainConfig.from_json(ck.meta["train"])
+    vocab = Vocab.from_json(ck.meta["vocab"])
+    corpus = load_corpus([DINOS], CorpusOptions.from_json(ck.meta["corpus"]["options"]))
+    want = split_batches(corpus.ids, corpus.n_chars, trained, corpus.vocab).train
+    got = _clip_probe_batches((DINOS,), ck.meta, trained, vocab, 32, 64, Log(True))
+    assert got.n_batches == want.n_batches > 20
+    for k in range(want.n_batches):
+        for a, b in zip(got.for_step(k), want.for_step(k), strict=True):
+            np.testing.assert_array_equal(a, b)
+    doc = clip_json(store, "dinos", "--probe", DINOS, "--batches", "3", "-q")
+    assert doc["probe"]["batching"] == "lines" and doc["steps"]["count"] == 3
+    r = invoke(["clip-stats", "--store", str(store), "dinos", "--probe", DINOS, "--batches", "3"])
+    assert r.exit_code == 0, r.stderr
+    header = " ".join(r.stdout.split())
+    assert "batches of 32 lines" in header and "32x64" not in header
+    assert (
+        "probe of " in header and ": 3 batches of 32 lines as names-mode training reads" in header
+    )
+    assert "(names mode: each line from the start state)" in r.stderr
+    # --seq-len means nothing to a names run's probe: said, not ignored
+    r = invoke(["clip-stats", "--store", str(store), "dinos", "--probe", DINOS, "--seq-len", "8"])
+    assert r.exit_code == 2 and "--seq-len applies to prose runs" in r.stderr
+
+
+def test_a_prose_probe_still_reads_streams(clip_json, store):
+    doc = clip_json(store, "boom", "--probe", DINOS, "--batches", "3", "-q")
+    assert doc["config"]["mode"] == "prose" and doc["probe"]["batching"] == "streams"
+    assert (doc["probe"]["batch_size"], doc["probe"]["seq_len"]) == (32, 64)
+
+
 def test_probe_of_a_short_corpus_falls_back_to_smaller_batches(clip_json, store, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("aardonyx\nabelisaurus\nacanthopholis\n")
     doc = clip_json(store, "dinos", "--probe", str(short))
     assert doc["probe"]["batches"] >= 1 and doc["probe"]["batch_size"] < 32
+    doc = clip_json(store, "boom", "--probe", str(short))  # prose: fewer, shorter streams
+    assert doc["probe"]["batches"] >= 1 and doc["probe"]["batch_size"] < 32
 
 
 def test_a_one_batch_probe_reads_as_one(invoke, store, tmp_path):
     tiny = tmp_path / "tiny.txt"
-    tiny.write_text("aardonyx\nabelisaurus\n")  # 21 characters: one batch of 1x20
+    tiny.write_text("aardonyx\nabelisaurus\n")  # names: one line to train on, one held out
     r = invoke(["clip-stats", "--store", str(store), "dinos", "--probe", str(tiny)])
     assert r.exit_code == 0, r.stderr
+    assert "holds only 1 batch of 1 line; probing it (" in r.stderr
+    axis = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("batch 1")]
+    assert axis == ["batch 1"]  # not "batch 1 ... 1"
+    r = invoke(["clip-stats", "--store", str(store), "boom", "--probe", str(tiny)])
+    assert r.exit_code == 0, r.stderr  # prose: 21 characters, one batch of 1x20
     assert "holds only 1 batch of 1x20; probing it (" in r.stderr
     axis = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("batch 1")]
     assert axis == ["batch 1"]  # not "batch 1 ... 1"
@@ -488,6 +566,7 @@ def test_json_schema_is_stable(clip_json, store):
         clip_json(store, "dinos"),
         clip_json(store, "boom"),
         clip_json(store, "dinos", "--probe", DINOS, "--batches", "2", "-q"),
+        clip_json(store, "boom", "--probe", DINOS, "--batches", "2", "-q"),
     ):
         assert tuple(doc) == cs.TOP_LEVEL_KEYS
         assert tuple(doc) == (
@@ -520,6 +599,7 @@ def test_json_schema_is_stable(clip_json, store):
             "clip_value",
             "batch_size",
             "seq_len",
+            "mode",
         }
         assert set(doc["steps"]) == {"count", "first", "last", "finite", "nonfinite"}
         assert set(doc["grad_norm"]) == {
@@ -587,6 +667,7 @@ def test_json_schema_is_stable(clip_json, store):
             p = doc["probe"]
             assert set(p) == {
                 "corpus",
+                "batching",
                 "batch_size",
                 "seq_len",
                 "batches",
