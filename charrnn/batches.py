@@ -190,6 +190,7 @@ def eval_batches(
 
 MAX_LINE_STEPS = 256  # default cap on targets per line: a longer line trains on its head
 POOL_BATCHES = 32  # lines are sorted by length within pools of this many batches
+CHUNK_BATCHES = 32  # batches built together: one set of NumPy calls serves this many steps
 
 
 def line_spans(ids: np.ndarray, eos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +267,7 @@ class LineBatches:
     _steps: np.ndarray = field(init=False, repr=False)  # (n,) targets per line, capped
     _n_batches: int = field(init=False, repr=False)  # per epoch (read every step)
     _cache: dict = field(init=False, repr=False, default_factory=dict)  # epoch -> plan
+    _built: dict = field(init=False, repr=False, default_factory=dict)  # chunk -> batches
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_steps < 1:
@@ -340,25 +342,53 @@ class LineBatches:
         return self._plan(k // self.n_batches)[k % self.n_batches]
 
     def batch(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x, y, mask) of batch ``k``: x, y (B, T) int32, mask (B, T) bool.
+        """(x, y, mask) of batch ``k``: x, y (B, T) int32, mask (B, T) bool, read only.
 
         Row b is one line, ``x = [EOS, c1..cn]`` and ``y = [c1..cn, EOS]``, padded on
         the right (mask False) to the longest line of the batch. No state is carried.
         """
-        rows = self.lines_of(k)
-        steps = self._steps[rows]  # (B,) targets per line
-        B, T = len(rows), int(steps.max())
-        j = np.arange(T)  # (T,) position in the line
-        mask = j[None, :] < steps[:, None]  # (B, T) real positions
-        lengths = np.minimum(self.lengths[rows], steps)  # (B,) characters used (capped)
-        full = np.full((B, T + 1), self.eos, dtype=np.int32)  # (B, T+1) EOS-padded
-        # the line, then EOS (the last target): one gather, clamped inside ids where the
-        # position is padding (those entries are EOS)
-        src = np.minimum(self.starts[rows][:, None] + j[None, :], self.ids.shape[0] - 1)
-        full[:, 1:] = np.where(j[None, :] < lengths[:, None], self.ids[src], self.eos)
-        x = np.ascontiguousarray(full[:, :-1])  # (B, T)
-        y = np.ascontiguousarray(full[:, 1:])  # (B, T) shifted by one
-        return x, y, mask
+        if k < 0:
+            raise IndexError(f"batch {k} out of range")
+        epoch, i = divmod(k, self.n_batches)
+        key = (epoch, i // CHUNK_BATCHES)
+        built = self._built.get(key)
+        if built is None:
+            first = key[1] * CHUNK_BATCHES
+            built = self._build(self._plan(epoch)[first : first + CHUNK_BATCHES])
+            self._built.clear()  # one chunk at a time: bounded memory
+            self._built[key] = built
+        return built[i % CHUNK_BATCHES]
+
+    def _build(self, plan: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The (x, y, mask) of several batches at once, ``plan`` holding each one's lines.
+
+        Batch k is a (B_k, T_k + 1) block of one flat token array, its rows
+        ``[EOS, c1..cn, EOS, pad..]`` (the pad is EOS too); x and y are the block
+        without its last and its first column. A few calls over all the blocks cost
+        about what the same calls over one batch cost, and a step then reads views.
+        """
+        rows = np.concatenate(plan)  # (R,) the lines, batch after batch
+        steps = self._steps[rows]  # (R,) targets per line
+        B = np.array([len(p) for p in plan])  # (K,) lines per batch
+        T = np.maximum.reduceat(steps, np.cumsum(B) - B)  # (K,) the longest line of each
+        width = np.repeat(T + 1, B)  # (R,) row widths: T_k + 1 in batch k
+        begin = np.cumsum(width) - width  # (R,) where each row starts in the flat array
+        j = np.arange(int(width.sum())) - np.repeat(begin, width)  # position in its row
+        used = np.minimum(self.lengths[rows], steps)  # (R,) characters read (capped)
+        src = np.repeat(self.starts[rows] - 1, width) + j  # the ids index of position j ≥ 1
+        np.clip(src, 0, self.ids.shape[0] - 1, out=src)  # (j = 0 and padding: EOS below)
+        line = (j > 0) & (j <= np.repeat(used, width))  # positions holding a character
+        tokens = np.where(line, self.ids[src], self.eos).astype(np.int32)
+        real = j < np.repeat(steps, width)  # input j (and target j) is a real position
+        tokens.flags.writeable = real.flags.writeable = False
+        out = []
+        at = 0
+        for b, t in zip(B.tolist(), T.tolist(), strict=True):
+            block = slice(at, at + b * (t + 1))
+            at = block.stop
+            full = tokens[block].reshape(b, t + 1)
+            out.append((full[:, :-1], full[:, 1:], real[block].reshape(b, t + 1)[:, :-1]))
+        return out
 
     def for_step(self, step: int) -> Batch:
         """The batch of training step ``step``: batch ``step`` of the run, in the epoch

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from charrnn.batches import (
+    CHUNK_BATCHES,
     POOL_BATCHES,
     LineBatches,
     StreamBatches,
@@ -223,3 +224,36 @@ def test_line_for_step_is_the_step_s_batch_without_carry():
         assert got.mask is not None and np.array_equal(got.mask, mask)
         assert not got.carry and got.epoch_start == (step % lb.n_batches == 0)
         assert got.n_chars == int(mask.sum())  # padding excluded
+
+
+def _naive_line_batch(lb: LineBatches, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch k written out line by line: x = [EOS, c1..cn], y = [c1..cn, EOS], capped at
+    max_steps targets and padded on the right with EOS."""
+    rows = lb.lines_of(k)
+    lines = [lb.ids[lb.starts[i] : lb.starts[i] + lb.lengths[i]].tolist() for i in rows]
+    seqs = [([lb.eos, *line, lb.eos])[: lb.max_steps + 1] for line in lines]
+    T = max(len(s) for s in seqs) - 1
+    full = np.full((len(rows), T + 1), lb.eos, np.int32)
+    mask = np.zeros((len(rows), T), bool)
+    for b, s in enumerate(seqs):
+        full[b, : len(s)] = s
+        mask[b, : len(s) - 1] = True
+    return full[:, :-1], full[:, 1:], mask
+
+
+def test_line_batches_equal_a_line_by_line_construction():
+    # the batches are built many at a time: across chunks and epochs, in any order of
+    # access, each equals its lines written out one by one (capped, empty and unended lines)
+    rng = np.random.default_rng(1)
+    lines = [rng.integers(1, 9, rng.integers(0, 30)) for _ in range(700)]
+    ids = np.concatenate([np.append(line, 0) for line in lines])[:-1].astype(np.int32)
+    starts, lengths = line_spans(ids, 0)
+    lb = LineBatches(ids, starts, lengths, eos=0, batch_size=5, seed=3, max_steps=17)
+    assert lb.n_capped > 0 and lb.n_batches > 2 * CHUNK_BATCHES
+    steps = np.arange(3 * lb.n_batches)
+    for k in [*rng.permutation(steps)[:150].tolist(), *range(lb.n_batches + 5)]:
+        x, y, mask = lb.batch(k)
+        want = _naive_line_batch(lb, k)
+        for got, w in zip((x, y, mask), want, strict=True):
+            assert got.dtype == w.dtype and np.array_equal(got, w)
+            assert not got.flags.writeable  # views of a shared build: read only
