@@ -171,7 +171,7 @@ def load_corpus(
         raise CorpusError("standard input (-) can be read only once")
     if chunk_bytes < 1:
         raise ValueError("chunk_bytes must be positive")
-    codec = _lookup_codec(options.encoding)
+    codec = lookup_codec(options.encoding)
     cache = Path(cache_dir) if cache_dir is not None else None
 
     with contextlib.ExitStack() as stack:
@@ -212,7 +212,7 @@ def load_corpus(
         return Corpus(ids, vocab, sha, scan.n_chars, scan.n_bytes, n_lines, names, options)
 
 
-def _lookup_codec(encoding: str) -> codecs.CodecInfo:
+def lookup_codec(encoding: str) -> codecs.CodecInfo:
     try:
         info = codecs.lookup(encoding)
     except LookupError:
@@ -243,7 +243,7 @@ def read_text(
     ``model_encoding``: the encoding is the model's, not the user's choice, so errors
     advise converting the text rather than passing --encoding.
     """
-    codec = _lookup_codec(options.encoding)
+    codec = lookup_codec(options.encoding)
     if name == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
         source = _Source("-", lambda: contextlib.nullcontext(stream))  # type: ignore[arg-type]
@@ -274,7 +274,7 @@ def _stat(name: str) -> os.stat_result:
 def _unreadable(name: str, e: OSError) -> InputMissingError:
     """The one-line error for a corpus file that cannot be looked at or opened."""
     if isinstance(e, FileNotFoundError):
-        return InputMissingError(f"corpus file not found: {name}")
+        return InputMissingError(f"file not found: {name}")
     if isinstance(e, IsADirectoryError):
         return InputMissingError(f"{name} is a directory, not a text file")
     if isinstance(e, PermissionError):

@@ -57,7 +57,13 @@ from charrnn.atomic import (
     temp_name,
     temp_pattern,
 )
-from charrnn.errors import CheckpointError, InputMissingError, LockedError, StoreIOError
+from charrnn.errors import (
+    CheckpointError,
+    ConfigError,
+    InputMissingError,
+    LockedError,
+    StoreIOError,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -857,7 +863,7 @@ class Store:
             raise InputMissingError(
                 f"run {run!r} has no checkpoint at step {int(selector)}; steps: {listed}"
             )
-        raise InputMissingError(
+        raise ConfigError(  # a mistyped RUN:STEP is a usage error, not a missing input
             f"unknown checkpoint selector {selector!r} in {spec!r}; "
             "use RUN, RUN:best, RUN:latest, RUN:STEP or a path to a .npz file"
         )

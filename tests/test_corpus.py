@@ -223,7 +223,7 @@ def one_line(err: BaseException) -> str:
 def test_missing_file(tmp_path):
     with pytest.raises(InputMissingError) as info:
         load_corpus([tmp_path / "nope.txt"])
-    assert one_line(info.value) == f"corpus file not found: {tmp_path / 'nope.txt'}"
+    assert one_line(info.value) == f"file not found: {tmp_path / 'nope.txt'}"
 
 
 def test_missing_second_file_fails(tmp_path):

@@ -25,6 +25,7 @@ from charrnn import store as store_mod
 from charrnn.errors import (
     CharrnnError,
     CheckpointError,
+    ConfigError,
     InputMissingError,
     LockedError,
     StoreIOError,
@@ -518,7 +519,7 @@ def test_resolve(store: Store, tmp_path: Path, monkeypatch) -> None:
         store.resolve("beta:best")
     with pytest.raises(InputMissingError, match="no checkpoint at step 3; steps: 1, 2"):
         store.resolve("alpha:3")
-    with pytest.raises(InputMissingError, match="unknown checkpoint selector"):
+    with pytest.raises(ConfigError, match="unknown checkpoint selector"):  # a usage error
         store.resolve("alpha:worst")
     with pytest.raises(InputMissingError, match="no checkpoint file at"):
         store.resolve(str(tmp_path / "missing.npz"))
