@@ -8,6 +8,7 @@ terminal and the process exit status.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -87,10 +88,27 @@ def quiet_option(f):
     )(f)
 
 
+class Whole(click.IntRange):
+    """A whole number of at least ``min``, refused in plain words: "'abc' is not a valid
+    integer.", "must be at least 1, not 0" (click.IntRange says "not a valid integer
+    range", "0 is not in the range x>=1")."""
+
+    name = "integer"
+
+    def __init__(self, min: int = 0) -> None:
+        super().__init__(min)  # --help shows the range: [x>=1]
+
+    def convert(self, value, param, ctx):
+        x = click.types.IntParamType.convert(self, value, param, ctx)
+        if x < self.min:  # click would say "0 is not in the range x>=1."
+            self.fail(f"must be at least {self.min}, not {x}", param, ctx)
+        return x
+
+
 def seed_option(default: int | None, help: str):
     return click.option(
         "--seed",
-        type=click.IntRange(0),  # numpy seeds are non-negative
+        type=Whole(0),  # numpy seeds are non-negative
         metavar="N",
         default=default,
         show_default=default is not None,
@@ -105,7 +123,7 @@ def count_option(
     its default is shown in --help unless it is None (the help then says what it is)."""
     return click.option(
         *decls,
-        type=click.IntRange(least),
+        type=Whole(least),
         metavar="N",
         default=default,
         show_default=default is not None,
@@ -177,6 +195,23 @@ class WaitFor(click.ParamType):
             if value == "-" or Path(value).exists():  # a CORPUS taken for the duration
                 hint = "; put --wait after CORPUS, or write --wait=DURATION"
             self.fail(f"{value!r} is not a duration (examples: 90s, 10m){hint}", param, ctx)
+
+
+class Encoding(click.ParamType):
+    """A text encoding Python knows (the corpus reader's rule: utf-8, latin-1, cp1252...)."""
+
+    name = "encoding"
+
+    def convert(self, value, param, ctx):
+        if value == CorpusOptions().encoding:
+            return value
+        from charrnn.corpus import lookup_codec  # train reads the corpus anyway
+
+        try:
+            lookup_codec(value)
+        except CorpusError as e:
+            self.fail(f"{e}; e.g. utf-8, latin-1, cp1252, utf-16", param, ctx)
+        return value
 
 
 class FiniteFloat(click.ParamType):
@@ -275,7 +310,8 @@ def cli() -> None:
 INT = {"type": int, "metavar": "N"}
 NUMBER = {"type": FiniteFloat(), "metavar": "X"}
 CLIP = {"type": OptionalFloat(), "metavar": "X|none", "extra_help": OptionalFloat.OFF}
-SEED = {"type": click.IntRange(0), "metavar": "N"}  # numpy seeds are non-negative
+SEED = {"type": Whole(0), "metavar": "N"}  # numpy seeds are non-negative
+POSITIVE = {"type": Whole(1), "metavar": "N"}  # refused by click, naming the option
 # a field's option type, from its annotation, unless the option says otherwise
 BY_ANNOTATION = {"int": INT, "int | None": INT, "float": NUMBER, "float | None": NUMBER}
 
@@ -303,14 +339,16 @@ def field_option(
         default = cast(Callable[[], Any], f.default_factory)()
     param = param or name
     flag = "--" + param.replace("_", "-")
-    kw.setdefault("show_default", default is not None and default is not False)
+    help = f.metadata["help"] + extra_help
+    # a help that states its default itself ("[default: 250; names mode: 100]") gets no second
+    kw.setdefault("show_default", default not in (None, False) and "[default:" not in help)
     if isinstance(default, bool) and "type" not in kw and not decls:
         kw.setdefault("is_flag", True)
     return click.option(
         *(decls or (flag,)),
         param,
         default=default,
-        help=f.metadata["help"] + extra_help,
+        help=help,
         **kw,
     )
 
@@ -376,14 +414,26 @@ model_options = config_options(
     ModelConfig,
     "model",
     "cell layers hidden embedding dropout peephole activation forget_bias",
-    {"cell": choice(CELLS), "activation": choice(ACTIVATIONS)},
+    {
+        "cell": choice(CELLS),
+        "activation": choice(ACTIVATIONS),
+        "layers": POSITIVE,
+        "hidden": POSITIVE,
+        "embedding": {"type": Whole(0), "metavar": "N"},
+    },
     fixed={"vocab_size": 1},  # the session takes the vocabulary size from the corpus
 )
 data_options = config_options(
     TrainConfig,
     "data",
     "mode batch_size seq_len val_fraction eval_max_batches patience split_seed max_line seed",
-    {"mode": choice(MODES), "split_seed": SEED, "seed": SEED},
+    {
+        "mode": choice(MODES),
+        "split_seed": SEED,
+        "seed": SEED,
+        "batch_size": POSITIVE,
+        "seq_len": POSITIVE,
+    },
 )
 optim_options = config_options(
     OptimConfig,
@@ -409,6 +459,7 @@ reading_options = config_options(
             "is given, else keep case]",
         },
         "newline": choice(NEWLINES),
+        "encoding": {"type": Encoding(), "metavar": "NAME"},
     },
 )
 sample_options = config_options(
@@ -676,6 +727,9 @@ def _pick_checkpoint(
 
 # --------------------------------------------------------------------------- sample
 
+PROSE_LENGTH = 500  # characters per prose sample
+MAX_NAME_LENGTH = 100  # characters at most per name (a name that reaches it is cut)
+
 
 @cli.command(epilog=_epilog())
 @click.argument("spec", required=False, metavar="[RUN]", shell_complete=complete_model)
@@ -688,8 +742,16 @@ def _pick_checkpoint(
     envvar="CHARRNN_SAMPLE_NUM",
     help="Number of samples. [default: 10 names, or 1 text]",
 )
-@count_option("--length", default=500, help="Prose mode: characters to generate per sample.")
-@count_option("--max-length", default=100, help="Names mode: cap on characters per name.")
+@count_option(
+    "--length",
+    default=None,
+    help=f"Prose mode: characters to generate per sample. [default: {PROSE_LENGTH}]",
+)
+@count_option(
+    "--max-length",
+    default=None,
+    help=f"Names mode: cap on characters per name. [default: {MAX_NAME_LENGTH}]",
+)
 @sample_options
 @click.option(
     "--prime",
@@ -728,8 +790,8 @@ def sample(
     spec: str | None,
     store_dir: Path | None,
     n: int | None,
-    length: int,
-    max_length: int,
+    length: int | None,
+    max_length: int | None,
     opts: SampleOptions,
     prime: str,
     mode: str,
@@ -789,11 +851,31 @@ def sample(
         )
     sampler = Sampler(model, vocab)
     rng = np.random.default_rng(seed)
+    # an option of the other mode is refused, not ignored (given on the command line or
+    # in the environment alike)
     if not names:
-        if novel or unique or min_length is not None:
-            raise click.UsageError("--novel, --unique and --min-length apply to names mode only")
-        _write_prose(sampler, n or 1, length, opts, rng, prime, json)
+        given = [
+            flag
+            for flag, on in (
+                ("--novel", novel),
+                ("--unique", unique),
+                ("--min-length", min_length is not None),
+                ("--max-length", max_length is not None),
+            )
+            if on
+        ]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise click.UsageError(
+                f"{_and(given)} {verb} to names mode only; prose mode writes --length characters"
+            )
+        _write_prose(sampler, n or 1, length or PROSE_LENGTH, opts, rng, prime, json)
         return
+    if length is not None:
+        raise click.UsageError(
+            "--length applies to prose mode only; names end at the newline (--max-length caps them)"
+        )
+    max_length = max_length or MAX_NAME_LENGTH
     filt = NameFilter(
         min_length=min_length if min_length is not None else _default_min_length(checkpoint),
         novel=novel,
@@ -805,6 +887,11 @@ def sample(
             f"{checkpoint.path} holds no list of training lines; --novel needs a names corpus"
         )
     _write_names(sampler, n or 10, max_length, opts, rng, prime, filt, known, json, log)
+
+
+def _and(flags: list[str]) -> str:
+    """'--a', '--a and --b', '--a, --b and --c'."""
+    return flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
 
 
 def _write_prose(sampler, count: int, length: int, opts, rng, prime: str, json: bool) -> None:
@@ -1466,11 +1553,11 @@ def _from_environment(param: click.Parameter, ctx: click.Context, argv: list[str
 
 
 def _envvar_of(param: click.Parameter, ctx: click.Context) -> str:
-    if isinstance(param.envvar, str):
-        return param.envvar
-    if isinstance(param.envvar, list | tuple) and param.envvar:
-        return str(param.envvar[0])
-    return f"{ctx.auto_envvar_prefix}_{(param.name or '').upper()}"
+    """The variable the value came from: the option's own (CHARRNN_SAMPLE_NUM for --num),
+    else the one named after its parameter (CHARRNN_SAMPLE_N), which click reads too."""
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    names.append(f"{ctx.auto_envvar_prefix}_{(param.name or '').upper()}")
+    return next((str(n) for n in names if os.environ.get(n)), str(names[0]))
 
 
 def _next_step(e: CharrnnError) -> str | None:
@@ -1480,6 +1567,13 @@ def _next_step(e: CharrnnError) -> str | None:
     if isinstance(e, StoreIOError):
         return "choose another store with --store DIR or CHARRNN_STORE=DIR"
     return None
+
+
+def _stdout_fails(e: OSError) -> bool:
+    """Whether a bare OSError is stdout's: a write that found no room (disk full, quota,
+    file too large). The core's own writes and every file it opens raise StoreIOError or
+    name their file; a write to stdout names none."""
+    return e.filename is None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1531,7 +1625,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         code = EXIT_IO
     except OSError as e:  # e.g. writing the samples to a full disk
-        click.echo(error_line(str(e.strerror or e)), err=True)
+        where = "cannot write to stdout: " if _stdout_fails(e) else ""
+        click.echo(error_line(where + str(e.strerror or e)), err=True)
         code = EXIT_IO
     except MemoryError:
         click.echo(

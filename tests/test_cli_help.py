@@ -86,6 +86,38 @@ ONE_LINE_USAGE_ERRORS = [
     (["sample", "dinos", "--prime"], "'--prime' requires an argument", "charrnn sample --help"),
     (["clip-stats", "--probe"], "'--probe' requires an argument", "charrnn clip-stats --help"),
     (["train", "-q", "--run"], "'--run' requires an argument", "charrnn train --help"),
+    # the option is named, in its own words (not the dataclass's vocab_size or "batch size")
+    (
+        ["train", "--hidden", "0"],
+        "error: --hidden: must be at least 1, not 0",
+        "charrnn train --help",
+    ),
+    (
+        ["train", "--batch-size", "0"],
+        "error: --batch-size: must be at least 1, not 0",
+        "charrnn train --help",
+    ),
+    (
+        ["train", "--embedding", "-1"],
+        "error: --embedding: must be at least 0, not -1",
+        "charrnn train --help",
+    ),
+    (
+        ["sample", "-n", "abc"],
+        "error: --num: 'abc' is not a valid integer.",
+        "charrnn sample --help",
+    ),
+    # an unknown encoding is a usage error (it exited 65, as bad data)
+    (
+        ["train", "--encoding", "nope"],
+        "error: --encoding: unknown encoding 'nope'; e.g. utf-8",
+        "charrnn train --help",
+    ),
+    (
+        ["train", "--encoding", "rot13"],
+        "error: --encoding: 'rot13' is not a text encoding",
+        "charrnn train --help",
+    ),
 ]
 
 
@@ -102,6 +134,28 @@ def test_a_bad_environment_variable_is_named(invoke):
     r = invoke(["sample"], env={"CHARRNN_SAMPLE_TOP_K": "lots"})
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
     assert r.stderr.startswith("charrnn: error: CHARRNN_SAMPLE_TOP_K (--top-k): ")
+
+
+@pytest.mark.parametrize("var", ["CHARRNN_SAMPLE_N", "CHARRNN_SAMPLE_NUM"])
+def test_the_variable_named_is_the_one_set_in_plain_words(invoke, var):
+    # the README's CHARRNN_SAMPLE_N was reported as CHARRNN_SAMPLE_NUM, "not a valid integer range"
+    r = invoke(["sample"], env={var: "abc"})
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"charrnn: error: {var} (--num): 'abc' is not a valid integer. ")
+
+
+def test_a_help_that_states_its_default_shows_no_second_one():
+    out = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
+    options = out.split("Options:")[1].split("\n  -")
+    eval_every = next(o for o in options if o.startswith("-eval-every"))
+    assert eval_every.count("[default:") == 1 and "names mode: 100" in eval_every
+    assert all(o.count("[default:") <= 1 for o in options)
+
+
+def test_a_missing_file_to_score_is_not_called_a_corpus(invoke, tmp_path):
+    r = invoke(["score", str(tmp_path / "nope.txt"), "--store", str(tmp_path)])
+    assert r.exit_code == 66 and r.stdout == ""
+    assert r.stderr == f"charrnn: error: file not found: {tmp_path / 'nope.txt'}\n"
 
 
 def test_a_changed_setting_on_resume_is_one_line(invoke, tmp_path):

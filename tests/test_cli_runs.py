@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
+
+import pytest
 
 from charrnn.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_runs_table_has_a_header_the_model_and_its_best_loss(invoke, trained_store):
@@ -30,3 +38,18 @@ def test_runs_json_gives_iso_times_and_the_model(invoke, trained_store):
 def test_an_empty_store_says_how_to_fill_it(invoke, tmp_path):
     r = invoke(["runs", "--store", str(tmp_path)])
     assert r.exit_code == 0 and r.stdout == "" and "charrnn train" in r.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_stdout_is_named_with_exit_74(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [sys.executable, "-m", "charrnn", "runs", "--json", "--store", str(tmp_path)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    assert r.returncode == 74
+    assert r.stderr == "charrnn: error: cannot write to stdout: No space left on device\n"

@@ -233,3 +233,32 @@ def test_best_or_latest_on_the_command_line_overrides_the_environment(invoke, st
     assert r.exit_code == 2 and "--latest takes a run name" in r.stderr  # the variable counts
     r = invoke(["sample", "dinos", "--store", str(store), "-n", "1", "--best"], env=env)
     assert r.exit_code == 0 and r.stdout.count("\n") == 1, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--max-length", "5"], "--max-length applies to names mode only"),
+        (["--max-length", "5", "--unique"], "--unique and --max-length apply to names mode only"),
+    ],
+)
+def test_an_option_of_names_mode_is_refused_on_prose(sample, args, said):
+    # --max-length was ignored on prose (20 characters, exit 0) while --unique was refused
+    r = sample("prose", "--length", "20", *args)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("charrnn: error:") == 1
+    assert f"charrnn: error: {said}; prose mode writes --length characters" in r.stderr
+
+
+def test_length_is_refused_in_names_mode(sample):
+    r = sample("dinos", "--length", "20")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "charrnn: error: --length applies to prose mode only" in r.stderr
+    # the defaults still apply where they belong
+    assert len(sample("prose", "--seed", "1", "-q").stdout) == 500 + 1
+    assert sample("dinos", "-n", "3", "--max-length", "2", "-q").exit_code == 0
+
+
+def test_a_mistyped_step_is_a_usage_error(sample):
+    r = sample("dinos:abc")
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("charrnn: error: unknown checkpoint selector 'abc' in 'dinos:abc'")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from charrnn.errors import (
@@ -52,3 +54,11 @@ def test_an_undeclared_detail_is_refused():
         LockedError("locked", pdi=42)
     with pytest.raises(TypeError):
         CorpusError("empty", unknown=("x",))
+
+
+def test_the_readme_exit_code_table_is_the_contract():
+    # code 4 was missing from the README while every --help listed it
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    assert {int(code): text.strip() for code, text in rows} == EXIT_CODES
