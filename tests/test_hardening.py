@@ -322,7 +322,7 @@ def test_divergence_exits_3_keeps_the_last_sane_state_and_is_never_best(tmp_path
 @pytest.mark.parametrize("command", [["train", "--steps", "1"], ["sample", "-n", "1"]])
 def test_a_negative_seed_is_a_usage_error(tmp_path, command):
     r = invoke([*command, "--store", str(tmp_path), "--seed", "-1"])
-    one_line_error(r, 2, "--seed: -1 is not in the range x>=0")
+    one_line_error(r, 2, "--seed: must be at least 0, not -1")
 
 
 def test_utf16_asked_for_a_bomless_file_is_one_line(tmp_path):
