@@ -98,6 +98,9 @@ class ResourceError(CharrnnError, exit_code=EXIT_USAGE):
 class DivergedError(CharrnnError, exit_code=EXIT_DIVERGED):
     """Training produced non-finite loss or gradients too many steps in a row."""
 
+    what: str = ""  # what happened, without the advice (the session adds where the run stays)
+    advice: str = ""  # what to change, e.g. "a lower learning rate (--lr 0.0002)"
+
 
 class TooFewSamplesError(CharrnnError, exit_code=EXIT_SHORT):
     """Sampling filters (--novel, --unique, --min-length) could not be met within the

@@ -575,8 +575,29 @@ class _Saver:
             self.corpus_meta["blank_lines"] = split.blank_lines
         self.vocab = corpus.vocab.to_json()
         self.saved_step = state.step
+        # the weights a checkpoint holds are known sane once validated, or once the loss of
+        # a later step was sane (the first such step ran on them: steps whose loss was not
+        # leave the weights alone); until then, a divergence discards it
+        self.unconfirmed: list[Path] = []
+        self.sane_seen = False  # whether a step of this session had a sane loss
+        self.unchanged_sane = False  # the last step's loss was sane and its update skipped
 
-    def __call__(self, best: bool) -> Path:
+    def step(self, ev: StepStats) -> None:
+        """A step is done: a sane loss confirms the checkpoints written before it."""
+        if ev.loss_ok:
+            self.unconfirmed.clear()
+            self.sane_seen = True
+        self.unchanged_sane = ev.loss_ok and ev.skipped  # the weights it ran on, still
+
+    def __call__(self, best: bool, validated: bool = False) -> Path:
+        arrays, meta = self._payload()
+        path = self.store.save(self.run, self.state.step, arrays, meta, best=best, keep=self.keep)
+        self.saved_step = self.state.step
+        if not (validated or self.unchanged_sane):
+            self.unconfirmed.append(path)
+        return path
+
+    def _payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, meta = self.state.to_checkpoint()
         arrays.update(self.extra)
         meta["corpus"] = self.corpus_meta
@@ -585,13 +606,51 @@ class _Saver:
         meta["charrnn"] = __version__
         if self.auto is not None:
             meta["auto"] = self.auto
-        path = self.store.save(self.run, self.state.step, arrays, meta, best=best, keep=self.keep)
-        self.saved_step = self.state.step
-        return path
+        return arrays, meta
 
     @property
     def unsaved(self) -> bool:
         return self.state.step != self.saved_step
+
+    def diverged(self, e: DivergedError, events: Events) -> DivergedError:
+        """Training diverged: the weights now are the broken ones (the update that broke
+        them had a sane loss; the skipped steps since left them as they were). No checkpoint
+        is written from them, and the ones this session wrote since the last update that
+        had a sane loss go; the state is kept as RUN/diverged.npz for clip-stats. Returns
+        the error saying where the run stays and what to do."""
+        for path in self.unconfirmed:
+            if self.store.discard(self.run, path):
+                events.info(f"removed {path.name}: its weights diverged")
+        self.unconfirmed.clear()
+        try:
+            arrays, meta = self._payload()
+            path = self.store.save_diverged(self.run, self.state.step, arrays, meta)
+            events.info(
+                f"saved the diverged state as {path} (not a checkpoint): "
+                f"`charrnn clip-stats {self.run}:diverged` shows what happened"
+            )
+        except CharrnnError as err:
+            events.warn(f"diverged state not saved: {err}")
+        what, advice = e.what or str(e), e.advice or "a lower learning rate"
+        left = self.store.checkpoints(self.run)
+        if not left:
+            then = f"the run has no checkpoint yet: train it again with {advice}"
+        elif not self.sane_seen:  # no sane loss since it was loaded: it is broken itself
+            then = (
+                f"the run's checkpoint at step {_step_of(left[-1])} diverges before any update "
+                "(its weights were broken when it was saved): start over with --fresh"
+            )
+        else:
+            then = (
+                f"the run stays at its last checkpoint (step {_step_of(left[-1])}): resume with "
+                f"{advice}, or start over with --fresh"
+            )
+        return DivergedError(f"{what}; {then}", what=what, advice=advice)
+
+
+def _step_of(path: Path) -> int:
+    """The step in a checkpoint's name (ckpt-000000700.npz: 700)."""
+    return int(path.stem.rpartition("-")[2])
 
 
 def _train(
@@ -613,6 +672,7 @@ def _train(
     t_start = time.perf_counter()
     progress = _Progress(events, bar, samples, state)
     early = False
+    bad = 0  # steps in a row whose loss was not sane
     with _stop_on_signals(stop):
         try:
             for ev in train_loop(
@@ -628,19 +688,26 @@ def _train(
                 if isinstance(ev, StepStats):
                     horizon(events)
                     progress.step(ev)
+                    save.step(ev)
+                    bad = 0 if ev.loss_ok else bad + 1
                     continue
                 horizon(events, force=True)  # fixed before any checkpoint holds it
-                if isinstance(ev, SaveDue):
+                validated = isinstance(ev, EvalStats) and math.isfinite(ev.val_loss)
+                if bad and not validated:  # the last loss says these weights may be broken
+                    events.info(
+                        f"step {ev.step}: no checkpoint while the loss is not sane "
+                        f"({plural(bad, 'step')} in a row)"
+                    )
+                elif isinstance(ev, SaveDue):
                     last_path = save(False)
                     events.info(f"step {ev.step}: saved {last_path.name}")
                 else:
-                    last_path = save(ev.improved)
+                    last_path = save(ev.improved, validated)
                     early = ev.early_stop
                     progress.evaluated(ev, last_path)
-        except DivergedError:
+        except DivergedError as e:
             progress.close()
-            _save_diverged(save, events)
-            raise
+            raise save.diverged(e, events) from None
         except BaseException:  # a second Ctrl-C and the like: the last checkpoint stands
             progress.close()
             raise
@@ -678,17 +745,6 @@ def _announce(events: Events, state: TrainState, split: Split) -> None:
         )
 
 
-def _save_diverged(save: _Saver, events: Events) -> None:
-    """Training diverged: skipped steps never touched the parameters, so save them (finite,
-    or the store refuses) for clip-stats to show what happened; the caller exits 3."""
-    if not save.unsaved:
-        return
-    try:
-        events.info(f"saved {save(False)} for `charrnn clip-stats {save.run}`")
-    except CharrnnError as e:
-        events.warn(f"not saved: {e}")
-
-
 class _Progress:
     """What a session shows while it trains: the bar, a line per validation, samples on a
     terminal, and the step at which log lines stopped getting through (stderr gone:
@@ -717,9 +773,12 @@ class _Progress:
     def step(self, ev: StepStats) -> None:
         self.chars_per_sec = ev.chars_per_sec
         if ev.skipped:
-            self.events.warn(
-                f"step {ev.step}: loss non-finite or far above uniform guessing, update skipped"
+            why = (
+                "update skipped (it would overflow the parameters)"
+                if ev.loss_ok
+                else "loss non-finite or far above uniform guessing, update skipped"
             )
+            self.events.warn(f"step {ev.step}: {why}")
         self.postfix["loss"] = f"{ev.loss:.3f}"
         self.postfix["chars/s"] = f"{self.chars_per_sec / 1e3:.1f}k"
         self.bar.update(1, **self.postfix)

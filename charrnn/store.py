@@ -7,6 +7,7 @@ Layout of a store (``$CHARRNN_STORE``, default ``./checkpoints``)::
         ckpt-000000100.npz           committed checkpoints, zero-padded step so names sort
         ckpt-000000200.npz
         best.npz                     hard link to (or copy of) the best checkpoint
+        diverged.npz                 the state at a divergence: a record, never a checkpoint
         lock                         flock target; holds the pid of the last holder
         .ckpt-000000300.npz.tmp-4242-9f1c0a2b   a writer's temp file (ignored, cleaned)
 
@@ -84,6 +85,9 @@ DEFAULT_ROOT = "checkpoints"
 META_KEY = "__meta__"  # reserved member holding the JSON header
 
 BEST_NAME = "best.npz"
+# where a run that diverged keeps its last state and history, for `clip-stats RUN:diverged`:
+# not a checkpoint, so resuming, sample, runs and retention never see it
+DIVERGED_NAME = "diverged.npz"
 # --fresh moves the old run's checkpoints here; readers use them while the run directory
 # has none, and the new run's first save deletes them (see Store.retire)
 PREVIOUS = ".previous"
@@ -95,7 +99,7 @@ _RUN_RE = re.compile(r"[A-Za-z0-9._-]+")
 _CKPT_RE = re.compile(r"ckpt-(\d+)\.npz")
 # temp files: a dot so listings and globs skip them, the writer's pid so the
 # cleaner can tell a dead writer from a live one
-_TMP_RE = temp_pattern(r"ckpt-\d+\.npz|best\.npz")
+_TMP_RE = temp_pattern(r"ckpt-\d+\.npz|best\.npz|diverged\.npz")
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_MEMBERS = 4096  # a checkpoint holds a few dozen arrays
 _MAX_META_BYTES = 64 << 20  # the JSON header: configs, vocabulary, rng state
@@ -601,6 +605,42 @@ class Store:
         self._drop_previous(d, on_warning)  # the new run has committed: the old one goes
         return final
 
+    def save_diverged(
+        self, run: str, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    ) -> Path:
+        """Atomically write the state of ``run`` at a divergence as ``<run>/diverged.npz``
+        (replacing an earlier one), validated as :meth:`save` does. It is a record for
+        ``RUN:diverged``, not a checkpoint: resuming, ``latest``, ``runs`` and retention
+        ignore it, so the run stays at its last sane checkpoint."""
+        d = self.run_dir(run)
+        final = d / DIVERGED_NAME
+        members = self._members(run, int(step), arrays, meta)
+        self._mkdir(d)
+        self._check_held(run)
+        atomic_write(final, lambda f: _write_npz(f, members), "diverged state to")
+        return final
+
+    def discard(self, run: str, path: Path) -> bool:
+        """Delete checkpoint ``path`` of ``run``, one the caller found holds broken weights;
+        return whether it went. Only a ``ckpt-*.npz`` of the run's own directory goes, and
+        never the one best.npz is (call it under :meth:`lock`)."""
+        d = self.run_dir(run)
+        self._check_held(run)
+        path = Path(path)
+        if path.parent != d or not _CKPT_RE.fullmatch(path.name):
+            raise ValueError(f"{path} is not a checkpoint of run {run!r}")
+        with suppress(OSError):
+            if os.path.samefile(path, d / BEST_NAME):
+                return False
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise StoreIOError(f"cannot remove checkpoint {path}: {_strerror(e)}") from None
+        fsync_dir(d)
+        return True
+
     def retire(self, run: str) -> int:
         """--fresh: set the run's checkpoints aside; return how many there were.
 
@@ -819,7 +859,8 @@ class Store:
         """Turn what the user typed into a checkpoint.
 
         ``None`` → latest checkpoint of the latest run; ``RUN`` → its latest;
-        ``RUN:best``, ``RUN:latest``, ``RUN:STEP``; a path to an existing file → that
+        ``RUN:best``, ``RUN:latest``, ``RUN:STEP``, ``RUN:diverged`` (the record of a
+        divergence, see :meth:`save_diverged`); a path to an existing file → that
         file (an existing file wins over a run of the same name). Anything missing
         raises InputMissingError with a one-line hint.
         """
@@ -841,6 +882,15 @@ class Store:
                 f"no run or checkpoint file named {spec!r} in {_show(self.root)}; "
                 f"{self._runs_hint()}"
             )
+        if selector == "diverged":  # a record, there even when the run has no checkpoint
+            try:
+                return _read(self.run_dir(run) / DIVERGED_NAME, self.schema)
+            except FileNotFoundError:
+                raise InputMissingError(
+                    f"run {run!r} has no diverged state (its training never diverged)"
+                ) from None
+            except _Corrupt as e:
+                raise CheckpointError(f"{self.run_dir(run) / DIVERGED_NAME}: {e}") from None
         steps = self._steps(self._home(self.run_dir(run)))
         if not steps:
             raise InputMissingError(
@@ -865,7 +915,7 @@ class Store:
             )
         raise ConfigError(  # a mistyped RUN:STEP is a usage error, not a missing input
             f"unknown checkpoint selector {selector!r} in {spec!r}; "
-            "use RUN, RUN:best, RUN:latest, RUN:STEP or a path to a .npz file"
+            "use RUN, RUN:best, RUN:latest, RUN:STEP, RUN:diverged or a path to a .npz file"
         )
 
     def _runs_hint(self) -> str:

@@ -238,6 +238,9 @@ class StepStats:
     skipped: bool  # non-finite: update not applied
     epoch: float  # fractional epochs done
     chars_per_sec: float  # over this invocation so far
+    # the loss was finite and sane: the weights it was computed with are not broken (an
+    # update can still be skipped, when it would overflow)
+    loss_ok: bool = True
 
 
 @dataclass
@@ -433,7 +436,7 @@ def train(
         ts.elapsed += clock.tick(batch.n_chars)
         yield _record(ts, done, lr, ts.step / n_batches, clock.chars_per_sec)
         if bad_in_a_row >= cfg.max_nonfinite:
-            raise _diverged_steps(bad_in_a_row, ts.step, ts.model.cfg.vocab_size)
+            raise _diverged_steps(bad_in_a_row, ts.step, ts.model.cfg.vocab_size, opt.cfg)
         if clock.eval_due(ts.step) or ts.step == total_steps:
             ev = _evaluate(ts, val)
             yield ev
@@ -460,6 +463,7 @@ class _Done(NamedTuple):
     group_norms: np.ndarray  # (groups,) pre-clip norm of each lecture-named group, 0 if not finite
     hidden: np.ndarray  # (L, S, H, B) the state after the batch
     skipped: bool  # non-finite, diverged or overflowing: the parameters are unchanged
+    loss_ok: bool  # the loss was finite and sane (the update may still have overflowed)
 
 
 class _Update:
@@ -489,7 +493,8 @@ class _Update:
                 opt.cfg.clip_norm,
                 opt.squares_buffer(),
             )
-        skipped = not clip.finite or diverged(loss, model.cfg.vocab_size)
+        loss_ok = not diverged(loss, model.cfg.vocab_size)
+        skipped = not clip.finite or not loss_ok
         # an update that would overflow is not taken: the state stays the last sane one
         skipped = skipped or not opt.try_step(flat, grads.flat, lr, PARAM_LIMIT, clip.squares)
         group_norms = np.sqrt(
@@ -497,7 +502,7 @@ class _Update:
         )
         finite_norms = np.where(np.isfinite(group_norms), group_norms, 0.0)
         # the squares' buffer is now the optimizer's state (or its next scratch): not handed on
-        return _Done(loss, clip._replace(squares=None), finite_norms, hidden, skipped)
+        return _Done(loss, clip._replace(squares=None), finite_norms, hidden, skipped, loss_ok)
 
 
 def _record(ts: TrainState, done: _Done, lr: float, epoch: float, speed: float) -> StepStats:
@@ -523,16 +528,30 @@ def _record(ts: TrainState, done: _Done, lr: float, epoch: float, speed: float) 
         done.skipped,
         epoch,
         speed,
+        done.loss_ok,
     )
 
 
-def _diverged_steps(steps: int, step: int, vocab_size: int) -> DivergedError:
-    return DivergedError(
+def _diverged_steps(steps: int, step: int, vocab_size: int, cfg: OptimConfig) -> DivergedError:
+    return _diverged(
         f"training diverged: for {steps} steps in a row (to step {step}) the "
         f"loss was non-finite or above {DIVERGED_FACTOR:g}x log(V) = "
         f"{DIVERGED_FACTOR * math.log(max(vocab_size, 2)):.2f} nats/char (uniform guessing), or "
-        "an update overflowed; lower the learning rate or clip gradients (--clip-norm 5)"
+        "an update overflowed",
+        cfg,
     )
+
+
+def _diverged(what: str, cfg: OptimConfig) -> DivergedError:
+    advice = divergence_advice(cfg)
+    return DivergedError(f"{what}; train with {advice}", what=what, advice=advice)
+
+
+def divergence_advice(cfg: OptimConfig) -> str:
+    """What to change after a divergence: norm clipping when it is off, else a concrete
+    lower learning rate (a tenth of the run's)."""
+    lower = f"a lower learning rate (--lr {cfg.lr / 10:g})"
+    return lower if cfg.clip_norm is not None else f"--clip-norm 5 or {lower}"
 
 
 class _Clock:
@@ -594,10 +613,10 @@ def _evaluate(ts: TrainState, val: StreamBatches | LineBatches | None) -> EvalSt
     if math.isfinite(loss):  # no validation split: nothing to record
         ts.history.record_val(ts.step, loss)
     if val is not None and diverged(loss, ts.model.cfg.vocab_size):  # never a best checkpoint
-        raise DivergedError(
+        raise _diverged(
             f"training diverged: validation loss {loss:.4g} nats/char at step {ts.step} is "
-            f"above {DIVERGED_FACTOR:g}x log(V) (uniform guessing); lower the learning rate "
-            "or clip gradients (--clip-norm 5)"
+            f"above {DIVERGED_FACTOR:g}x log(V) (uniform guessing)",
+            ts.optimizer.cfg,
         )
     patience = ts.train_cfg.patience or 0
     return EvalStats(ts.step, loss, improved, patience > 0 and evals_since_best(ts) >= patience)

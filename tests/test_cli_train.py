@@ -21,6 +21,10 @@ DINOS = str(ROOT / "data" / "dinos.txt")
 SMALL = ["--hidden", "16", "--batch-size", "8", "--seq-len", "16"]
 
 
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
 def params_of(store: Path, run: str) -> dict[str, np.ndarray]:
     ck = Store(store).latest(run)
     return {k: v for k, v in ck.arrays.items() if k.startswith(("param.", "opt.", "train."))}
@@ -215,12 +219,73 @@ def test_divergence_stops_with_exit_3_and_no_nan_checkpoint(invoke, tmp_path):
     ]
     r = invoke(args)
     assert r.exit_code == 3, r.stderr
-    assert "diverged" in r.stderr and "learning rate" in r.stderr
     assert r.stderr.count("charrnn: error:") == 1
-    ck = Store(tmp_path).latest("dinos")  # saved for clip-stats, and finite
-    assert all(np.isfinite(v).all() for k, v in ck.arrays.items() if v.dtype.kind == "f")
-    assert ck.arrays["hist.skipped"][-5:].all()
-    assert ck.step < 200
+    # every update would overflow: none is taken, so no checkpoint, and the advice fits
+    # a run without norm clipping
+    assert last_line(r.stderr).endswith(
+        "; the run has no checkpoint yet: train it again with --clip-norm 5 or a lower "
+        "learning rate (--lr 1e+37)"
+    )
+    st = Store(tmp_path)
+    assert st.checkpoints("dinos") == []
+    record = st.resolve("dinos:diverged")  # for clip-stats: finite, and not a checkpoint
+    assert all(np.isfinite(v).all() for k, v in record.arrays.items() if v.dtype.kind == "f")
+    assert record.arrays["hist.skipped"][-5:].all() and record.step < 200
+
+
+def test_a_diverged_run_stays_at_its_last_sane_checkpoint_and_resumes(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--eval-every", "10", "-q"]
+    assert invoke([*base, "--steps", "20"]).exit_code == 0
+    st = Store(tmp_path)
+    sane = params_of(tmp_path, "dinos")
+    # the update of step 21 has a sane loss and breaks the weights; with a checkpoint at
+    # every step, that one is written and then found broken by the steps after it
+    r = invoke([*base, "--steps", "100", "--lr", "1e6", "--save-every", "1"])
+    assert r.exit_code == 3, r.stderr
+    assert r.stdout == ""
+    assert last_line(r.stderr).endswith(
+        "; the run stays at its last checkpoint (step 20): resume with a lower learning rate "
+        "(--lr 100000), or start over with --fresh"
+    )  # norm clipping is on (the default): no --clip-norm advice
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+    after = params_of(tmp_path, "dinos")
+    assert all(np.array_equal(sane[k], after[k]) for k in sane)
+    record = st.resolve("dinos:diverged")
+    assert record.step > 21 and record.arrays["hist.skipped"][-5:].all()
+    assert np.abs(record.arrays["param.Wya"]).max() > 1e3  # the broken weights, kept aside
+    doc = json.loads(invoke(["clip-stats", "--store", str(tmp_path), "dinos:diverged",
+                             "--json"]).stdout)  # fmt: skip
+    assert doc["step"] == record.step and doc["steps"]["nonfinite"] >= 5
+    # a sane learning rate carries on from step 20, as if nothing had happened
+    r = invoke([*base[:-1], "--steps", "40", "--lr", "0.005", "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert "resuming run 'dinos' from step 20" in r.stderr and "skipped" not in r.stderr
+    assert doc["status"] == "done" and doc["step"] == 40 and doc["optim"]["lr"] == 0.005
+    assert doc["val_loss"] < 3.5
+    r = invoke(["sample", "--store", str(tmp_path), "dinos", "-n", "3", "--seed", "1"])
+    assert r.exit_code == 0 and "step 40" in r.stderr
+    assert len(r.stdout.splitlines()) == 3
+
+
+def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--eval-every", "10", "-q"]
+    assert invoke([*base, "--steps", "10", "--lr", "1e6", "--save-every", "1"]).exit_code == 3
+    st = Store(tmp_path)
+    # what charrnn before this fix kept: a checkpoint of the broken weights
+    record = st.resolve("dinos:diverged")
+    assert st.checkpoints("dinos") == []  # its step-1 checkpoint was found broken, removed
+    st.save("dinos", record.step, record.arrays, record.meta)
+    # its first steps diverge whatever the learning rate: only --fresh helps
+    r = invoke([*base, "--steps", "100", "--lr", "0.005"])
+    assert r.exit_code == 3
+    assert last_line(r.stderr).endswith(
+        f"; the run's checkpoint at step {record.step} diverges before any update (its weights "
+        "were broken when it was saved): start over with --fresh"
+    )
+    assert [p.name for p in st.checkpoints("dinos")] == [st.checkpoint_name(record.step)]
+    r = invoke([*base, "--steps", "20", "--lr", "0.005", "--fresh"])
+    assert r.exit_code == 0, r.stderr
 
 
 # --------------------------------------------------------------------------- real processes

@@ -353,7 +353,7 @@ def store(tmp_path_factory, invoke) -> Path:
     )
     assert r.exit_code == 0, r.stderr
     # a vanilla RNN with adam at lr 10 and no clipping: the gradient norm spikes, then the
-    # loss goes non-finite and training stops as diverged (exit 3), its checkpoint saved
+    # loss goes non-finite and training stops as diverged (exit 3), its state kept as BOOM
     # (at lr 1 whether it diverges within 60 steps depended on the BLAS thread count)
     boom = ["train", DINOS, "--store", str(root), "--run", "boom", "--mode", "prose",
             "--cell", "rnn", "--hidden", "16", "--lr", "10", "--clip-norm", "none",
@@ -361,6 +361,9 @@ def store(tmp_path_factory, invoke) -> Path:
     r = invoke(boom)
     assert r.exit_code == 3 and "training diverged" in r.stderr, r.stderr
     return root
+
+
+BOOM = "boom:diverged"  # the record of the run that diverged (not a checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -397,14 +400,14 @@ def test_history_json_agrees_with_the_recorded_history(clip_json, store):
 
 
 def test_exploding_run_is_flagged_loudly(invoke, clip_json, store):
-    doc = clip_json(store, "boom")
+    doc = clip_json(store, BOOM)
     ev = doc["events"]
     assert ev["exploding"] is True and ev["spike_count"] >= 1
-    gn = Store(store).latest("boom").arrays["hist.grad_norm"]
+    gn = Store(store).resolve(BOOM).arrays["hist.grad_norm"]
     for s in ev["spikes"]:
         assert s["grad_norm"] == gn[s["step"] - 1] and s["ratio"] > 10
     assert doc["suggestion"]["verdict"] == "exploding"
-    r = invoke(["clip-stats", "--store", str(store), "boom"])
+    r = invoke(["clip-stats", "--store", str(store), BOOM])
     assert r.exit_code == 0 and "EXPLODING GRADIENTS" in r.stdout
     assert "no norm clipping was on" in r.stdout
 
@@ -436,8 +439,8 @@ def test_one_advice_from_both_views_of_a_healthy_run(invoke, clip_json, store):
 
 
 def test_both_views_agree_that_a_run_that_spiked_needs_clipping(invoke, clip_json, store):
-    history = clip_json(store, "boom")
-    probe = clip_json(store, "boom", "--probe", DINOS, "-q")
+    history = clip_json(store, BOOM)
+    probe = clip_json(store, BOOM, "--probe", DINOS, "-q")
     assert history["events"]["spike_count"] >= 1  # what the history measured
     # the old code: "exploding" from the history, "clip" at the probe batches' own p90
     assert [d["suggestion"]["verdict"] for d in (history, probe)] == ["exploding"] * 2
@@ -446,9 +449,9 @@ def test_both_views_agree_that_a_run_that_spiked_needs_clipping(invoke, clip_jso
         assert s["needed"] is True and s["percentile"] == 90
         assert s["basis"] == "history" and s["reason"].startswith("clipping is needed: ")
     # the same numbers when both views read the same checkpoint's history
-    latest = clip_json(store, "boom", "--probe", DINOS, "-q", "--latest")["suggestion"]
+    latest = probe["suggestion"]  # the probe read the same record's history
     assert latest["clip_norm"] == history["suggestion"]["clip_norm"]
-    r = invoke(["clip-stats", "--store", str(store), "boom", "--probe", DINOS, "-q"])
+    r = invoke(["clip-stats", "--store", str(store), BOOM, "--probe", DINOS, "-q"])
     assert r.exit_code == 0 and "needed: --clip-norm" in r.stdout
 
 
@@ -564,7 +567,7 @@ def test_missing_run_is_exit_66(invoke, store):
 def test_json_schema_is_stable(clip_json, store):
     for doc in (
         clip_json(store, "dinos"),
-        clip_json(store, "boom"),
+        clip_json(store, BOOM),
         clip_json(store, "dinos", "--probe", DINOS, "--batches", "2", "-q"),
         clip_json(store, "boom", "--probe", DINOS, "--batches", "2", "-q"),
     ):
@@ -690,7 +693,7 @@ def test_json_schema_is_stable(clip_json, store):
 
 
 def test_human_report_on_stdout_and_nothing_on_stderr(invoke, store):
-    r = invoke(["clip-stats", "--store", str(store)])  # the latest run
+    r = invoke(["clip-stats", "--store", str(store), BOOM])  # the run that exploded
     assert r.exit_code == 0, r.stderr
     assert r.stderr == ""
     for needle in (
@@ -714,7 +717,7 @@ def test_probe_logs_go_to_stderr_only(invoke, store):
     assert "Value clipping at a few thresholds" in r.stdout and "cos mean" in r.stdout
 
 
-@pytest.mark.parametrize("args", [["dinos"], ["dinos", "--probe", DINOS, "-q"], ["boom"]])
+@pytest.mark.parametrize("args", [["dinos"], ["dinos", "--probe", DINOS, "-q"], [BOOM]])
 def test_a_narrow_columns_is_honoured_legend_included(invoke, store, args):
     # the chart's legend used to be printed unwrapped: 74 characters in a 60-column pipe
     r = invoke(["clip-stats", "--store", str(store), *args], env={"COLUMNS": "60"})
@@ -732,14 +735,14 @@ def test_a_narrow_columns_is_honoured_legend_included(invoke, store, args):
     ],
 )
 def test_no_color_means_no_escape_codes(invoke, store, env, colored):
-    r = invoke(["clip-stats", "--store", str(store), "boom"], env=env)
+    r = invoke(["clip-stats", "--store", str(store), BOOM], env=env)
     assert r.exit_code == 0, r.stderr
     assert ("\x1b[" in r.stdout) is colored
 
 
 def test_env_vars_set_options(invoke, store):
     r = invoke(
-        ["clip-stats", "--store", str(store), "boom", "--json"],
+        ["clip-stats", "--store", str(store), BOOM, "--json"],
         env={"CHARRNN_CLIP_STATS_SPIKE_FACTOR": "1e12"},
     )
     assert r.exit_code == 0, r.stderr

@@ -305,15 +305,20 @@ def test_divergence_exits_3_keeps_the_last_sane_state_and_is_never_best(tmp_path
     r = invoke([*base, "--eval-every", "30", *args])
     assert r.exit_code == 3, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("charrnn: error: training diverged: ")
-    ck = Store(tmp_path).latest("dinos")  # saved for clip-stats, finite and sane
-    best = Store(tmp_path).best("dinos")  # only a validation before the divergence
-    assert best is None or (best.step < ck.step and best.meta["best_val"] < 3 * math.log(27))
-    params = [a for k, a in ck.arrays.items() if k.startswith("param.")]
+    st = Store(tmp_path)
+    record = st.resolve("dinos:diverged")  # kept aside for clip-stats, finite
+    params = [a for k, a in record.arrays.items() if k.startswith("param.")]
     assert all(np.isfinite(a).all() and np.abs(a).max() < 1e15 for a in params)
-    r = invoke(["clip-stats", "--store", str(tmp_path), "--json"])
+    # the run keeps only checkpoints from before the divergence, validated sane
+    for path in st.checkpoints("dinos"):
+        ck = st.load(path)
+        assert ck.step < record.step and ck.arrays["val.loss"][-1] < 3 * math.log(27)
+    best = st.best("dinos")  # only a validation before the divergence
+    assert best is None or (best.step < record.step and best.meta["best_val"] < 3 * math.log(27))
+    r = invoke(["clip-stats", "--store", str(tmp_path), "--json", "dinos:diverged"])
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["step"] == ck.step
+    assert doc["step"] == record.step and doc["steps"]["nonfinite"] > 0
 
 
 # ----------------------------------------------------------------------------- 7. contract
