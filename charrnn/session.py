@@ -68,6 +68,7 @@ from charrnn.trainer import (
     StepStats,
     TrainConfig,
     TrainState,
+    evals_since_best,
 )
 from charrnn.trainer import train as train_loop
 
@@ -101,27 +102,31 @@ class TrainResult:
     log_lost: str | None = None  # why log lines stopped getting through (stderr gone), if so
     log_lost_at: int | None = None  # the step at which they stopped
     auto: dict[str, Any] | None = None  # the automatic configuration's choice and reason
+    steps_trained: int = 0  # steps this invocation took (0: the run was already finished)
 
     @property
     def best_step(self) -> int | None:
         """The step of the best validation loss so far (the best checkpoint), if any."""
-        h = self.state.history
-        return h.val_step[int(np.argmin(h.val_loss))] if h.val_loss else None
+        return _best_step(self.state)
 
     @property
     def stop_reason(self) -> str:
         """Why the session ended, in words (the JSON's ``stop_reason``)."""
         ts = self.state
         if self.status == "stopped early":
-            return (
-                f"no new best validation loss in the last {ts.train_cfg.patience} validations "
-                f"(best at step {self.best_step}; --patience)"
+            since = plural(evals_since_best(ts), "validation")
+            reason = (
+                f"no new best validation loss in the last {since} "
+                f"(best at step {self.best_step}; --patience {ts.train_cfg.patience})"
             )
-        return {
-            "done": "reached the step target",
-            "interrupted": "stopped by a signal",
-            "time budget spent": "the --time budget was spent",
-        }.get(self.status, self.status)
+        else:
+            reason = {
+                "done": "reached the step target",
+                "interrupted": "stopped by a signal",
+                "time budget spent": "the --time budget was spent",
+            }.get(self.status, self.status)
+        finished = self.status in ("done", "stopped early") and not self.steps_trained
+        return reason + ("; already so before this command, nothing to do" if finished else "")
 
     @property
     def return_code(self) -> int:
@@ -145,6 +150,7 @@ class TrainResult:
             "best_val_loss": finite_or_none(ts.best_val),
             "best_step": self.best_step,
             "stop_reason": self.stop_reason,
+            "steps_trained": self.steps_trained,
             "seconds": self.seconds,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "logging": "ok" if self.log_lost is None else "lost",
@@ -375,6 +381,17 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
             )
             n_batches = split.train.n_batches
             return TrainResult(run, "done", state, corpus, n_batches, 0.0, resumed_from, auto=auto)
+        if stopped_early(state):
+            events.info(
+                f"run '{run}' stopped early at step {state.step} (best at step "
+                f"{_best_step(state)}, then {plural(evals_since_best(state), 'validation')} "
+                "without a new best); nothing to do (--patience 0 trains on to the step target, "
+                "a larger --patience waits longer for a new best)"
+            )
+            n_batches = split.train.n_batches
+            return TrainResult(
+                run, "stopped early", state, corpus, n_batches, 0.0, resumed_from, auto=auto
+            )
         if request.fresh:  # the old run stays usable until the new one's first save
             retired = store.retire(run)
             if retired:
@@ -386,6 +403,26 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
         result = _train(request, events, state, corpus, split, total, saver, resumed_from)
         result.auto = auto
         return result
+
+
+def stopped_early(state: TrainState) -> bool:
+    """Whether the run has ended by early stopping under its (maybe new) patience: its
+    last validation is at its last step and the patience has run out there. The run's
+    validation history is in every checkpoint, so this holds across invocations; the
+    same command then has nothing to do, and --patience 0 or a larger one trains on."""
+    patience = state.train_cfg.patience or 0
+    h = state.history
+    return (
+        patience > 0
+        and bool(h.val_step)
+        and h.val_step[-1] == state.step
+        and evals_since_best(state) >= patience
+    )
+
+
+def _best_step(state: TrainState) -> int | None:
+    h = state.history
+    return h.val_step[int(np.argmin(h.val_loss))] if h.val_loss else None
 
 
 def _start_or_resume(
@@ -673,6 +710,7 @@ def _train(
     progress = _Progress(events, bar, samples, state)
     early = False
     bad = 0  # steps in a row whose loss was not sane
+    start_step = state.step
     with _stop_on_signals(stop):
         try:
             for ev in train_loop(
@@ -729,9 +767,11 @@ def _train(
     progress.watch_log()  # the last line may be the one that did not get through
     signum = stop[1] if stop[0] else None
     n_batches = split.train.n_batches
-    return TrainResult(
+    result = TrainResult(
         save.run, status, state, corpus, n_batches, elapsed, last_path, signum, *progress.log
     )
+    result.steps_trained = state.step - start_step
+    return result
 
 
 def _announce(events: Events, state: TrainState, split: Split) -> None:

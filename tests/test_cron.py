@@ -325,3 +325,43 @@ def test_a_killed_job_resumes_with_history_and_parameters_together(tmp_path):
     ts2 = TrainState.from_checkpoint(ck2.arrays, ck2.meta)
     assert len(ts2.history) == ts2.step == ck.step + 10
     np.testing.assert_array_equal(ts2.history.step, np.arange(1, ts2.step + 1))
+
+
+def test_a_run_that_stopped_early_is_finished_until_told_otherwise(tmp_path):
+    # cron re-runs the same command: once the patience has run out, each re-run used to
+    # train another --eval-every steps and stop again; the run is finished instead
+    args = ["train", DINOS, "--store", str(tmp_path), *TINY, "--eval-every", "5", "--lr", "0.05"]
+    args += ["--patience", "1", "--steps", "3000"]
+    r = invoke(args)
+    assert r.exit_code == 0, r.stderr
+    assert "stopped early: run 'dinos' at step" in r.stderr
+    st = Store(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in st.checkpoints("dinos")}
+    step = st.latest("dinos").step
+    assert step < 3000
+    r = invoke(args)
+    assert r.exit_code == 0 and r.stdout == ""
+    said = r.stderr.strip().splitlines()[-1]
+    assert f"run 'dinos' stopped early at step {step} (best at step " in said
+    assert said.endswith(
+        "1 validation without a new best); nothing to do (--patience 0 trains on to the "
+        "step target, a larger --patience waits longer for a new best)"
+    )
+    r = invoke([*args, "--json"])
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "stopped early" and doc["step"] == step
+    assert doc["steps_trained"] == 0 and doc["stop_reason"].startswith(
+        "no new best validation loss in the last 1 validation (best at step "
+    )
+    assert doc["stop_reason"].endswith("; already so before this command, nothing to do")
+    assert {p.name: p.stat().st_mtime_ns for p in st.checkpoints("dinos")} == before
+    # a larger patience waits for a new best; --patience 0 trains on to the step target
+    r = invoke([*args[:-4], "--patience", "3", "--steps", "3000", "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["steps_trained"] > 0 and doc["step"] > step
+    target = doc["step"] + 10
+    r = invoke([*args[:-4], "--patience", "0", "--steps", str(target), "--json"])
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "done" and doc["step"] == target and doc["steps_trained"] == 10
