@@ -628,17 +628,18 @@ def _cache_paths(cache: Path, sha: str, dtype: np.dtype) -> tuple[Path, Path]:
     return cache / f"{stem}.u{dtype.itemsize * 8}", cache / f"{stem}.json"
 
 
-def prune_token_cache(cache: Path, sha: str) -> list[Path]:
-    """Remove token caches of other corpus versions and temp files of killed loads;
-    return what was removed. Only files charrnn names this way are touched: anything
-    else in the directory (notes, symlinks, subdirectories) is left alone. Call it
-    under the run's lock, so that no other writer is at work here.
+def prune_token_cache(cache: Path, sha: str | None) -> list[Path]:
+    """Remove token caches of other corpus versions (``sha`` None: of every version) and
+    temp files of killed loads; return what was removed. Only files charrnn names this
+    way are touched: anything else in the directory (notes, symlinks, subdirectories) is
+    left alone. Call it under the run's lock, so that no other writer is at work here.
     """
-    keep = _cache_stem(sha) + "."
+    keep = _cache_stem(sha) + "." if sha is not None else None
 
     def ours(entry: os.DirEntry[str]) -> bool:
         name = entry.name
-        stale = (_CACHE_RE.fullmatch(name) is not None and not name.startswith(keep)) or (
+        other = keep is None or not name.startswith(keep)
+        stale = (_CACHE_RE.fullmatch(name) is not None and other) or (
             dead_temp(name, _CACHE_TMP_RE) or dead_temp(name, _CACHE_TMP_OLD_RE)
         )
         return stale and entry.is_file(follow_symlinks=False)

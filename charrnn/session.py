@@ -359,50 +359,73 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
         limit = f" (at most {request.wait:g}s)" if request.wait is not True else ""
         events.info(f"run '{run}' is locked by {who}; waiting for it to finish{limit}")
 
+    created = not run_dir.exists()  # a train that fails before its first save removes it
     with store.lock(run, wait=request.wait, on_wait=waiting):
-        for p in store.clean_leftovers(run):
-            events.info(f"removed leftover {p}")
-        t0 = time.perf_counter()
-        corpus = load_corpus(request.paths, request.corpus_options, cache_dir=run_dir / "cache")
-        prune_token_cache(run_dir / "cache", corpus.sha256)
+        try:
+            return _session(request, events, store, run)
+        except BaseException:
+            if created:
+                _forget(store, run)
+            raise
+
+
+def _forget(store: Store, run: str) -> None:
+    """Remove the run directory this session created, if it holds nothing to keep: the
+    token cache it wrote and the lock file go, files charrnn did not name stay."""
+    run_dir = store.run_dir(run)
+    if not store.unused(run):
+        return
+    with contextlib.suppress(CharrnnError, OSError):
+        prune_token_cache(run_dir / "cache", None)
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / "cache").rmdir()  # only when empty
+        store.forget(run)
+
+
+def _session(request: TrainRequest, events: Events, store: Store, run: str) -> TrainResult:
+    """The session under the run's lock."""
+    run_dir = store.run_dir(run)
+    for p in store.clean_leftovers(run):
+        events.info(f"removed leftover {p}")
+    t0 = time.perf_counter()
+    corpus = load_corpus(request.paths, request.corpus_options, cache_dir=run_dir / "cache")
+    prune_token_cache(run_dir / "cache", corpus.sha256)
+    events.info(
+        f"corpus {', '.join(corpus.sources)}: {corpus.n_chars:,} characters, "
+        f"{corpus.vocab.size} distinct, "
+        f"{'one item per line' if corpus.is_lines else 'prose'} "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+    state, resumed_from, auto = _start_or_resume(store, run, corpus, request, events)
+    split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg, corpus.vocab)
+    total = request.target_steps(split.train.n_batches, state.train_cfg.names)
+    _fix_decay_end(state, total)
+    if state.step >= total:
+        events.info(f"run '{run}' already has {state.step} steps (target {total}); nothing to do")
+        n_batches = split.train.n_batches
+        return TrainResult(run, "done", state, corpus, n_batches, 0.0, resumed_from, auto=auto)
+    if stopped_early(state):
         events.info(
-            f"corpus {', '.join(corpus.sources)}: {corpus.n_chars:,} characters, "
-            f"{corpus.vocab.size} distinct, "
-            f"{'one item per line' if corpus.is_lines else 'prose'} "
-            f"({time.perf_counter() - t0:.1f}s)"
+            f"run '{run}' stopped early at step {state.step} (best at step "
+            f"{_best_step(state)}, then {plural(evals_since_best(state), 'validation')} "
+            "without a new best); nothing to do (--patience 0 trains on to the step target, "
+            "a larger --patience waits longer for a new best)"
         )
-        state, resumed_from, auto = _start_or_resume(store, run, corpus, request, events)
-        split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg, corpus.vocab)
-        total = request.target_steps(split.train.n_batches, state.train_cfg.names)
-        _fix_decay_end(state, total)
-        if state.step >= total:
+        n_batches = split.train.n_batches
+        return TrainResult(
+            run, "stopped early", state, corpus, n_batches, 0.0, resumed_from, auto=auto
+        )
+    if request.fresh:  # the old run stays usable until the new one's first save
+        retired = store.retire(run)
+        if retired:
             events.info(
-                f"run '{run}' already has {state.step} steps (target {total}); nothing to do"
+                f"--fresh: {plural(retired, 'checkpoint')} of run '{run}' set aside; "
+                "they go once the new run saves its first"
             )
-            n_batches = split.train.n_batches
-            return TrainResult(run, "done", state, corpus, n_batches, 0.0, resumed_from, auto=auto)
-        if stopped_early(state):
-            events.info(
-                f"run '{run}' stopped early at step {state.step} (best at step "
-                f"{_best_step(state)}, then {plural(evals_since_best(state), 'validation')} "
-                "without a new best); nothing to do (--patience 0 trains on to the step target, "
-                "a larger --patience waits longer for a new best)"
-            )
-            n_batches = split.train.n_batches
-            return TrainResult(
-                run, "stopped early", state, corpus, n_batches, 0.0, resumed_from, auto=auto
-            )
-        if request.fresh:  # the old run stays usable until the new one's first save
-            retired = store.retire(run)
-            if retired:
-                events.info(
-                    f"--fresh: {plural(retired, 'checkpoint')} of run '{run}' set aside; "
-                    "they go once the new run saves its first"
-                )
-        saver = _Saver(store, run, state, corpus, request.keep, auto, split)
-        result = _train(request, events, state, corpus, split, total, saver, resumed_from)
-        result.auto = auto
-        return result
+    saver = _Saver(store, run, state, corpus, request.keep, auto, split)
+    result = _train(request, events, state, corpus, split, total, saver, resumed_from)
+    result.auto = auto
+    return result
 
 
 def stopped_early(state: TrainState) -> bool:

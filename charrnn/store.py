@@ -641,6 +641,36 @@ class Store:
         fsync_dir(d)
         return True
 
+    def unused(self, run: str) -> bool:
+        """Whether ``run`` holds nothing of value: no checkpoint, best, .previous or
+        diverged record (a lock file and a token cache are not of value)."""
+        d = self.run_dir(run)
+        keep = (PREVIOUS, BEST_NAME, DIVERGED_NAME)
+        return not self._steps(d) and not any(os.path.lexists(d / n) for n in keep)
+
+    def forget(self, run: str) -> bool:
+        """Remove the directory of a run that never committed anything (a train that failed
+        before its first checkpoint): its lock file, then the directory, only if that left it
+        empty. Anything else in it (a checkpoint, a record, a file charrnn did not name)
+        keeps it. Call it under :meth:`lock`; returns whether the directory went."""
+        d = self.run_dir(run)
+        self._check_held(run)
+        if not self.unused(run):
+            return False
+        try:
+            lock = _open_lock_file(d / LOCK_NAME, os.O_RDONLY)  # ours: a plain, single file
+            os.close(lock)
+            os.unlink(d / LOCK_NAME)
+        except (OSError, StoreIOError):
+            return False
+        try:
+            os.rmdir(d)
+        except OSError:  # not empty: someone's files stay, and so does the directory
+            return False
+        with suppress(OSError):
+            fsync_dir(d.parent)
+        return True
+
     def retire(self, run: str) -> int:
         """--fresh: set the run's checkpoints aside; return how many there were.
 
@@ -967,6 +997,8 @@ class Store:
                 # os.open files are not inherited by children (pep 446), so a subprocess
                 # of the holder cannot keep the lock alive after the holder dies
                 fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:  # removed just now by a train that failed (forget)
+                continue
             except OSError as e:
                 raise StoreIOError(f"cannot open run directory {d}: {_strerror(e)}") from None
             try:

@@ -107,6 +107,31 @@ def test_bad_corpus_gets_one_line_error_and_exit_code(invoke, tmp_path, content,
     assert len(errors) == 1 and errors[0] == lines[-1], r.stderr
     assert needle in errors[0]
     assert "Traceback" not in r.stderr
+    assert list((tmp_path / "store").glob("*")) == []  # no run folder left behind
+
+
+def test_a_train_that_fails_before_its_first_checkpoint_removes_only_its_own_folder(
+    invoke, tmp_path
+):
+    store = tmp_path / "store"
+    # fails after the corpus went into the token cache: the cache, lock and folder go
+    r = invoke(["train", DINOS, "--store", str(store), "--run", "big", "--hidden", "100000000"])
+    assert r.exit_code == 2 and "memory" in r.stderr
+    assert not (store / "big").exists()
+    # a folder that was there before stays, with what is not charrnn's
+    (store / "mine").mkdir()
+    (store / "mine" / "notes.txt").write_text("mine\n")
+    r = invoke(["train", DINOS, "--store", str(store), "--run", "mine", "--hidden", "100000000"])
+    assert r.exit_code == 2
+    assert (store / "mine" / "notes.txt").read_text() == "mine\n"
+    # a run that fails after its first checkpoint keeps everything
+    ok = ["train", DINOS, "--store", str(store), "--run", "ok", *SMALL, "-q"]
+    assert invoke([*ok, "--steps", "5", "--eval-every", "5"]).exit_code == 0
+    r = invoke([*ok, "--steps", "10", "--cell", "gru"])
+    assert r.exit_code == 2 and [p.name for p in Store(store).checkpoints("ok")] == [
+        "ckpt-000000005.npz"
+    ]
+    assert (store / "ok" / "cache").is_dir()
 
 
 @pytest.mark.parametrize(
