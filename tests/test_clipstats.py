@@ -515,7 +515,7 @@ def test_a_names_probe_reads_the_batches_training_read(invoke, clip_json, store)
 
 
 def test_a_prose_probe_still_reads_streams(clip_json, store):
-    doc = clip_json(store, "boom", "--probe", DINOS, "--batches", "3", "-q")
+    doc = clip_json(store, BOOM, "--probe", DINOS, "--batches", "3", "-q")
     assert doc["config"]["mode"] == "prose" and doc["probe"]["batching"] == "streams"
     assert (doc["probe"]["batch_size"], doc["probe"]["seq_len"]) == (32, 64)
 
@@ -525,7 +525,7 @@ def test_probe_of_a_short_corpus_falls_back_to_smaller_batches(clip_json, store,
     short.write_text("aardonyx\nabelisaurus\nacanthopholis\n")
     doc = clip_json(store, "dinos", "--probe", str(short))
     assert doc["probe"]["batches"] >= 1 and doc["probe"]["batch_size"] < 32
-    doc = clip_json(store, "boom", "--probe", str(short))  # prose: fewer, shorter streams
+    doc = clip_json(store, BOOM, "--probe", str(short))  # prose: fewer, shorter streams
     assert doc["probe"]["batches"] >= 1 and doc["probe"]["batch_size"] < 32
 
 
@@ -537,7 +537,7 @@ def test_a_one_batch_probe_reads_as_one(invoke, store, tmp_path):
     assert "holds only 1 batch of 1 line; probing it (" in r.stderr
     axis = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("batch 1")]
     assert axis == ["batch 1"]  # not "batch 1 ... 1"
-    r = invoke(["clip-stats", "--store", str(store), "boom", "--probe", str(tiny)])
+    r = invoke(["clip-stats", "--store", str(store), BOOM, "--probe", str(tiny)])
     assert r.exit_code == 0, r.stderr  # prose: 21 characters, one batch of 1x20
     assert "holds only 1 batch of 1x20; probing it (" in r.stderr
     axis = [line.strip() for line in r.stdout.splitlines() if line.strip().startswith("batch 1")]
@@ -569,7 +569,7 @@ def test_json_schema_is_stable(clip_json, store):
         clip_json(store, "dinos"),
         clip_json(store, BOOM),
         clip_json(store, "dinos", "--probe", DINOS, "--batches", "2", "-q"),
-        clip_json(store, "boom", "--probe", DINOS, "--batches", "2", "-q"),
+        clip_json(store, BOOM, "--probe", DINOS, "--batches", "2", "-q"),
     ):
         assert tuple(doc) == cs.TOP_LEVEL_KEYS
         assert tuple(doc) == (
