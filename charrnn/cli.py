@@ -1032,6 +1032,7 @@ def _default_min_length(checkpoint) -> int:
     "--lines/--stream",
     "by_lines",
     default=None,
+    envvar="CHARRNN_SCORE_LINES",  # named after the flag, not the parameter
     help="How the totals are scored. --lines: each line on its own from the start state, "
     "end of line included (the totals of --per-line); --stream: the file as one text, the "
     "state carried across line ends. [default: --lines for a model trained in names mode, "
@@ -1196,8 +1197,8 @@ def _trained_config(checkpoint) -> TrainConfig:
 @count_option(
     "--batches",
     default=20,
-    help="With --probe: batches to measure, the first ones training reads (prose: "
-    "consecutive, the state carried across; names: lines each from the start state).",
+    help="With --probe: batches to measure (prose: consecutive streams, the state carried "
+    "across; a names-mode run: its training lines, each from the start state).",
 )
 @count_option(
     "--batch-size",

@@ -166,6 +166,16 @@ def test_a_prose_model_still_scores_one_stream(invoke, store):
     assert lines["logprob"] != pytest.approx(want, rel=1e-3)
 
 
+def test_the_environment_chooses_lines_or_stream(invoke, store):
+    text = "tyrannosaurus\nvelociraptor\n"
+    args = ["score", "-", "--store", str(store), "--model", "dinos", "--json", "-q"]
+    for value, want in (("0", "stream"), ("false", "stream"), ("1", "lines")):
+        r = invoke(args, env={"CHARRNN_SCORE_LINES": value}, input=text)
+        assert r.exit_code == 0 and json.loads(r.stdout)["scored_as"] == want, r.stderr
+    r = invoke([*args, "--lines"], env={"CHARRNN_SCORE_LINES": "0"}, input=text)
+    assert json.loads(r.stdout)["scored_as"] == "lines"  # the command line wins
+
+
 def test_per_line_with_stream_is_a_usage_error(invoke, store):
     r = invoke(["score", "-", "--store", str(store), "--per-line", "--stream"], input="abc\n")
     assert r.exit_code == 2 and "--stream" in r.stderr and r.stdout == ""
