@@ -774,8 +774,13 @@ def _train(
             raise
         progress.close()
         elapsed = time.perf_counter() - t_start
-        if save.unsaved:
+        if save.unsaved and not bad:
             last_path = save(False)  # a signal now only sets the flag: the save completes
+        elif save.unsaved:  # as in the loop: weights whose last loss was not sane stay unsaved
+            events.warn(
+                f"step {state.step}: not saved, the loss of the last {plural(bad, 'step')} was "
+                "not sane (the weights may be broken)"
+            )
     if stop[0]:
         status = "interrupted"
     elif early:

@@ -293,6 +293,17 @@ def test_a_diverged_run_stays_at_its_last_sane_checkpoint_and_resumes(invoke, tm
     assert len(r.stdout.splitlines()) == 3
 
 
+def test_a_run_that_ends_while_its_loss_is_not_sane_saves_nothing_of_it(invoke, tmp_path):
+    # no validation to check the weights: the update of step 1 breaks them, steps 2 and 3
+    # say so, and the run ends at its target before the divergence rule's 5 steps
+    args = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0"]
+    r = invoke([*args, "--lr", "1e6", "--steps", "3", "--eval-every", "100"])
+    assert r.exit_code == 0, r.stderr
+    assert "step 3: no checkpoint while the loss is not sane (2 steps in a row)" in r.stderr
+    assert "step 3: not saved, the loss of the last 2 steps was not sane" in r.stderr
+    assert Store(tmp_path).checkpoints("dinos") == []
+
+
 def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
     base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--eval-every", "10", "-q"]
     assert invoke([*base, "--steps", "10", "--lr", "1e6", "--save-every", "1"]).exit_code == 3
