@@ -15,7 +15,7 @@ EXIT_USAGE = 2  # bad option or argument (click's own code)
 EXIT_DIVERGED = 3  # training stopped: loss non-finite or far above uniform guessing
 EXIT_SHORT = 4  # sample: fewer names than -n passed the filters within the draw budget
 EXIT_DATA = 65  # bad corpus, checkpoint or text (EX_DATAERR)
-EXIT_NOINPUT = 66  # input file, run or checkpoint missing (EX_NOINPUT)
+EXIT_NOINPUT = 66  # input file, run or checkpoint missing, a directory or unpermitted (EX_NOINPUT)
 EXIT_IO = 74  # read/write failure, disk full (EX_IOERR)
 EXIT_LOCKED = 75  # the run is locked by another process (EX_TEMPFAIL)
 EXIT_SIGINT = 130  # interrupted by Ctrl-C, after a safe checkpoint
@@ -28,7 +28,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_DIVERGED: "training diverged (loss non-finite or far above uniform guessing)",
     EXIT_SHORT: "sample: the filters let fewer than -n names through (those found are printed)",
     EXIT_DATA: "bad input data: corpus, checkpoint or text",
-    EXIT_NOINPUT: "input missing: file, run or checkpoint not found",
+    EXIT_NOINPUT: "input missing: file, run or checkpoint not found (or a directory, or not permitted)",
     EXIT_IO: "I/O error (unreadable, unwritable, disk full)",
     EXIT_LOCKED: "run locked by another charrnn process",
     EXIT_SIGINT: "interrupted (SIGINT) after saving a checkpoint",
