@@ -28,7 +28,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_DIVERGED: "training diverged (loss non-finite or far above uniform guessing)",
     EXIT_SHORT: "sample: the filters let fewer than -n names through (those found are printed)",
     EXIT_DATA: "bad input data: corpus, checkpoint or text",
-    EXIT_NOINPUT: "input missing: file, run or checkpoint not found (or a directory, or not permitted)",
+    EXIT_NOINPUT: "input missing: file, run or checkpoint not found "
+    "(or a directory, or not permitted)",
     EXIT_IO: "I/O error (unreadable, unwritable, disk full)",
     EXIT_LOCKED: "run locked by another charrnn process",
     EXIT_SIGINT: "interrupted (SIGINT) after saving a checkpoint",
