@@ -207,3 +207,21 @@ def test_split_threads_times_the_recurrence_whole_and_in_halves(cell):
     for threads in (1, 2):
         secs = split_threads.measure(cell, H=8, B=4, T=3, threads=threads, repeats=1)
         assert 0 < secs < 0.1
+
+
+names_gap = _load("names_gap")
+
+
+def test_names_gap_runs_the_trainer_on_each_batch_source():
+    """bench/names_gap.py: the uniform lines it times against dinos have no padding (so
+    their gap to prose is the per-step cost alone), and every source trains."""
+    rng = np.random.default_rng(0)
+    lb = names_gap._uniform_lines(7, 70, np.arange(1, 27), 0, rng)
+    for k in range(lb.n_batches):
+        b = lb.for_step(k)
+        assert b.x.shape[1] == 7 and b.n_chars == b.x.size
+    r = names_gap.measure(1, hidden=8, steps_per_round=2)
+    assert 0.9 < r["fill"] < 1.0  # dinos.txt's batches pad a few percent
+    assert set(r["rows"]) >= {"names, dinos", "prose, dinos"}
+    assert all(row["chars_per_s"] > 0 for row in r["rows"].values())
+    assert np.isfinite([r["fit"]["F_s"], r["fit"]["c_s"]]).all()
