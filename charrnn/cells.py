@@ -78,19 +78,23 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[str, np.ndarray] = {}  # name -> flat buffer
-        self._views: dict[str, np.ndarray] = {}  # name -> the array handed out last
+        # (name, shape) -> the view of name's buffer handed out for that shape: names mode
+        # asks for a new T almost every step, and a view made once is cheaper than a reshape
+        self._views: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
         self._children: dict[str, Workspace] = {}
 
     def __call__(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """An uninitialised array called ``name``: the memory of the last call if it fits."""
-        view = self._views.get(name)
-        if view is not None and view.shape == shape and view.dtype == dtype:
+        view = self._views.get((name, shape))
+        if view is not None and view.dtype == dtype:
             return view
         n = math.prod(shape)
         buf = self._bufs.get(name)
         if buf is None or buf.size < n or buf.dtype != dtype:
             buf = self._bufs[name] = np.empty(n, dtype=dtype)
-        view = self._views[name] = buf[:n].reshape(shape)
+            for key in [k for k in self._views if k[0] == name]:  # views of the old buffer
+                del self._views[key]
+        view = self._views[(name, shape)] = buf[:n].reshape(shape)
         return view
 
     def child(self, name: str) -> Workspace:

@@ -339,6 +339,21 @@ def test_workspace_reuses_one_buffer_for_every_shape():
     assert not np.shares_memory(ws("y", (3, 6, 5), np.float32), big)  # another name
 
 
+def test_workspace_keeps_a_view_per_shape_until_its_buffer_grows():
+    """Names mode alternates shapes step after step: each shape's view is made once; a
+    larger shape replaces the buffer, and no view of the old buffer is handed out again."""
+    ws = cells.Workspace()
+    a = ws("x", (4, 3), np.float32)
+    b = ws("x", (2, 3), np.float32)
+    assert ws("x", (4, 3), np.float32) is a and ws("x", (2, 3), np.float32) is b
+    grown = ws("x", (9, 3), np.float32)
+    for shape in [(4, 3), (2, 3)]:
+        again = ws("x", shape, np.float32)
+        assert again is not a and again is not b and np.shares_memory(again, grown)
+    assert ws("x", (4, 3), np.float64).dtype == np.float64  # another dtype: new memory
+    assert ws("x", (2, 3), np.float64).dtype == np.float64
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (8, 3), (512, 128), (1000, 300), (2048, 512)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_transposed_copy_is_the_transpose(shape, dtype):
