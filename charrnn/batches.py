@@ -260,7 +260,7 @@ class LineBatches:
     starts: np.ndarray  # (n,) first index of each line
     lengths: np.ndarray  # (n,) characters of each line, newline excluded
     eos: int  # the newline's id: the first input and the last target of every line
-    batch_size: int  # B, lines per batch (the last batches of a pool may hold one fewer)
+    batch_size: int  # B, lines per batch (the last batch of a pool holds the rest)
     seed: int = 0  # the epoch order
     shuffle: bool = True
     max_steps: int = MAX_LINE_STEPS  # T cap: a line is at most this many targets
@@ -328,7 +328,7 @@ class LineBatches:
             chunk = perm[i : i + p]
             i += p
             chunk = chunk[np.argsort(self._steps[chunk], kind="stable")]  # similar lengths
-            plan.extend(np.array_split(chunk, -(-p // self.batch_size)))
+            plan.extend(chunk[i : i + self.batch_size] for i in range(0, p, self.batch_size))
         if rng is not None:
             plan = [plan[j] for j in rng.permutation(len(plan))]  # no short-to-long drift
         self._cache.clear()  # one epoch at a time: bounded memory

@@ -257,3 +257,15 @@ def test_line_batches_equal_a_line_by_line_construction():
         for got, w in zip((x, y, mask), want, strict=True):
             assert got.dtype == w.dtype and np.array_equal(got, w)
             assert not got.flags.writeable  # views of a shared build: read only
+
+
+def test_line_batches_are_full_but_the_last_of_each_pool():
+    # a batch of B - 1 or B - 2 lines costs a step about as much as a full one: every batch
+    # holds B lines but the last of each pool, which holds the rest
+    lengths = np.full(2 * 4 * POOL_BATCHES + 10, 3)  # the last pool: 10 lines
+    starts = np.arange(len(lengths)) * 4
+    ids = np.ones(int(starts[-1]) + 4, np.int32)
+    ids[3::4] = 0
+    lb = LineBatches(ids, starts, lengths, eos=0, batch_size=4, seed=1)
+    sizes = [len(lb.lines_of(k)) for k in range(lb.n_batches)]
+    assert sorted(sizes) == [2] + [4] * (len(sizes) - 1) and sum(sizes) == len(lengths)
