@@ -672,7 +672,8 @@ class Store:
         return True
 
     def retire(self, run: str) -> int:
-        """--fresh: set the run's checkpoints aside; return how many there were.
+        """--fresh: set the run's checkpoints (and best.npz, diverged.npz) aside; return
+        how many checkpoints there were.
 
         They move into ``<run>/.previous`` (oldest first, so the run directory keeps its
         newest until the last move) and readers keep using them there until the next
@@ -682,7 +683,7 @@ class Store:
         d = self.run_dir(run)
         self._check_held(run)
         steps = self._steps(d)
-        if not steps:
+        if not steps and not (d / DIVERGED_NAME).is_file():
             return 0
         prev = d / PREVIOUS
         try:
@@ -692,8 +693,9 @@ class Store:
             fsync_dir(d)
             for _, path in steps:
                 os.rename(path, prev / path.name)
-            with suppress(FileNotFoundError):
-                os.rename(d / BEST_NAME, prev / BEST_NAME)
+            for name in (BEST_NAME, DIVERGED_NAME):  # the old run's record goes with it
+                with suppress(FileNotFoundError):
+                    os.rename(d / name, prev / name)
             fsync_dir(prev)
             fsync_dir(d)
         except OSError as e:
@@ -708,7 +710,7 @@ class Store:
             return
         try:
             for entry in entries:
-                if _CKPT_RE.fullmatch(entry.name) or entry.name == BEST_NAME:
+                if _CKPT_RE.fullmatch(entry.name) or entry.name in (BEST_NAME, DIVERGED_NAME):
                     os.unlink(entry.path)
             os.rmdir(prev)  # fails, and is reported, if someone put their own files there
             fsync_dir(d)

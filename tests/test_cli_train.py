@@ -322,6 +322,9 @@ def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
     assert [p.name for p in st.checkpoints("dinos")] == [st.checkpoint_name(record.step)]
     r = invoke([*base, "--steps", "20", "--lr", "0.005", "--fresh"])
     assert r.exit_code == 0, r.stderr
+    # the old run's record went with it
+    assert not (tmp_path / "dinos" / "diverged.npz").exists()
+    assert not (tmp_path / "dinos" / ".previous").exists()
 
 
 # --------------------------------------------------------------------------- real processes
