@@ -616,8 +616,11 @@ def which_checkpoint(f):
         if best and latest:
             source = click.get_current_context().get_parameter_source
             typed = {n for n in ("best", "latest") if source(n) == ParameterSource.COMMANDLINE}
-            if len(typed) != 1:
-                raise click.UsageError("--best and --latest exclude each other: give one")
+            if len(typed) != 1:  # both typed, or both set in the environment
+                raise click.UsageError(
+                    f"{_given_as('best', '--best')} and {_given_as('latest', '--latest')} "
+                    f"exclude each other: {'unset' if not typed else 'give'} one"
+                )
             best, latest = "best" in typed, "latest" in typed
         kwargs["which"] = "best" if best else "latest" if latest else None
         return f(*args, **kwargs)
@@ -694,7 +697,9 @@ def _pick_checkpoint(
     )
     if as_given:
         if which is not None:
-            raise click.UsageError(f"--{which} takes a run name, not {spec!r}")
+            raise click.UsageError(
+                f"{_given_as(which, '--' + which)} takes a run name, not {spec!r}"
+            )
         return store.resolve(spec, on_warning=log.warn)
     run = spec if spec is not None else store.latest_run()
     if run is None:
@@ -855,12 +860,12 @@ def sample(
     # in the environment alike)
     if not names:
         given = [
-            flag
-            for flag, on in (
-                ("--novel", novel),
-                ("--unique", unique),
-                ("--min-length", min_length is not None),
-                ("--max-length", max_length is not None),
+            _given_as(name, "--" + name.replace("_", "-"))
+            for name, on in (
+                ("novel", novel),
+                ("unique", unique),
+                ("min_length", min_length is not None),
+                ("max_length", max_length is not None),
             )
             if on
         ]
@@ -873,7 +878,8 @@ def sample(
         return
     if length is not None:
         raise click.UsageError(
-            "--length applies to prose mode only; names end at the newline (--max-length caps them)"
+            f"{_given_as('length', '--length')} applies to prose mode only; "
+            "names end at the newline (--max-length caps them)"
         )
     max_length = max_length or MAX_NAME_LENGTH
     filt = NameFilter(
@@ -1083,7 +1089,10 @@ def score(
 
     log = Log(quiet)
     if per_line and by_lines is False:
-        raise click.UsageError("--per-line scores lines one by one; drop --stream")
+        raise click.UsageError(
+            f"{_given_as('per_line', '--per-line')} scores lines one by one; "
+            + _undo("by_lines", "--stream")
+        )
     check_paths([file])  # a missing file or a device fails before the model is chosen
     checkpoint, model, vocab = _load_for_inference(store_dir, spec, which, log)
     reading = CorpusOptions.from_json(checkpoint.meta.get("corpus", {}).get("options", {}))
@@ -1116,7 +1125,10 @@ def score(
     if chosen:  # as the model was trained
         by_lines = _trained_on_lines(checkpoint)
     if by_lines and vocab.eos_id is None:
-        raise click.UsageError("--lines needs a newline in the model's vocabulary; use --stream")
+        raise click.UsageError(
+            f"{_given_as('by_lines', '--lines')} needs a newline in the model's vocabulary; "
+            "use --stream"
+        )
     n_lines = None
     if by_lines:
         lp, n, n_read, n_lines = score_by_lines(model, vocab, pieces, known)
@@ -1559,6 +1571,23 @@ def _envvar_of(param: click.Parameter, ctx: click.Context) -> str:
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
     names.append(f"{ctx.auto_envvar_prefix}_{(param.name or '').upper()}")
     return next((str(n) for n in names if os.environ.get(n)), str(names[0]))
+
+
+def _given_as(name: str, flag: str) -> str:
+    """An option as a refusal names it: its flag if typed, the variable and the flag
+    ("CHARRNN_SAMPLE_LENGTH (--length)") if it came from the environment."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source(name) != ParameterSource.ENVIRONMENT:
+        return flag
+    param = next(p for p in ctx.command.params if p.name == name)
+    return f"{_envvar_of(param, ctx)} ({flag})"
+
+
+def _undo(name: str, flag: str) -> str:
+    """How to take an option back: "drop --stream" if typed, "unset CHARRNN_SCORE_LINES"
+    if it came from the environment."""
+    given = _given_as(name, flag)
+    return f"drop {flag}" if given == flag else f"unset {given.split()[0]}"
 
 
 def _next_step(e: CharrnnError) -> str | None:

@@ -227,10 +227,32 @@ def test_best_and_latest_together_is_a_usage_error(invoke, store, command):
         assert f"see 'charrnn {command[0]} --help'" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "command, prefix",
+    [
+        (["sample", "dinos"], "CHARRNN_SAMPLE"),
+        (["score", str(DINOS), "--model", "dinos"], "CHARRNN_SCORE"),
+        (["clip-stats", "dinos"], "CHARRNN_CLIP_STATS"),
+    ],
+)
+def test_best_and_latest_both_from_the_environment_name_the_variables(
+    invoke, store, command, prefix
+):
+    # it said "--best and --latest exclude each other: give one", neither of them typed
+    env = {f"{prefix}_BEST": "1", f"{prefix}_LATEST": "1"}
+    r = invoke([*command, "--store", str(store)], env=env)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(
+        f"charrnn: error: {prefix}_BEST (--best) and {prefix}_LATEST (--latest) "
+        "exclude each other: unset one"
+    )
+
+
 def test_best_or_latest_on_the_command_line_overrides_the_environment(invoke, store):
     env = {"CHARRNN_SAMPLE_LATEST": "1"}
     r = invoke(["sample", "dinos:best", "--store", str(store)], env=env)
-    assert r.exit_code == 2 and "--latest takes a run name" in r.stderr  # the variable counts
+    assert r.exit_code == 2 and r.stdout == ""  # the variable counts, and is named
+    assert "error: CHARRNN_SAMPLE_LATEST (--latest) takes a run name, not 'dinos:best'" in r.stderr
     r = invoke(["sample", "dinos", "--store", str(store), "-n", "1", "--best"], env=env)
     assert r.exit_code == 0 and r.stdout.count("\n") == 1, r.stderr
 
@@ -247,6 +269,40 @@ def test_an_option_of_names_mode_is_refused_on_prose(sample, args, said):
     r = sample("prose", "--length", "20", *args)
     assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("charrnn: error:") == 1
     assert f"charrnn: error: {said}; prose mode writes --length characters" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "env, args, said",
+    [
+        ({"CHARRNN_SAMPLE_NOVEL": "1"}, [], "CHARRNN_SAMPLE_NOVEL (--novel) applies"),
+        (
+            {"CHARRNN_SAMPLE_MAX_LENGTH": "5"},
+            ["--unique"],
+            "--unique and CHARRNN_SAMPLE_MAX_LENGTH (--max-length) apply",
+        ),
+        (
+            {"CHARRNN_SAMPLE_MIN_LENGTH": "3"},
+            [],
+            "CHARRNN_SAMPLE_MIN_LENGTH (--min-length) applies",
+        ),
+    ],
+)
+def test_an_option_of_names_mode_from_the_environment_is_refused_by_its_variable(
+    invoke, store, env, args, said
+):
+    # the refusal named the flag, which the user never typed
+    r = invoke(["sample", "--store", str(store), "prose", "--length", "20", *args], env=env)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("charrnn: error:") == 1
+    assert f"charrnn: error: {said} to names mode only; prose mode writes --length" in r.stderr
+
+
+def test_length_from_the_environment_is_refused_in_names_mode_by_its_variable(invoke, store):
+    r = invoke(["sample", "--store", str(store), "dinos"], env={"CHARRNN_SAMPLE_LENGTH": "50"})
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("charrnn: error:") == 1
+    assert (
+        "charrnn: error: CHARRNN_SAMPLE_LENGTH (--length) applies to prose mode only; "
+        "names end at the newline" in r.stderr
+    )
 
 
 def test_length_is_refused_in_names_mode(sample):

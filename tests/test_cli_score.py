@@ -178,4 +178,42 @@ def test_the_environment_chooses_lines_or_stream(invoke, store):
 
 def test_per_line_with_stream_is_a_usage_error(invoke, store):
     r = invoke(["score", "-", "--store", str(store), "--per-line", "--stream"], input="abc\n")
-    assert r.exit_code == 2 and "--stream" in r.stderr and r.stdout == ""
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "error: --per-line scores lines one by one; drop --stream" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "env, args, said",
+    [
+        # it said "drop --stream", which nobody typed
+        ({"CHARRNN_SCORE_LINES": "0"}, ["--per-line"], "--per-line scores lines one by one; "
+         "unset CHARRNN_SCORE_LINES"),
+        ({"CHARRNN_SCORE_PER_LINE": "1"}, ["--stream"], "CHARRNN_SCORE_PER_LINE (--per-line) "
+         "scores lines one by one; drop --stream"),
+        ({"CHARRNN_SCORE_PER_LINE": "1", "CHARRNN_SCORE_LINES": "0"}, [],
+         "CHARRNN_SCORE_PER_LINE (--per-line) scores lines one by one; unset CHARRNN_SCORE_LINES"),
+    ],
+)  # fmt: skip
+def test_per_line_with_stream_from_the_environment_names_the_variable(
+    invoke, store, env, args, said
+):
+    r = invoke(["score", "-", "--store", str(store), *args], env=env, input="abc\n")
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"charrnn: error: {said} (see 'charrnn score --help')")
+
+
+def test_lines_without_a_newline_in_the_vocabulary_names_where_lines_came_from(invoke, tmp_path):
+    flat = tmp_path / "flat.txt"
+    flat.write_text("abcab cabd " * 400)  # no newline: the model's vocabulary has none
+    tiny = ["--steps", "2", "--hidden", "8", "--batch-size", "4", "--seq-len", "16", "-q"]
+    r = invoke(["train", str(flat), "--store", str(tmp_path), *tiny])
+    assert r.exit_code == 0, r.stderr
+    args = ["score", str(flat), "--store", str(tmp_path), "--model", "flat", "-q"]
+    r = invoke([*args, "--lines"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "error: --lines needs a newline in the model's vocabulary; use --stream" in r.stderr
+    r = invoke(args, env={"CHARRNN_SCORE_LINES": "1"})
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "error: CHARRNN_SCORE_LINES (--lines) needs a newline in the model's" in r.stderr
+    r = invoke([*args, "--stream"], env={"CHARRNN_SCORE_LINES": "1"})
+    assert r.exit_code == 0, r.stderr  # the advice works: the command line wins
