@@ -645,6 +645,7 @@ def _load_for_inference(
     log,
     default: str = "best",
     announce: bool = False,
+    allow_diverged: bool = False,
 ):
     """(checkpoint, model, vocab) from a run name, a path, or the latest run.
 
@@ -652,14 +653,15 @@ def _load_for_inference(
     validation), else its latest; ``which`` ("best" / "latest", from --best / --latest)
     forces one, ``default="latest"`` makes the latest the default. The choice of a best
     checkpoint is said once on stderr, and with ``announce`` the run "the latest" is, where
-    the output itself would not say which run it is. A file or RUN:STEP is used as given.
+    the output itself would not say which run it is. A file or RUN:STEP is used as given;
+    RUN:diverged (broken weights, a record) only with ``allow_diverged`` (clip-stats).
     """
     from charrnn.model import CharRNN, ModelConfig, Params, param_shapes
     from charrnn.store import validate_arrays
     from charrnn.tokenizer import Vocab
 
     store = open_store(store_dir)
-    checkpoint = _pick_checkpoint(store, spec, which, log, default, announce)
+    checkpoint = _pick_checkpoint(store, spec, which, log, default, announce, allow_diverged)
     meta = checkpoint.meta
     try:
         cfg = ModelConfig.from_json(meta["model"])
@@ -690,6 +692,7 @@ def _pick_checkpoint(
     log,
     default: str = "best",
     announce: bool = False,
+    allow_diverged: bool = False,
 ):
     """The checkpoint a command uses: see :func:`_load_for_inference`."""
     as_given = spec is not None and (
@@ -700,7 +703,7 @@ def _pick_checkpoint(
             raise click.UsageError(
                 f"{_given_as(which, '--' + which)} takes a run name, not {spec!r}"
             )
-        return store.resolve(spec, on_warning=log.warn)
+        return store.resolve(spec, on_warning=log.warn, allow_diverged=allow_diverged)
     run = spec if spec is not None else store.latest_run()
     if run is None:
         return store.resolve(None, on_warning=log.warn)  # says there are no runs
@@ -1288,7 +1291,10 @@ def clip_stats(
                 raise click.UsageError(f"--{name.replace('_', '-')} applies only with --probe")
     # the recorded history: the latest checkpoint holds all of it; a probe: the best model
     default = "best" if probe_paths else "latest"
-    checkpoint, model, vocab = _load_for_inference(store_dir, run, which, log, default)
+    # RUN:diverged is allowed here: clip-stats reads what happened, not the weights
+    checkpoint, model, vocab = _load_for_inference(
+        store_dir, run, which, log, default, allow_diverged=True
+    )
     meta = checkpoint.meta
     optim = meta.get("optim") or {}
     train_meta = meta.get("train") or {}

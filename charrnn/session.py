@@ -68,6 +68,7 @@ from charrnn.trainer import (
     StepStats,
     TrainConfig,
     TrainState,
+    diverged_at_end,
     evals_since_best,
 )
 from charrnn.trainer import train as train_loop
@@ -371,15 +372,17 @@ def run_training(request: TrainRequest, events: Events | None = None) -> TrainRe
 
 def _forget(store: Store, run: str) -> None:
     """Remove the run directory this session created, if it holds nothing to keep: the
-    token cache it wrote and the lock file go, files charrnn did not name stay."""
-    run_dir = store.run_dir(run)
-    if not store.unused(run):
-        return
-    with contextlib.suppress(CharrnnError, OSError):
+    token cache it wrote and the lock file go, files charrnn did not name stay. The store
+    clears the cache only once it knows its lock is still on that directory: a directory
+    moved away meanwhile leaves whatever now stands at the run's path alone."""
+
+    def clear(run_dir: Path) -> None:
         prune_token_cache(run_dir / "cache", None)
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "cache").rmdir()  # only when empty
-        store.forget(run)
+
+    with contextlib.suppress(CharrnnError, OSError):
+        store.forget(run, clear)
 
 
 def _session(request: TrainRequest, events: Events, store: Store, run: str) -> TrainResult:
@@ -422,7 +425,7 @@ def _session(request: TrainRequest, events: Events, store: Store, run: str) -> T
                 f"--fresh: {plural(retired, 'checkpoint')} of run '{run}' set aside; "
                 "they go once the new run saves its first"
             )
-    saver = _Saver(store, run, state, corpus, request.keep, auto, split)
+    saver = _Saver(store, run, state, corpus, request.keep, events, auto, split)
     result = _train(request, events, state, corpus, split, total, saver, resumed_from)
     result.auto = auto
     return result
@@ -622,10 +625,12 @@ class _Saver:
         state: TrainState,
         corpus: Corpus,
         keep: int,
+        events: Events,
         auto: dict[str, Any] | None = None,
         split: Split | None = None,
     ):
         self.store, self.run, self.state, self.keep = store, run, state, keep
+        self.events = events  # for a prune that fails (the checkpoint itself is safe)
         self.auto = auto
         self.extra = _corpus_arrays(corpus, state.train_cfg.names)
         self.corpus_meta = _corpus_meta(corpus)
@@ -643,17 +648,36 @@ class _Saver:
         self.unchanged_sane = False  # the last step's loss was sane and its update skipped
 
     def step(self, ev: StepStats) -> None:
-        """A step is done: a sane loss confirms the checkpoints written before it."""
+        """A step is done: a sane loss confirms the checkpoints written before it, and
+        retention, held back while they were not, prunes to --keep. The session's first
+        sane loss confirms the checkpoint it resumed from (the last of a run without
+        validation or of an interrupted one was saved unconfirmed, beside --keep others)."""
         if ev.loss_ok:
-            self.unconfirmed.clear()
+            if self.unconfirmed or not self.sane_seen:
+                self.unconfirmed.clear()
+                self.store.settle(self.run, self.keep, self.events.warn)
             self.sane_seen = True
         self.unchanged_sane = ev.loss_ok and ev.skipped  # the weights it ran on, still
 
     def __call__(self, best: bool, validated: bool = False) -> Path:
+        """Save the state now. One not yet known sane prunes nothing: with --keep 1 it
+        would delete the last good checkpoint, and a divergence then removes this one."""
         arrays, meta = self._payload()
-        path = self.store.save(self.run, self.state.step, arrays, meta, best=best, keep=self.keep)
+        confirmed = validated or self.unchanged_sane
+        path = self.store.save(
+            self.run,
+            self.state.step,
+            arrays,
+            meta,
+            best=best,
+            keep=self.keep,
+            on_warning=self.events.warn,
+            confirmed=confirmed,
+        )
         self.saved_step = self.state.step
-        if not (validated or self.unchanged_sane):
+        if confirmed:
+            self.unconfirmed.clear()  # older ones were kept or pruned by retention
+        else:
             self.unconfirmed.append(path)
         return path
 
@@ -776,11 +800,12 @@ def _train(
         elapsed = time.perf_counter() - t_start
         if save.unsaved and not bad:
             last_path = save(False)  # a signal now only sets the flag: the save completes
-        elif save.unsaved:  # as in the loop: weights whose last loss was not sane stay unsaved
-            events.warn(
-                f"step {state.step}: not saved, the loss of the last {plural(bad, 'step')} was "
-                "not sane (the weights may be broken)"
+        elif save.unsaved:  # weights whose last loss was not sane: not saved, as in the loop,
+            # and not "done" either: the same command would end the same way, every time
+            ended = diverged_at_end(
+                bad, state.step, state.model.cfg.vocab_size, state.optimizer.cfg
             )
+            raise save.diverged(ended, events)
     if stop[0]:
         status = "interrupted"
     elif early:

@@ -574,6 +574,7 @@ class Store:
         best: bool = False,
         keep: int | None = 3,
         on_warning: Warn | None = None,
+        confirmed: bool = True,
     ) -> Path:
         """Atomically write checkpoint ``step`` of ``run`` and return its path.
 
@@ -584,6 +585,13 @@ class Store:
         and best.npz always survive. A failed prune is reported through ``on_warning``,
         since the checkpoint itself is safe. Disk full or permission errors raise
         StoreIOError with the temp file removed and earlier checkpoints untouched.
+
+        ``confirmed=False``: the caller cannot vouch for these weights yet (it may find
+        them broken and :meth:`discard` the file), so nothing older goes for it: retention
+        and the deletion of a --fresh run's replaced checkpoints wait for :meth:`settle`
+        or the next confirmed save. The run's first checkpoint also deletes a
+        ``diverged.npz`` left beside no checkpoint: the record of an earlier attempt at the
+        run that never saved one, not of this run.
         """
         d = self.run_dir(run)
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
@@ -596,14 +604,44 @@ class Store:
 
         self._mkdir(d)
         self._check_held(run)
+        first = not self._steps(d)
         atomic_write(final, lambda f: _write_npz(f, members), "checkpoint to")
 
         if best:
             self._point_best(d, final)
+        if first:  # a record beside no checkpoint is an earlier attempt's, not this run's
+            self._remove_own(d / DIVERGED_NAME, on_warning)
+        if confirmed:
+            self._settle(d, keep, final, on_warning)
+        return final
+
+    def settle(self, run: str, keep: int | None, on_warning: Warn | None = None) -> None:
+        """The caller now vouches for the run's newest checkpoint (one saved with
+        ``confirmed=False``): keep the newest ``keep``, and, once the run has one of its own,
+        delete the checkpoints a --fresh start set aside. Call it under :meth:`lock`."""
+        self._check_held(run)
+        self._settle(self.run_dir(run), keep, None, on_warning)
+
+    def _settle(
+        self, d: Path, keep: int | None, final: Path | None, on_warning: Warn | None
+    ) -> None:
         if keep is not None:
             self._prune(d, keep, final, on_warning)
-        self._drop_previous(d, on_warning)  # the new run has committed: the old one goes
-        return final
+        if self._steps(d):  # the new run has committed: the old one goes
+            self._drop_previous(d, on_warning)
+
+    @staticmethod
+    def _remove_own(path: Path, on_warning: Warn | None) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if on_warning is not None:
+                on_warning(f"cannot remove {path}: {_strerror(e)}")
+            return
+        with suppress(OSError):
+            fsync_dir(path.parent)
 
     def save_diverged(
         self, run: str, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
@@ -648,15 +686,20 @@ class Store:
         keep = (PREVIOUS, BEST_NAME, DIVERGED_NAME)
         return not self._steps(d) and not any(os.path.lexists(d / n) for n in keep)
 
-    def forget(self, run: str) -> bool:
+    def forget(self, run: str, clear: Callable[[Path], None] | None = None) -> bool:
         """Remove the directory of a run that never committed anything (a train that failed
-        before its first checkpoint): its lock file, then the directory, only if that left it
-        empty. Anything else in it (a checkpoint, a record, a file charrnn did not name)
-        keeps it. Call it under :meth:`lock`; returns whether the directory went."""
+        before its first checkpoint): ``clear(directory)`` first (the caller removes its
+        own files there, such as the token cache), then the lock file, then the directory,
+        only if that left it empty. Anything else in it (a checkpoint, a record, a file
+        charrnn did not name) keeps it. Call it under :meth:`lock`: nothing is touched
+        unless the lock is still on the directory at the run's path (raises LockedError
+        if it was moved or replaced meanwhile); returns whether the directory went."""
         d = self.run_dir(run)
-        self._check_held(run)
+        self._check_held(run)  # before any deletion: the files at d may be someone else's now
         if not self.unused(run):
             return False
+        if clear is not None:
+            clear(d)
         try:
             lock = _open_lock_file(d / LOCK_NAME, os.O_RDONLY)  # ours: a plain, single file
             os.close(lock)
@@ -799,7 +842,7 @@ class Store:
             _unlink_quiet(tmp)
             raise
 
-    def _prune(self, d: Path, keep: int, final: Path, on_warning: Warn | None) -> None:
+    def _prune(self, d: Path, keep: int, final: Path | None, on_warning: Warn | None) -> None:
         steps = self._steps(d)
         for _, path in steps[: max(len(steps) - keep, 0)]:
             if path == final:  # a save of an older step never deletes itself
@@ -887,14 +930,18 @@ class Store:
         except _Corrupt as e:
             raise CheckpointError(f"{path}: {e}") from None
 
-    def resolve(self, spec: str | None, on_warning: Warn | None = None) -> Checkpoint:
+    def resolve(
+        self, spec: str | None, on_warning: Warn | None = None, allow_diverged: bool = False
+    ) -> Checkpoint:
         """Turn what the user typed into a checkpoint.
 
         ``None`` → latest checkpoint of the latest run; ``RUN`` → its latest;
-        ``RUN:best``, ``RUN:latest``, ``RUN:STEP``, ``RUN:diverged`` (the record of a
-        divergence, see :meth:`save_diverged`); a path to an existing file → that
+        ``RUN:best``, ``RUN:latest``, ``RUN:STEP``; a path to an existing file → that
         file (an existing file wins over a run of the same name). Anything missing
-        raises InputMissingError with a one-line hint.
+        raises InputMissingError with a one-line hint. ``RUN:diverged`` (or a path to a
+        ``diverged.npz``) is the record of a divergence (see :meth:`save_diverged`), with
+        broken weights: only with ``allow_diverged`` (clip-stats reads what happened),
+        elsewhere a ConfigError (usage) saying so.
         """
         if spec is None:
             run = self.latest_run()
@@ -904,6 +951,8 @@ class Store:
 
         path = Path(spec).expanduser()
         if path.is_file():
+            if path.name == DIVERGED_NAME and not allow_diverged:
+                raise _not_a_checkpoint(spec, f"{path.parent.name}:diverged")
             return self.load(path)
         if spec.endswith(".npz") or "/" in spec or os.sep in spec:
             raise InputMissingError(f"no checkpoint file at {spec}")
@@ -915,11 +964,18 @@ class Store:
                 f"{self._runs_hint()}"
             )
         if selector == "diverged":  # a record, there even when the run has no checkpoint
+            if not allow_diverged:
+                raise _not_a_checkpoint(spec, spec)
             try:
                 return _read(self.run_dir(run) / DIVERGED_NAME, self.schema)
             except FileNotFoundError:
+                if not self._steps(self._home(self.run_dir(run))):
+                    raise InputMissingError(
+                        f"no run named {run!r} in {_show(self.root)}; {self._runs_hint()}"
+                    ) from None
                 raise InputMissingError(
-                    f"run {run!r} has no diverged state (its training never diverged)"
+                    f"run {run!r} has no diverged state: it did not diverge since its first "
+                    "checkpoint"
                 ) from None
             except _Corrupt as e:
                 raise CheckpointError(f"{self.run_dir(run) / DIVERGED_NAME}: {e}") from None
@@ -947,7 +1003,8 @@ class Store:
             )
         raise ConfigError(  # a mistyped RUN:STEP is a usage error, not a missing input
             f"unknown checkpoint selector {selector!r} in {spec!r}; "
-            "use RUN, RUN:best, RUN:latest, RUN:STEP, RUN:diverged or a path to a .npz file"
+            f"use RUN, RUN:best, RUN:latest, RUN:STEP{', RUN:diverged' * allow_diverged} "
+            "or a path to a .npz file"
         )
 
     def _runs_hint(self) -> str:
@@ -1090,6 +1147,13 @@ class Store:
         return remove_files(
             self.run_dir(run), lambda entry: dead_temp(entry.name, _TMP_RE), "leftover"
         )
+
+
+def _not_a_checkpoint(spec: str, selector: str) -> ConfigError:
+    return ConfigError(
+        f"{spec} is the record of a diverged run (its weights are broken), not a checkpoint: "
+        f"only clip-stats reads it (charrnn clip-stats {selector})"
+    )
 
 
 def _write_npz(f: Any, members: list[tuple[str, np.ndarray]]) -> None:

@@ -535,10 +535,27 @@ def _record(ts: TrainState, done: _Done, lr: float, epoch: float, speed: float) 
 def _diverged_steps(steps: int, step: int, vocab_size: int, cfg: OptimConfig) -> DivergedError:
     return _diverged(
         f"training diverged: for {steps} steps in a row (to step {step}) the "
-        f"loss was non-finite or above {DIVERGED_FACTOR:g}x log(V) = "
-        f"{DIVERGED_FACTOR * math.log(max(vocab_size, 2)):.2f} nats/char (uniform guessing), or "
-        "an update overflowed",
+        f"loss was {_not_sane(vocab_size)}, or an update overflowed",
         cfg,
+    )
+
+
+def diverged_at_end(steps: int, step: int, vocab_size: int, cfg: OptimConfig) -> DivergedError:
+    """A run that ended (step target, --time, a signal) after ``steps`` steps in a row whose
+    loss was not sane: fewer than max_nonfinite, but its weights may be broken all the same,
+    and a re-run of the same command would end the same way. It ends as a divergence."""
+    return _diverged(
+        f"training diverged: the run ended at step {step} with the loss of its last "
+        f"{steps} step{'s' if steps != 1 else ''} {_not_sane(vocab_size)}",
+        cfg,
+    )
+
+
+def _not_sane(vocab_size: int) -> str:
+    limit = DIVERGED_FACTOR * math.log(max(vocab_size, 2))
+    return (
+        f"non-finite or above {DIVERGED_FACTOR:g}x log(V) = {limit:.2f} nats/char "
+        "(uniform guessing)"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,38 @@ def test_a_train_that_fails_before_its_first_checkpoint_removes_only_its_own_fol
     assert (store / "ok" / "cache").is_dir()
 
 
+def test_a_failed_train_leaves_a_folder_put_in_place_of_its_own_alone(tmp_path):
+    from charrnn.console import Log
+    from charrnn.errors import LockedError
+    from charrnn.model import ModelConfig
+    from charrnn.request import TrainRequest
+    from charrnn.session import run_training
+
+    store = tmp_path / "store"
+
+    class Mover(Log):
+        """Once the corpus is read (its token cache written), the run folder is moved
+        away and another put in its place, with a token cache and a file of its own."""
+
+        def info(self, msg: str) -> None:
+            if msg.startswith("corpus "):
+                (store / "m").rename(store / "m.old")
+                (store / "m").mkdir()
+                shutil.copytree(store / "m.old" / "cache", store / "m" / "cache")
+                (store / "m" / "notes.txt").write_text("mine\n")
+
+    request = TrainRequest(
+        corpus=(DINOS,), run="m", store=store, model=ModelConfig(vocab_size=1, hidden=8),
+        steps=3,
+    )  # fmt: skip
+    with pytest.raises(LockedError, match="moved or replaced"):
+        run_training(request, Mover(quiet=True))
+    theirs = sorted(p.name for p in (store / "m" / "cache").iterdir())
+    assert len(theirs) == 2 and all(n.startswith("tokens-") for n in theirs)
+    assert (store / "m" / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in (store / "m.old").iterdir()) == ["cache", "lock"]
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -253,7 +286,8 @@ def test_divergence_stops_with_exit_3_and_no_nan_checkpoint(invoke, tmp_path):
     )
     st = Store(tmp_path)
     assert st.checkpoints("dinos") == []
-    record = st.resolve("dinos:diverged")  # for clip-stats: finite, and not a checkpoint
+    # for clip-stats: finite, and not a checkpoint
+    record = st.resolve("dinos:diverged", allow_diverged=True)
     assert all(np.isfinite(v).all() for k, v in record.arrays.items() if v.dtype.kind == "f")
     assert record.arrays["hist.skipped"][-5:].all() and record.step < 200
 
@@ -275,7 +309,7 @@ def test_a_diverged_run_stays_at_its_last_sane_checkpoint_and_resumes(invoke, tm
     assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
     after = params_of(tmp_path, "dinos")
     assert all(np.array_equal(sane[k], after[k]) for k in sane)
-    record = st.resolve("dinos:diverged")
+    record = st.resolve("dinos:diverged", allow_diverged=True)
     assert record.step > 21 and record.arrays["hist.skipped"][-5:].all()
     assert np.abs(record.arrays["param.Wya"]).max() > 1e3  # the broken weights, kept aside
     doc = json.loads(invoke(["clip-stats", "--store", str(tmp_path), "dinos:diverged",
@@ -293,15 +327,79 @@ def test_a_diverged_run_stays_at_its_last_sane_checkpoint_and_resumes(invoke, tm
     assert len(r.stdout.splitlines()) == 3
 
 
-def test_a_run_that_ends_while_its_loss_is_not_sane_saves_nothing_of_it(invoke, tmp_path):
+def test_a_run_that_ends_while_its_loss_is_not_sane_ends_as_a_divergence(invoke, tmp_path):
     # no validation to check the weights: the update of step 1 breaks them, steps 2 and 3
-    # say so, and the run ends at its target before the divergence rule's 5 steps
+    # say so, and the run ends at its target before the divergence rule's 5 steps. It saves
+    # nothing of them, and does not say "done" (exit 0): cron would re-run it forever
     args = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0"]
-    r = invoke([*args, "--lr", "1e6", "--steps", "3", "--eval-every", "100"])
-    assert r.exit_code == 0, r.stderr
+    r = invoke([*args, "--lr", "1e6", "--steps", "3", "--eval-every", "100", "--json"])
+    assert r.exit_code == 3, r.stderr
+    assert r.stdout == ""
     assert "step 3: no checkpoint while the loss is not sane (2 steps in a row)" in r.stderr
-    assert "step 3: not saved, the loss of the last 2 steps was not sane" in r.stderr
-    assert Store(tmp_path).checkpoints("dinos") == []
+    assert last_line(r.stderr) == (
+        "charrnn: error: training diverged: the run ended at step 3 with the loss of its last "
+        "2 steps non-finite or above 3x log(V) = 11.91 nats/char (uniform guessing); the run "
+        "has no checkpoint yet: train it again with a lower learning rate (--lr 100000)"
+    )
+    st = Store(tmp_path)
+    assert st.checkpoints("dinos") == []
+    record = st.resolve("dinos:diverged", allow_diverged=True)
+    assert record.step == 3 and record.arrays["hist.skipped"].tolist() == [False, True, True]
+    # resumed: the run stays at its checkpoint, and says so
+    assert invoke([*args, "--steps", "10", "-q"]).exit_code == 0
+    r = invoke([*args, "--lr", "1e6", "--steps", "13", "-q"])
+    assert r.exit_code == 3, r.stderr
+    assert last_line(r.stderr).startswith(
+        "charrnn: error: training diverged: the run ended at step 13 with the loss of its last "
+        "2 steps"
+    )
+    assert last_line(r.stderr).endswith("; the run stays at its last checkpoint (step 10): "
+                                        "resume with a lower learning rate (--lr 100000), "
+                                        "or start over with --fresh")  # fmt: skip
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz"]
+
+
+def test_keep_1_never_prunes_the_last_sane_checkpoint_for_an_unconfirmed_one(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
+    base += ["--keep", "1"]
+    assert invoke([*base, "--steps", "20"]).exit_code == 0
+    st = Store(tmp_path)
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000020.npz"]
+    sane = params_of(tmp_path, "dinos")
+    # step 21's update breaks the weights and is saved; with --keep 1 that save used to
+    # delete step 20's checkpoint, and the divergence then removed step 21's: none was left
+    r = invoke([*base, "--steps", "100", "--lr", "1e6", "--save-every", "1"])
+    assert r.exit_code == 3, r.stderr
+    assert last_line(r.stderr).endswith(
+        "; the run stays at its last checkpoint (step 20): resume with a lower learning rate "
+        "(--lr 100000), or start over with --fresh"
+    )
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000020.npz"]
+    after = params_of(tmp_path, "dinos")
+    assert all(np.array_equal(sane[k], after[k]) for k in sane)
+    # while the loss is sane, --keep holds: a checkpoint a step, each confirmed by the next
+    # step, the last (unconfirmed when the run ends) kept beside the one before it
+    r = invoke([*base, "--steps", "25", "--save-every", "1"])
+    assert r.exit_code == 0, r.stderr
+    names = ["ckpt-000000024.npz", "ckpt-000000025.npz"]
+    assert [p.name for p in st.checkpoints("dinos")] == names
+    # the next train's first sane loss confirms step 25's weights: step 24's goes
+    assert invoke([*base, "--steps", "27", "--eval-every", "100"]).exit_code == 0
+    names = ["ckpt-000000025.npz", "ckpt-000000027.npz"]
+    assert [p.name for p in st.checkpoints("dinos")] == names
+
+
+def test_fresh_that_diverges_before_its_first_sane_checkpoint_keeps_the_old_run(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
+    assert invoke([*base, "--steps", "10"]).exit_code == 0
+    st = Store(tmp_path)
+    old = params_of(tmp_path, "dinos")
+    # the new run's step-1 checkpoint is unconfirmed: the old run is not deleted for it
+    r = invoke([*base, "--fresh", "--steps", "100", "--lr", "1e6", "--save-every", "1"])
+    assert r.exit_code == 3, r.stderr
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz"]
+    after = params_of(tmp_path, "dinos")
+    assert all(np.array_equal(old[k], after[k]) for k in old)
 
 
 def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
@@ -309,7 +407,7 @@ def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
     assert invoke([*base, "--steps", "10", "--lr", "1e6", "--save-every", "1"]).exit_code == 3
     st = Store(tmp_path)
     # what charrnn before this fix kept: a checkpoint of the broken weights
-    record = st.resolve("dinos:diverged")
+    record = st.resolve("dinos:diverged", allow_diverged=True)
     assert st.checkpoints("dinos") == []  # its step-1 checkpoint was found broken, removed
     st.save("dinos", record.step, record.arrays, record.meta)
     # its first steps diverge whatever the learning rate: only --fresh helps
@@ -325,6 +423,47 @@ def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
     # the old run's record went with it
     assert not (tmp_path / "dinos" / "diverged.npz").exists()
     assert not (tmp_path / "dinos" / ".previous").exists()
+
+
+def test_a_run_that_diverged_before_its_first_checkpoint_does_not_keep_its_record(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
+    r = invoke([*base, "--steps", "100", "--lr", "1e3", "--optimizer", "sgd"])
+    assert r.exit_code == 3 and "train it again with" in last_line(r.stderr)
+    st = Store(tmp_path)
+    assert st.load(tmp_path / "dinos" / "diverged.npz").meta["optim"]["name"] == "sgd"
+    # trained again as the error line says (no --fresh): the record is of no run now
+    assert invoke([*base, "--steps", "10"]).exit_code == 0
+    assert not (tmp_path / "dinos" / "diverged.npz").exists()
+    r = invoke(["clip-stats", "--store", str(tmp_path), "dinos:diverged"])
+    assert r.exit_code == 66
+    assert last_line(r.stderr) == (
+        "charrnn: error: run 'dinos' has no diverged state: it did not diverge since its first "
+        "checkpoint"
+    )
+    # a run that had checkpoints when it diverged keeps its record beside them
+    assert invoke([*base, "--steps", "100", "--lr", "1e6"]).exit_code == 3
+    assert invoke([*base, "--steps", "20"]).exit_code == 0
+    assert (tmp_path / "dinos" / "diverged.npz").is_file()
+
+
+@pytest.mark.parametrize("command", [["sample", "-n", "3"], ["score", "--model"]])
+def test_sample_and_score_refuse_the_diverged_record(invoke, tmp_path, command):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
+    assert invoke([*base, "--steps", "100", "--lr", "1e3", "--optimizer", "sgd"]).exit_code == 3
+    names = tmp_path / "names.txt"
+    names.write_text("abc\n")
+    record = tmp_path / "dinos" / "diverged.npz"
+    for spec in ("dinos:diverged", str(record)):
+        args = [*command, spec] + ([str(names)] if command[0] == "score" else [])
+        r = invoke([command[0], "--store", str(tmp_path), *args[1:]])
+        assert r.exit_code == 2, r.stderr
+        assert r.stdout == ""
+        assert r.stderr == (
+            f"charrnn: error: {spec} is the record of a diverged run (its weights are broken), "
+            "not a checkpoint: only clip-stats reads it (charrnn clip-stats dinos:diverged)\n"
+        )
+    r = invoke(["clip-stats", "--store", str(tmp_path), "dinos:diverged", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["steps"]["nonfinite"] >= 5
 
 
 # --------------------------------------------------------------------------- real processes

@@ -844,3 +844,67 @@ def test_retired_checkpoints_stay_usable_until_the_next_save(store: Store) -> No
         assert store.retire("r") == 1
         assert store.retire("r") == 0  # nothing left in the run directory to set aside
     assert store.latest("r").step == 1
+
+
+def test_an_unconfirmed_save_prunes_nothing_until_settled(store: Store) -> None:
+    for step in (10, 20):
+        store.save("r", step, params(step), {}, keep=1)
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000020.npz"]
+    with store.lock("r"):
+        path = store.save("r", 21, params(21), {}, keep=1, confirmed=False)
+        names = ["ckpt-000000020.npz", "ckpt-000000021.npz"]
+        assert [p.name for p in store.checkpoints("r")] == names  # step 20 stays for it
+        assert store.discard("r", path)  # found broken: the run is back at step 20
+        assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000020.npz"]
+        store.save("r", 21, params(21), {}, keep=1, confirmed=False)
+        store.settle("r", keep=1)  # found sane: retention catches up
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000021.npz"]
+    # --fresh: the old run's checkpoints stay until a save of the new run is confirmed
+    with store.lock("r"):
+        store.retire("r")
+        path = store.save("r", 1, params(1), {}, keep=1, confirmed=False)
+        assert (store.run_dir("r") / ".previous" / "ckpt-000000021.npz").is_file()
+        store.discard("r", path)
+        assert store.latest("r").step == 21  # the old run, from where it was set aside
+        store.settle("r", keep=1)  # nothing of the new run's to vouch for: nothing goes
+        assert store.latest("r").step == 21
+        store.save("r", 1, params(1), {}, keep=1)
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000001.npz"]
+    assert not (store.run_dir("r") / ".previous").exists()
+
+
+def test_the_first_checkpoint_removes_a_record_beside_none(store: Store) -> None:
+    with store.lock("r"):
+        store.save_diverged("r", 6, params(6), {"attempt": 1})
+        store.save("r", 10, params(10), {})  # a new attempt: the record is not its own
+        assert not (store.run_dir("r") / "diverged.npz").exists()
+        store.save_diverged("r", 16, params(16), {"attempt": 2})
+        store.save("r", 20, params(20), {})  # the run's own record stays beside it
+    assert store.resolve("r:diverged", allow_diverged=True).meta == {"attempt": 2}
+
+
+def test_the_diverged_record_resolves_only_when_allowed(store: Store) -> None:
+    store.save("r", 10, params(10), {})
+    with store.lock("r"):
+        path = store.save_diverged("r", 16, params(16), {})
+    for spec in ("r:diverged", str(path)):
+        with pytest.raises(ConfigError, match="record of a diverged run.*clip-stats r:diverged"):
+            store.resolve(spec)
+        assert store.resolve(spec, allow_diverged=True).step == 16
+    with pytest.raises(ConfigError, match=r"RUN:STEP or a path"):
+        store.resolve("r:bogus")
+
+
+def test_forget_touches_nothing_once_the_directory_was_replaced(store: Store) -> None:
+    cleared: list[Path] = []
+    with store.lock("r"):
+        d = store.run_dir("r")
+        d.rename(d.with_name("r.moved"))  # another program moves the run away ...
+        d.mkdir()  # ... and puts a directory of its own at the path
+        (d / "notes.txt").write_text("mine\n")
+        with pytest.raises(LockedError, match="was moved or replaced"):
+            store.forget("r", cleared.append)
+        assert cleared == [] and (d / "notes.txt").read_text() == "mine\n"
+    with store.lock("r"):  # at the path now: the caller's clear runs, the rest stays
+        assert not store.forget("r", cleared.append)
+    assert cleared == [d] and (d / "notes.txt").is_file()
