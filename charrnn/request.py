@@ -72,7 +72,10 @@ class TrainRequest:
     )
     keep: int = field(
         default=3,
-        metadata={"help": "Checkpoints kept per run (plus the best by validation loss)."},
+        metadata={
+            "help": "Checkpoints kept per run (plus the best by validation loss; one more "
+            "while the newest is not yet confirmed sane by a later step)."
+        },
     )
     fresh: bool = field(
         default=False, metadata={"help": "Start the run over instead of resuming it."}
