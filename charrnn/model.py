@@ -246,10 +246,14 @@ class CharRNN:
         return cells.LayerWeights(p[f"l{layer}.Waa"], peep, cfg.activation)
 
     # ------------------------------------------------------------------ state
-    def initial_state(self, batch: int) -> np.ndarray:
-        """Zero state, (L, n_states, H, B): n_states = 2 for the LSTM (a, c), 1 otherwise."""
+    def state_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """(L, n_states, H, B): n_states = 2 for the LSTM (a, c), 1 otherwise."""
         c = self.cfg
-        return np.zeros((c.layers, c.state_size, c.hidden, batch), dtype=self.dtype)
+        return (c.layers, c.state_size, c.hidden, batch)
+
+    def initial_state(self, batch: int) -> np.ndarray:
+        """Zero state, :meth:`state_shape`."""
+        return np.zeros(self.state_shape(batch), dtype=self.dtype)
 
     # ------------------------------------------------------------------ forward
     def _layer_input(

@@ -112,6 +112,11 @@ def _short(e: BaseException) -> str:
 
 def _check_params(cfg: ModelConfig, arrays: dict[str, np.ndarray]) -> None:
     """Shapes, dtype and magnitude of every parameter, before anything is allocated."""
+    last = f"param.l{cfg.layers - 1}.Waa"  # before param_shapes lists every layer claimed
+    if last not in arrays:
+        raise CheckpointError(
+            f"the model config says {cfg.layers} layers, and there is no {last!r}"
+        )
     dtype = np.dtype(cfg.dtype)
     for name, shape in param_shapes(cfg).items():
         key = f"param.{name}"
@@ -146,7 +151,8 @@ def _check_round_trip(ck: Checkpoint) -> None:
             raise CheckpointError(f"history members {sorted(old ^ HISTORY_V1)[:3]} are wrong")
         arrays = {k: v for k, v in arrays.items() if not k.startswith(("hist.", "val."))}
         arrays.update({k: ck.arrays[k] for k in old})
-    want_hidden = state.model.initial_state(state.train_cfg.batch_size).shape
+    # the shape, not an array of it: a batch size the file made huge allocates nothing
+    want_hidden = state.model.state_shape(state.train_cfg.batch_size)
     if state.hidden.shape != want_hidden:
         raise CheckpointError(
             f"array 'train.hidden' is {state.hidden.shape}, expected {want_hidden} "

@@ -270,3 +270,38 @@ def _report_counts():
     yield
     if COUNTS:
         print("\nfuzz outcomes:", json.dumps(dict(sorted(COUNTS.items()))))
+
+
+@pytest.mark.parametrize("where", [("model", "layers"), ("train", "batch_size")])
+def test_a_huge_count_in_the_metadata_is_refused_without_allocating_it(where, tmp_path):
+    """A layer count or batch size of 2**40 (the fuzz above drew such values) is refused
+    before anything of that size exists: checked in a child whose address space is capped
+    at 3 GiB, where the old checks raised MemoryError or grew until the OOM killer came."""
+    import resource
+    import subprocess
+    import sys
+
+    meta = copy.deepcopy(META)
+    _set(meta, where, 2**40, False)
+    path = _save(tmp_path, ARRAYS, meta)
+    assert path is not None
+    code = (
+        "import sys\n"
+        "from charrnn.errors import CheckpointError\n"
+        "from charrnn.schema import check\n"
+        "from charrnn.store import Store\n"
+        f"p = {str(path)!r}\n"
+        "try:\n"
+        "    Store(p.rsplit('/', 2)[0], schema=check).load(p)\n"
+        "except CheckpointError as e:\n"
+        "    print('refused:', e)\n"
+    )
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=cap, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("refused:"), out.stderr[-500:]
