@@ -96,10 +96,14 @@ TRAIN_HINT = "train one with: charrnn train CORPUS"
 _LOCK_ATTEMPTS = 5  # a run directory replaced this often while we wait is not an accident
 
 _RUN_RE = re.compile(r"[A-Za-z0-9._-]+")
-_CKPT_RE = re.compile(r"ckpt-(\d+)\.npz")
+# exactly the names Store.checkpoint_name writes (f"ckpt-{step:09d}.npz": nine digits, more
+# without a leading zero), ascii digits only: retention deletes what matches, so a user's
+# "ckpt-5.npz" or "ckpt-١٠.npz" beside the checkpoints must not
+_STEP_DIGITS = r"(?:[0-9]{9}|[1-9][0-9]{9,})"
+_CKPT_RE = re.compile(rf"ckpt-({_STEP_DIGITS})\.npz")
 # temp files: a dot so listings and globs skip them, the writer's pid so the
 # cleaner can tell a dead writer from a live one
-_TMP_RE = temp_pattern(r"ckpt-\d+\.npz|best\.npz|diverged\.npz")
+_TMP_RE = temp_pattern(rf"ckpt-{_STEP_DIGITS}\.npz|best\.npz|diverged\.npz")
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_MEMBERS = 4096  # a checkpoint holds a few dozen arrays
 _MAX_META_BYTES = 64 << 20  # the JSON header: configs, vocabulary, rng state
@@ -517,7 +521,8 @@ class Store:
         found = []
         for entry in entries:
             m = _CKPT_RE.fullmatch(entry.name)
-            if m is not None and entry.is_file():
+            # a symlink is not a checkpoint the store wrote: never listed, so never pruned
+            if m is not None and entry.is_file(follow_symlinks=False):
                 found.append((int(m.group(1)), Path(entry.path)))
         found.sort()
         return found

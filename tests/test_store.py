@@ -908,3 +908,26 @@ def test_forget_touches_nothing_once_the_directory_was_replaced(store: Store) ->
     with store.lock("r"):  # at the path now: the caller's clear runs, the rest stays
         assert not store.forget("r", cleared.append)
     assert cleared == [d] and (d / "notes.txt").is_file()
+
+
+def test_retention_deletes_only_the_names_the_store_writes(store: Store, tmp_path: Path) -> None:
+    d = store.run_dir("r")
+    d.mkdir(parents=True)
+    outside = tmp_path / "mine.npz"
+    outside.write_bytes(b"not the store's")
+    # files like checkpoints that checkpoint_name never writes, and a planted symlink
+    foreign = ["ckpt-5.npz", "ckpt-0000000001.npz", "ckpt-\u0661\u0662\u0663\u0664\u0665.npz"]
+    for name in foreign:
+        (d / name).write_bytes(b"a user's file")
+    (d / "ckpt-000000002.npz").symlink_to(outside)
+    for step in (10, 20, 30):
+        store.save("r", step, params(step), {}, keep=1)
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000030.npz"]
+    for name in foreign:
+        assert (d / name).read_bytes() == b"a user's file"
+    assert (d / "ckpt-000000002.npz").is_symlink() and outside.read_bytes() == b"not the store's"
+    # the names the store does write, beyond nine digits too, are its checkpoints
+    for step in (999_999_999, 1_000_000_000):
+        assert store_mod._CKPT_RE.fullmatch(store.checkpoint_name(step))
+    store.save("r", 1_000_000_000, params(1), {}, keep=1)
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-1000000000.npz"]
