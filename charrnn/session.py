@@ -425,7 +425,7 @@ def _session(request: TrainRequest, events: Events, store: Store, run: str) -> T
                 f"--fresh: {plural(retired, 'checkpoint')} of run '{run}' set aside; "
                 "they go once the new run saves its first"
             )
-    saver = _Saver(store, run, state, corpus, request.keep, events, auto, split)
+    saver = _Saver(store, run, state, corpus, request.keep, events, auto, split, resumed_from)
     result = _train(request, events, state, corpus, split, total, saver, resumed_from)
     result.auto = auto
     return result
@@ -628,8 +628,10 @@ class _Saver:
         events: Events,
         auto: dict[str, Any] | None = None,
         split: Split | None = None,
+        resumed_from: Path | None = None,
     ):
         self.store, self.run, self.state, self.keep = store, run, state, keep
+        self.resumed_from = resumed_from  # the checkpoint the session started from
         self.events = events  # for a prune that fails (the checkpoint itself is safe)
         self.auto = auto
         self.extra = _corpus_arrays(corpus, state.train_cfg.names)
@@ -651,11 +653,16 @@ class _Saver:
         """A step is done: a sane loss confirms the checkpoints written before it, and
         retention, held back while they were not, prunes to --keep. The session's first
         sane loss confirms the checkpoint it resumed from (the last of a run without
-        validation or of an interrupted one was saved unconfirmed, beside --keep others)."""
+        validation or of an interrupted one was saved unconfirmed, beside --keep others).
+        Retention counts from the confirmed checkpoint: one the store holds newer than the
+        one resumed from is unreadable (latest() skipped it), and never makes it go."""
         if ev.loss_ok:
-            if self.unconfirmed or not self.sane_seen:
-                self.unconfirmed.clear()
-                self.store.settle(self.run, self.keep, self.events.warn)
+            vouched = self.unconfirmed[-1] if self.unconfirmed else None
+            if vouched is None and not self.sane_seen:
+                vouched = self.resumed_from
+            self.unconfirmed.clear()
+            if vouched is not None:
+                self.store.settle(self.run, self.keep, vouched, self.events.warn)
             self.sane_seen = True
         self.unchanged_sane = ev.loss_ok and ev.skipped  # the weights it ran on, still
 

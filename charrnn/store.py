@@ -585,11 +585,12 @@ class Store:
 
         Everything is validated before the disk is touched: non-finite float arrays,
         object arrays and meta that is not strict JSON raise CheckpointError and write
-        nothing. ``best=True`` also points ``best.npz`` at it. Afterwards only the newest
-        ``keep`` checkpoints (by step) are kept (``None`` keeps all); the one just written
-        and best.npz always survive. A failed prune is reported through ``on_warning``,
-        since the checkpoint itself is safe. Disk full or permission errors raise
-        StoreIOError with the temp file removed and earlier checkpoints untouched.
+        nothing. ``best=True`` also points ``best.npz`` at it. Afterwards the one just
+        written and the ``keep - 1`` before it (by step) are kept (``None`` keeps all);
+        newer ones (unreadable, or not the store's) and best.npz always survive. A failed
+        prune is reported through ``on_warning``, since the checkpoint itself is safe.
+        Disk full or permission errors raise StoreIOError with the temp file removed and
+        earlier checkpoints untouched.
 
         ``confirmed=False``: the caller cannot vouch for these weights yet (it may find
         them broken and :meth:`discard` the file), so nothing older goes for it: retention
@@ -620,20 +621,28 @@ class Store:
             self._settle(d, keep, final, on_warning)
         return final
 
-    def settle(self, run: str, keep: int | None, on_warning: Warn | None = None) -> None:
-        """The caller now vouches for the run's newest checkpoint (one saved with
-        ``confirmed=False``): keep the newest ``keep``, and, once the run has one of its own,
-        delete the checkpoints a --fresh start set aside. Call it under :meth:`lock`."""
-        self._check_held(run)
-        self._settle(self.run_dir(run), keep, None, on_warning)
-
-    def _settle(
-        self, d: Path, keep: int | None, final: Path | None, on_warning: Warn | None
+    def settle(
+        self, run: str, keep: int | None, vouched: Path, on_warning: Warn | None = None
     ) -> None:
+        """The caller now vouches for checkpoint ``vouched`` of the run (one saved with
+        ``confirmed=False``, or the one it resumed from): retention keeps it and the
+        ``keep - 1`` before it, and the checkpoints a --fresh start set aside go. A
+        checkpoint that is not one of the run directory's (gone, best.npz, one of
+        ``.previous``) settles nothing. Call it under :meth:`lock`."""
+        self._check_held(run)
+        self._settle(self.run_dir(run), keep, Path(vouched), on_warning)
+
+    def _settle(self, d: Path, keep: int | None, vouched: Path, on_warning: Warn | None) -> None:
+        steps = self._steps(d)
+        at = next((i for i, (_, p) in enumerate(steps) if p.name == vouched.name), None)
+        if vouched.parent != d or at is None:
+            return
         if keep is not None:
-            self._prune(d, keep, final, on_warning)
-        if self._steps(d):  # the new run has committed: the old one goes
-            self._drop_previous(d, on_warning)
+            # only older ones go: a newer one is unreadable (the caller resumed from an older)
+            # or not the store's, and vouching for a newest that latest() skips would delete
+            # the checkpoint being trained from while keeping the broken one
+            self._prune([p for _, p in steps[:at]], keep - 1, on_warning)
+        self._drop_previous(d, on_warning)  # the new run has committed: the old one goes
 
     @staticmethod
     def _remove_own(path: Path, on_warning: Warn | None) -> None:
@@ -847,11 +856,10 @@ class Store:
             _unlink_quiet(tmp)
             raise
 
-    def _prune(self, d: Path, keep: int, final: Path | None, on_warning: Warn | None) -> None:
-        steps = self._steps(d)
-        for _, path in steps[: max(len(steps) - keep, 0)]:
-            if path == final:  # a save of an older step never deletes itself
-                continue
+    @staticmethod
+    def _prune(older: list[Path], keep: int, on_warning: Warn | None) -> None:
+        """Delete all but the newest ``keep`` of ``older`` (checkpoints, oldest first)."""
+        for path in older[: max(len(older) - keep, 0)]:
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -389,6 +389,38 @@ def test_keep_1_never_prunes_the_last_sane_checkpoint_for_an_unconfirmed_one(inv
     assert [p.name for p in st.checkpoints("dinos")] == names
 
 
+@pytest.mark.parametrize("newest", ["torn", "users"])
+def test_a_run_killed_before_its_first_save_keeps_the_checkpoint_it_resumed_from(
+    invoke, tmp_path, monkeypatch, newest
+):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
+    base += ["--keep", "1"]
+    assert invoke([*base, "--eval-every", "10", "--steps", "20"]).exit_code == 0
+    st = Store(tmp_path)
+    d = st.run_dir("dinos")
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+    if newest == "torn":  # the newest checkpoint unreadable: the next train resumes at step 10
+        last = d / "ckpt-000000020.npz"
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    else:  # a file of the user's under a checkpoint's name, newer than any
+        (d / "ckpt-000000020.npz").unlink()
+        (d / "ckpt-999999999.npz").write_bytes(b"a user's file")
+
+    def killed(*args, **kwargs):  # the process dies at its first save, as under SIGKILL
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "save", killed)
+    r = invoke([*base, "--eval-every", "100000", "--steps", "100"])
+    assert r.exit_code == 130, r.stderr
+    assert "; using " in r.stderr and "ckpt-000000010.npz\n" in r.stderr  # resumed from it
+    # the first sane loss used to prune to the newest --keep files: step 10's went, and the
+    # run was left with only the unreadable one ("all 1 checkpoint(s) ... are corrupt")
+    assert (d / "ckpt-000000010.npz").is_file()
+    assert Store(tmp_path).latest("dinos", on_warning=lambda msg: None).step == 10
+    if newest == "users":
+        assert (d / "ckpt-999999999.npz").read_bytes() == b"a user's file"
+
+
 def test_fresh_that_diverges_before_its_first_sane_checkpoint_keeps_the_old_run(invoke, tmp_path):
     base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
     assert invoke([*base, "--steps", "10"]).exit_code == 0

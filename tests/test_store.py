@@ -376,10 +376,11 @@ def test_keep_none_keeps_all_and_old_step_save_survives(store: Store) -> None:
     for step in (10, 20, 30):
         store.save("r", step, params(), {}, keep=None)
     assert len(store.checkpoints("r")) == 3
-    # resuming from an older step must not prune the file it just wrote
-    path = store.save("r", 5, params(), {}, keep=1)
+    # resuming from an older step (the newer ones unreadable) must not prune the file it
+    # just wrote, nor judge the newer ones: the older ones go
+    path = store.save("r", 25, params(), {}, keep=1)
     assert path.exists()
-    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000005.npz", "ckpt-000000030.npz"]
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000025.npz", "ckpt-000000030.npz"]
 
 
 def test_best_falls_back_to_copy_without_hard_links(store: Store, monkeypatch) -> None:
@@ -856,8 +857,8 @@ def test_an_unconfirmed_save_prunes_nothing_until_settled(store: Store) -> None:
         assert [p.name for p in store.checkpoints("r")] == names  # step 20 stays for it
         assert store.discard("r", path)  # found broken: the run is back at step 20
         assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000020.npz"]
-        store.save("r", 21, params(21), {}, keep=1, confirmed=False)
-        store.settle("r", keep=1)  # found sane: retention catches up
+        path = store.save("r", 21, params(21), {}, keep=1, confirmed=False)
+        store.settle("r", 1, path)  # found sane: retention catches up
     assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000021.npz"]
     # --fresh: the old run's checkpoints stay until a save of the new run is confirmed
     with store.lock("r"):
@@ -866,7 +867,7 @@ def test_an_unconfirmed_save_prunes_nothing_until_settled(store: Store) -> None:
         assert (store.run_dir("r") / ".previous" / "ckpt-000000021.npz").is_file()
         store.discard("r", path)
         assert store.latest("r").step == 21  # the old run, from where it was set aside
-        store.settle("r", keep=1)  # nothing of the new run's to vouch for: nothing goes
+        store.settle("r", 1, path)  # nothing of the new run's to vouch for: nothing goes
         assert store.latest("r").step == 21
         store.save("r", 1, params(1), {}, keep=1)
     assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000001.npz"]
@@ -931,3 +932,24 @@ def test_retention_deletes_only_the_names_the_store_writes(store: Store, tmp_pat
         assert store_mod._CKPT_RE.fullmatch(store.checkpoint_name(step))
     store.save("r", 1_000_000_000, params(1), {}, keep=1)
     assert [p.name for p in store.checkpoints("r")] == ["ckpt-1000000000.npz"]
+
+
+def test_settle_never_deletes_the_checkpoint_vouched_for(store: Store) -> None:
+    for step in (5, 10):
+        store.save("r", step, params(step), {}, keep=None)
+    broken = store.save("r", 20, params(20), {}, keep=None, confirmed=False)
+    broken.write_bytes(broken.read_bytes()[:100])  # torn, or a user's file under the name
+    resumed = store.latest("r", on_warning=lambda msg: None)
+    assert resumed.step == 10
+    with store.lock("r"):
+        # the session's first sane loss vouches for step 10, not for the newest file
+        store.settle("r", 1, resumed.path)
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+    assert store.latest("r", on_warning=lambda msg: None).step == 10
+    with store.lock("r"):
+        store.settle("r", 1, store.run_dir("r") / "best.npz")  # not a checkpoint: nothing goes
+        store.settle("r", 1, store.run_dir("r") / "ckpt-000000030.npz")  # gone: nothing goes
+        assert len(store.checkpoints("r")) == 2
+        path = store.save("r", 21, params(21), {}, keep=1, confirmed=False)
+        store.settle("r", 1, path)  # the run's newest: retention as usual
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000021.npz"]
