@@ -713,6 +713,12 @@ class _Saver:
             if self.store.discard(self.run, path):
                 events.info(f"removed {path.name}: its weights diverged")
         self.unconfirmed.clear()
+        removed = self._discard_broken_start()
+        if removed is not None:
+            events.info(
+                f"removed {removed.name}: its weights diverge before any update, and no sane "
+                "loss had confirmed them when it was saved"
+            )
         try:
             arrays, meta = self._payload()
             path = self.store.save_diverged(self.run, self.state.step, arrays, meta)
@@ -726,6 +732,12 @@ class _Saver:
         left = self.store.checkpoints(self.run)
         if not left:
             then = f"the run has no checkpoint yet: train it again with {advice}"
+        elif removed is not None:
+            then = (
+                f"its checkpoint at step {_step_of(removed)} was broken (it diverges before any "
+                f"update) and is removed: the run stays at its previous checkpoint (step "
+                f"{_step_of(left[-1])}): resume with {advice}, or start over with --fresh"
+            )
         elif not self.sane_seen:  # no sane loss since it was loaded: it is broken itself
             then = (
                 f"the run's checkpoint at step {_step_of(left[-1])} diverges before any update "
@@ -737,6 +749,34 @@ class _Saver:
                 f"{advice}, or start over with --fresh"
             )
         return DivergedError(f"{what}; {then}", what=what, advice=advice)
+
+    def _discard_broken_start(self) -> Path | None:
+        """The checkpoint this session resumed from, removed if it is broken and was never
+        vouched for: no step of the session had a sane loss on its weights, it is the run's
+        newest, it was saved unconfirmed (the last of a run without validation or of an
+        interrupted one, found sane by no later step; a file without the record counts as
+        unconfirmed) and an older, readable checkpoint exists for the run to stay at.
+        Without this, every re-run resumed from it and diverged again, and the advice left,
+        --fresh, deleted the sane checkpoint kept beside it for exactly this case. best.npz's
+        checkpoint is never removed (Store.discard refuses it). Returns the removed path."""
+        path = self.resumed_from
+        if self.sane_seen or path is None or path.parent != self.store.run_dir(self.run):
+            return None  # (one of a --fresh start's .previous is the old run's, not to judge)
+        left = self.store.checkpoints(self.run)
+        if not left or left[-1] != path:
+            return None
+        try:
+            if self.store.load(path).confirmed:
+                return None
+        except CharrnnError:
+            return None
+        for older in reversed(left[:-1]):
+            try:
+                self.store.load(older)
+            except CharrnnError:
+                continue
+            return path if self.store.discard(self.run, path) else None
+        return None
 
 
 def _step_of(path: Path) -> int:

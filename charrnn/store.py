@@ -15,11 +15,14 @@ A checkpoint is one uncompressed ``.npz`` (a zip of ``.npy`` members) holding th
 caller's arrays plus a reserved ``__meta__`` member: a UTF-8 JSON header stored as
 a uint8 array::
 
-    {"format": "charrnn-checkpoint", "format_version": 1, "run": "dinos",
-     "step": 200, "saved_at": "2025-01-01T03:00:00+00:00", "meta": {...caller's meta...}}
+    {"format": "charrnn-checkpoint", "format_version": 2, "run": "dinos",
+     "step": 200, "saved_at": "2025-01-01T03:00:00+00:00", "confirmed": true,
+     "arrays": [["param.Wya", "<f8", [27, 128]], ...], "meta": {...caller's meta...}}
 
 The caller's meta sits under its own key so it round-trips exactly and can never
-collide with the store's fields. Nothing is ever pickled, on write or on read.
+collide with the store's fields. ``confirmed`` says whether the caller vouched for the
+weights when it saved them (see :meth:`Store.save`; absent in older files). Nothing is
+ever pickled, on write or on read.
 
 Crash safety: a checkpoint is written under a temp name, fsynced, renamed over its
 final name with ``os.replace`` (atomic on POSIX) and the directory is fsynced. A
@@ -156,6 +159,9 @@ class Checkpoint:
     arrays: dict[str, np.ndarray]  # the caller's arrays, in saved order
     meta: dict  # the caller's meta, exactly as saved
     saved_at: str = ""  # iso 8601 utc time of the save
+    # whether the saver vouched for the weights when it wrote them (Store.save's confirmed);
+    # None: not recorded (a file older than the field)
+    confirmed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -430,6 +436,7 @@ def _read(path: Path, schema: Schema | None = None) -> Checkpoint:
         arrays=arrays,
         meta=header["meta"],
         saved_at=str(header.get("saved_at", "")),
+        confirmed=header["confirmed"] if isinstance(header.get("confirmed"), bool) else None,
     )
     if schema is not None:
         try:
@@ -595,7 +602,9 @@ class Store:
         ``confirmed=False``: the caller cannot vouch for these weights yet (it may find
         them broken and :meth:`discard` the file), so nothing older goes for it: retention
         and the deletion of a --fresh run's replaced checkpoints wait for :meth:`settle`
-        or the next confirmed save. The run's first checkpoint also deletes a
+        or the next confirmed save. The header records it (:attr:`Checkpoint.confirmed`):
+        a later session whose first steps diverge on these weights knows that nobody ever
+        vouched for them. The run's first checkpoint also deletes a
         ``diverged.npz`` left beside no checkpoint: the record of an earlier attempt at the
         run that never saved one, not of this run.
         """
@@ -606,7 +615,7 @@ class Store:
         if keep is not None and (isinstance(keep, bool) or keep < 1):
             raise ValueError(f"keep must be at least 1 (or None to keep all), got {keep!r}")
         final = d / self.checkpoint_name(step)
-        members = self._members(run, step, arrays, meta)
+        members = self._members(run, step, arrays, meta, confirmed)
 
         self._mkdir(d)
         self._check_held(run)
@@ -777,7 +786,11 @@ class Store:
 
     @staticmethod
     def _members(
-        run: str, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+        run: str,
+        step: int,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        confirmed: bool | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Validate the payload and turn it into (member name, array) pairs, header first."""
         where = f"checkpoint step {step} of run {run!r}"
@@ -811,6 +824,8 @@ class Store:
             "arrays": [[key, arr.dtype.str, list(arr.shape)] for key, arr in out],
             "meta": dict(meta),
         }
+        if confirmed is not None:  # a checkpoint's, not a diverged record's
+            header["confirmed"] = confirmed
         try:
             # strict JSON: no NaN/Infinity tokens that other JSON readers reject
             text = json.dumps(header, ensure_ascii=False, allow_nan=False, default=_json_default)

@@ -457,6 +457,63 @@ def test_a_run_broken_when_saved_is_told_to_start_over(invoke, tmp_path):
     assert not (tmp_path / "dinos" / ".previous").exists()
 
 
+def test_a_broken_unconfirmed_last_checkpoint_is_removed_for_the_sane_one_before_it(
+    invoke, tmp_path
+):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
+    base += ["--keep", "1", "--eval-every", "10"]
+    assert invoke([*base, "--steps", "20"]).exit_code == 0
+    st = Store(tmp_path)
+    d = st.run_dir("dinos")
+    # a run without validation ends with --keep + 1: step 20's not yet confirmed by a step
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+    last = st.load(d / "ckpt-000000020.npz")
+    assert last.confirmed is False
+    # stand-in for weights that step 20's update broke: saved, as then, unconfirmed
+    arrays = dict(last.arrays)
+    for key in ("param.Wya", "param.by"):
+        arrays[key] = arrays[key] * 1e6
+    st.save("dinos", 20, arrays, last.meta, keep=None, confirmed=False)
+    torn = (d / "ckpt-000000010.npz").read_bytes()
+    (d / "ckpt-000000010.npz").write_bytes(torn[:100])
+    # with nothing readable to stay at, the broken one stays (and --fresh is the way out)
+    r = invoke([*base, "--steps", "40"])
+    assert r.exit_code == 3
+    assert last_line(r.stderr).endswith("diverges before any update (its weights were broken "
+                                        "when it was saved): start over with --fresh")  # fmt: skip
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+    (d / "ckpt-000000010.npz").write_bytes(torn)
+    # it used to stay, and every re-run diverged again; now it goes, once, and the run
+    # stays at step 10
+    r = invoke([*base, "--steps", "40"])
+    assert r.exit_code == 3
+    assert last_line(r.stderr).endswith(
+        "; its checkpoint at step 20 was broken (it diverges before any update) and is removed: "
+        "the run stays at its previous checkpoint (step 10): resume with a lower learning rate "
+        "(--lr 0.0005), or start over with --fresh"
+    )
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz"]
+    r = invoke([*base, "--steps", "40"])
+    assert r.exit_code == 0, r.stderr
+    assert st.latest("dinos").step == 40
+
+
+def test_a_confirmed_last_checkpoint_is_not_removed_when_it_diverges_at_once(invoke, tmp_path):
+    base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--eval-every", "10", "-q"]
+    assert invoke([*base, "--steps", "20"]).exit_code == 0  # both validated
+    st = Store(tmp_path)
+    last = st.latest("dinos")
+    assert last.confirmed is True
+    arrays = dict(last.arrays)
+    for key in ("param.Wya", "param.by"):
+        arrays[key] = arrays[key] * 1e6
+    st.save("dinos", 20, arrays, last.meta, keep=None)  # vouched for when saved: not ours to judge
+    r = invoke([*base, "--steps", "40"])
+    assert r.exit_code == 3
+    assert last_line(r.stderr).endswith("start over with --fresh")
+    assert [p.name for p in st.checkpoints("dinos")] == ["ckpt-000000010.npz", "ckpt-000000020.npz"]
+
+
 def test_a_run_that_diverged_before_its_first_checkpoint_does_not_keep_its_record(invoke, tmp_path):
     base = ["train", DINOS, "--store", str(tmp_path), *SMALL, "--val-fraction", "0", "-q"]
     r = invoke([*base, "--steps", "100", "--lr", "1e3", "--optimizer", "sgd"])

@@ -953,3 +953,16 @@ def test_settle_never_deletes_the_checkpoint_vouched_for(store: Store) -> None:
         path = store.save("r", 21, params(21), {}, keep=1, confirmed=False)
         store.settle("r", 1, path)  # the run's newest: retention as usual
     assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000021.npz"]
+
+
+def test_the_header_records_whether_the_saver_vouched_for_the_weights(store: Store) -> None:
+    with store.lock("r"):
+        assert store.load(store.save("r", 1, params(1), {})).confirmed is True
+        assert store.load(store.save("r", 2, params(2), {}, confirmed=False)).confirmed is False
+        assert store.load(store.save_diverged("r", 3, params(3), {})).confirmed is None
+    old = write_raw(
+        store.run_dir("r") / "ckpt-000000004.npz",
+        {"format": FORMAT, "format_version": 2, "run": "r", "step": 4, "meta": {}},
+        params(4),
+    )
+    assert store.load(old).confirmed is None  # a file from before the record
