@@ -625,7 +625,7 @@ class Store:
         if best:
             self._point_best(d, final)
         if first:  # a record beside no checkpoint is an earlier attempt's, not this run's
-            self._remove_own(d / DIVERGED_NAME, on_warning)
+            self._remove_record(d / DIVERGED_NAME, on_warning)
         if confirmed:
             self._settle(d, keep, final, on_warning)
         return final
@@ -654,7 +654,14 @@ class Store:
         self._drop_previous(d, on_warning)  # the new run has committed: the old one goes
 
     @staticmethod
-    def _remove_own(path: Path, on_warning: Warn | None) -> None:
+    def _remove_record(path: Path, on_warning: Warn | None) -> None:
+        """Delete the diverged record at ``path`` if it is the store's (see _own_record)."""
+        if not os.path.lexists(path):
+            return
+        if not _own_record(path):
+            if on_warning is not None:
+                on_warning(f"left {path} alone: {_NOT_OURS}")
+            return
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -678,6 +685,8 @@ class Store:
         members = self._members(run, int(step), arrays, meta)
         self._mkdir(d)
         self._check_held(run)
+        if os.path.lexists(final) and not _own_record(final):  # renaming over it would remove it
+            raise StoreIOError(f"{final} is {_NOT_OURS}; move it away to keep the record")
         atomic_write(final, lambda f: _write_npz(f, members), "diverged state to")
         return final
 
@@ -749,19 +758,26 @@ class Store:
         d = self.run_dir(run)
         self._check_held(run)
         steps = self._steps(d)
-        if not steps and not (d / DIVERGED_NAME).is_file():
+        record = _own_record(d / DIVERGED_NAME)
+        if not steps and not record:
             return 0
         prev = d / PREVIOUS
+        if os.path.lexists(prev):  # an earlier --fresh never saved: its leftovers are older
+            self._drop_previous(d, None)
+            if os.path.lexists(prev):
+                raise StoreIOError(
+                    f"{prev} holds files charrnn did not write (checkpoints a --fresh start set "
+                    "aside go there); move them away and run again"
+                )
         try:
-            if prev.is_dir():  # an earlier --fresh never saved: its leftovers are older
-                self._drop_previous(d, None)
             prev.mkdir()
             fsync_dir(d)
             for _, path in steps:
                 os.rename(path, prev / path.name)
-            for name in (BEST_NAME, DIVERGED_NAME):  # the old run's record goes with it
-                with suppress(FileNotFoundError):
-                    os.rename(d / name, prev / name)
+            with suppress(FileNotFoundError):
+                os.rename(d / BEST_NAME, prev / BEST_NAME)
+            if record:  # the old run's record goes with it; a file planted there stays
+                os.rename(d / DIVERGED_NAME, prev / DIVERGED_NAME)
             fsync_dir(prev)
             fsync_dir(d)
         except OSError as e:
@@ -771,12 +787,20 @@ class Store:
     def _drop_previous(self, d: Path, on_warning: Warn | None) -> None:
         prev = d / PREVIOUS
         try:
+            if not stat.S_ISDIR(os.lstat(prev).st_mode):  # a symlink: someone else's folder
+                return
             entries = list(os.scandir(prev))
         except (FileNotFoundError, NotADirectoryError):
             return
         try:
             for entry in entries:
-                if _CKPT_RE.fullmatch(entry.name) or entry.name in (BEST_NAME, DIVERGED_NAME):
+                if entry.name == DIVERGED_NAME:
+                    ours = _own_record(Path(entry.path))
+                else:
+                    ours = entry.is_file(follow_symlinks=False) and (
+                        entry.name == BEST_NAME or bool(_CKPT_RE.fullmatch(entry.name))
+                    )
+                if ours:
                     os.unlink(entry.path)
             os.rmdir(prev)  # fails, and is reported, if someone put their own files there
             fsync_dir(d)
@@ -1191,6 +1215,21 @@ def _write_npz(f: Any, members: list[tuple[str, np.ndarray]]) -> None:
         for key, arr in members:
             with zf.open(key + ".npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array(member, arr, allow_pickle=False)
+
+
+_NOT_OURS = "a symbolic link or a file with other hard links, not charrnn's record"
+
+
+def _own_record(path: Path) -> bool:
+    """Whether ``path`` can be the store's diverged record: a regular file with one link,
+    as atomic_write leaves it. A symlink or a hard link planted under the name is someone
+    else's file: never renamed, replaced or deleted. (Not for checkpoints: best.npz is a
+    second link to one.)"""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
 
 def _same_file(st: os.stat_result, path: Path) -> bool:

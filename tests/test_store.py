@@ -966,3 +966,50 @@ def test_the_header_records_whether_the_saver_vouched_for_the_weights(store: Sto
         params(4),
     )
     assert store.load(old).confirmed is None  # a file from before the record
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+def test_a_planted_diverged_npz_is_never_moved_or_removed(
+    store: Store, tmp_path: Path, kind: str
+) -> None:
+    precious = tmp_path / "precious.npz"
+    precious.write_bytes(b"someone else's")
+    d = store.run_dir("r")
+    d.mkdir(parents=True)
+    planted = d / "diverged.npz"
+
+    def plant() -> None:
+        if kind == "symlink":
+            planted.symlink_to(precious)
+        else:
+            os.link(precious, planted)
+
+    def intact() -> bool:
+        same = planted.is_symlink() if kind == "symlink" else os.path.samefile(planted, precious)
+        return same and precious.read_bytes() == b"someone else's"
+
+    plant()
+    warned: list[str] = []
+    with store.lock("r"):
+        store.save("r", 1, params(1), {}, on_warning=warned.append)  # the first checkpoint
+        assert intact()
+        assert warned and "not charrnn's" in warned[0]
+        with pytest.raises(StoreIOError, match="not charrnn's"):
+            store.save_diverged("r", 2, params(2), {})  # would replace it
+        assert intact()
+        assert store.retire("r") == 1  # --fresh sets the run's own files aside, not this
+        assert intact()
+        store.save("r", 1, params(1), {})  # deletes what was set aside
+        assert intact()
+        assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000001.npz"]
+    # in .previous (put there by hand): the replaced run's own files go, this stays
+    planted.unlink()
+    (d / ".previous").mkdir()
+    planted = d / ".previous" / "diverged.npz"
+    plant()
+    with store.lock("r"):
+        # an earlier .previous is dropped first: what is not charrnn's stays, and says so
+        with pytest.raises(StoreIOError, match="holds files charrnn did not write"):
+            store.retire("r")
+        assert intact()
+        assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000001.npz"]
