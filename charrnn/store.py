@@ -185,6 +185,19 @@ def _show(path: Path) -> str:
     return s if path.is_absolute() or s.startswith(".") else f"./{s}"
 
 
+def _unlink_or_warn(path: Path, on_warning: Warn | None, what: str = "") -> bool:
+    """Delete ``path``; a failure other than its absence is a warning. True if it went."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if on_warning is not None:
+            on_warning(f"cannot remove {what}{path}: {_strerror(e)}")
+        return False
+    return True
+
+
 def _unlink_quiet(path: Path) -> None:
     with suppress(OSError):
         os.unlink(path)
@@ -662,16 +675,9 @@ class Store:
             if on_warning is not None:
                 on_warning(f"left {path} alone: {_NOT_OURS}")
             return
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if on_warning is not None:
-                on_warning(f"cannot remove {path}: {_strerror(e)}")
-            return
-        with suppress(OSError):
-            fsync_dir(path.parent)
+        if _unlink_or_warn(path, on_warning):
+            with suppress(OSError):
+                fsync_dir(path.parent)
 
     def save_diverged(
         self, run: str, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
@@ -899,13 +905,7 @@ class Store:
     def _prune(older: list[Path], keep: int, on_warning: Warn | None) -> None:
         """Delete all but the newest ``keep`` of ``older`` (checkpoints, oldest first)."""
         for path in older[: max(len(older) - keep, 0)]:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if on_warning is not None:
-                    on_warning(f"cannot remove old checkpoint {path}: {_strerror(e)}")
+            _unlink_or_warn(path, on_warning, "old checkpoint ")
 
     # ----------------------------------------------------------------- loading
 
