@@ -393,15 +393,22 @@ def _session(request: TrainRequest, events: Events, store: Store, run: str) -> T
     t0 = time.perf_counter()
     corpus = load_corpus(request.paths, request.corpus_options, cache_dir=run_dir / "cache")
     prune_token_cache(run_dir / "cache", corpus.sha256)
-    events.info(
+    # the corpus and "resuming" lines wait until training proceeds: a finished run says
+    # only that it has nothing to do (one line, as cron's log wants); an error shows them
+    held = _Held(events)
+    held.info(
         f"corpus {', '.join(corpus.sources)}: {corpus.n_chars:,} characters, "
         f"{corpus.vocab.size} distinct, "
         f"{'one item per line' if corpus.is_lines else 'prose'} "
         f"({time.perf_counter() - t0:.1f}s)"
     )
-    state, resumed_from, auto = _start_or_resume(store, run, corpus, request, events)
-    split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg, corpus.vocab)
-    total = request.target_steps(split.train.n_batches, state.train_cfg.names)
+    try:
+        state, resumed_from, auto = _start_or_resume(store, run, corpus, request, held)
+        split = split_batches(corpus.ids, corpus.n_chars, state.train_cfg, corpus.vocab)
+        total = request.target_steps(split.train.n_batches, state.train_cfg.names)
+    except BaseException:
+        held.release()
+        raise
     _fix_decay_end(state, total)
     if state.step >= total:
         events.info(f"run '{run}' already has {state.step} steps (target {total}); nothing to do")
@@ -418,6 +425,7 @@ def _session(request: TrainRequest, events: Events, store: Store, run: str) -> T
         return TrainResult(
             run, "stopped early", state, corpus, n_batches, 0.0, resumed_from, auto=auto
         )
+    held.release()
     if request.fresh:  # the old run stays usable until the new one's first save
         retired = store.retire(run)
         if retired:
@@ -429,6 +437,32 @@ def _session(request: TrainRequest, events: Events, store: Store, run: str) -> T
     result = _train(request, events, state, corpus, split, total, saver, resumed_from)
     result.auto = auto
     return result
+
+
+class _Held:
+    """Events whose info lines wait for :meth:`release` (dropped if it never comes);
+    warnings go through at once."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def warn(self, msg: str) -> None:
+        self.events.warn(msg)
+
+    def progress(self, total: int, initial: int, desc: str) -> Bar:
+        return self.events.progress(total, initial, desc)
+
+    def close_progress(self) -> None:
+        self.events.close_progress()
+
+    def release(self) -> None:
+        for msg in self.lines:
+            self.events.info(msg)
+        self.lines.clear()
 
 
 def stopped_early(state: TrainState) -> bool:

@@ -341,6 +341,7 @@ def test_a_run_that_stopped_early_is_finished_until_told_otherwise(tmp_path):
     assert step < 3000
     r = invoke(args)
     assert r.exit_code == 0 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # cron's log: one line, no "resuming"
     said = r.stderr.strip().splitlines()[-1]
     assert f"run 'dinos' stopped early at step {step} (best at step " in said
     assert said.endswith(
@@ -365,3 +366,23 @@ def test_a_run_that_stopped_early_is_finished_until_told_otherwise(tmp_path):
     r = invoke([*args[:-4], "--patience", "0", "--steps", str(target), "--json"])
     doc = json.loads(r.stdout)
     assert doc["status"] == "done" and doc["step"] == target and doc["steps_trained"] == 10
+
+
+def test_a_run_at_its_step_target_says_one_line_and_one_that_trains_says_what_it_resumes(
+    tmp_path,
+):
+    # a finished run used to log the corpus and "resuming run ... from step N" before
+    # saying it had nothing to do: three lines, one of them untrue (nothing resumed)
+    args = ["train", DINOS, "--store", str(tmp_path), *TINY, "--eval-every", "5"]
+    assert invoke([*args, "--steps", "5"]).exit_code == 0
+    r = invoke([*args, "--steps", "5"])
+    assert r.exit_code == 0 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].endswith("run 'dinos' already has 5 steps (target 5); nothing to do")
+    assert invoke([*args, "--steps", "5", "-q"]).stderr == ""
+    r = invoke([*args, "--steps", "10"])
+    assert r.exit_code == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert "corpus " in lines[0] and " characters, " in lines[0]
+    assert lines[1].endswith("resuming run 'dinos' from step 5 (ckpt-000000005.npz)")
