@@ -1540,19 +1540,39 @@ def usage_line(e: click.UsageError, argv: list[str]) -> str:
     command = ctx.command_path if ctx is not None else _command_of(argv)
     if isinstance(e, click.MissingParameter):  # its message is empty: click words it itself
         message = e.format_message()
-    elif isinstance(e, click.BadParameter) and param is not None and ctx is not None:
-        flag = param.opts[-1] if isinstance(param, click.Option) else param.human_readable_name
-        if _from_environment(param, ctx, argv):
-            flag = f"{_envvar_of(param, ctx)} ({flag})"
-        if e.param_hint is not None and not isinstance(e.param_hint, str):
-            flag = " / ".join(e.param_hint)
-        message = f"{flag}: {e.message}"
+    elif isinstance(e, click.BadParameter) and ctx is not None and param is not None:
+        # a type's refusal: its option, from its own parameter
+        message = f"{_as_given(_flag_of(param), ctx, argv, param)}: {e.message}"
     elif isinstance(e, click.BadParameter) and e.param_hint is not None:
-        hint = e.param_hint if isinstance(e.param_hint, str) else " / ".join(e.param_hint)
-        message = f"{hint}: {e.message}"
+        # a config's check (usage_error): the flags its message mentions
+        hints = [e.param_hint] if isinstance(e.param_hint, str) else list(e.param_hint)
+        flags = " / ".join(_as_given(h, ctx, argv) if ctx else h for h in hints)
+        message = f"{flags}: {e.message}"
     else:
         message = e.format_message()
     return error_line(message, f"see '{command} --help'")
+
+
+def _flag_of(param: click.Parameter) -> str:
+    return param.opts[-1] if isinstance(param, click.Option) else param.human_readable_name
+
+
+def _as_given(
+    flag: str, ctx: click.Context, argv: list[str], param: click.Parameter | None = None
+) -> str:
+    """An option as an error's prefix names it: "--top-p" if typed (or not an option),
+    "CHARRNN_SAMPLE_TOP_P (--top-p)" if its value came from the environment."""
+    if param is None:
+        param = next((p for p in ctx.command.params if flag in (*p.opts, *p.secondary_opts)), None)
+    if param is None:
+        return flag
+    # a value that converted has its source recorded; one that failed its type, not yet
+    source = ctx.get_parameter_source(param.name or "")
+    if source is None:
+        from_env = _from_environment(param, ctx, argv)
+    else:
+        from_env = source == ParameterSource.ENVIRONMENT
+    return f"{_envvar_of(param, ctx)} ({flag})" if from_env else flag
 
 
 def _command_of(argv: list[str]) -> str:

@@ -318,3 +318,35 @@ def test_a_mistyped_step_is_a_usage_error(sample):
     r = sample("dinos:abc")
     assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
     assert r.stderr.startswith("charrnn: error: unknown checkpoint selector 'abc' in 'dinos:abc'")
+
+
+@pytest.mark.parametrize(
+    "var, value, said",
+    [
+        (
+            "CHARRNN_SAMPLE_TEMPERATURE",
+            "-1",
+            "CHARRNN_SAMPLE_TEMPERATURE (--temperature): "
+            "temperature must be a finite number >= 0, not -1.0",
+        ),
+        ("CHARRNN_SAMPLE_TOP_P", "1.5", "CHARRNN_SAMPLE_TOP_P (--top-p): top-p must be in (0, 1]"),
+        ("CHARRNN_SAMPLE_TOP_K", "0", "CHARRNN_SAMPLE_TOP_K (--top-k): top-k must be at least 1"),
+    ],
+)
+def test_a_value_out_of_range_from_the_environment_names_its_variable(
+    invoke, store, var, value, said
+):
+    # the range checks (SampleOptions) named the flag, which nobody typed
+    r = invoke(["sample", "--store", str(store), "dinos"], env={var: value})
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"charrnn: error: {said}"), r.stderr
+    assert r.stderr.endswith(" (see 'charrnn sample --help')\n")
+
+
+def test_a_value_out_of_range_on_the_command_line_names_the_flag_over_the_environment(
+    invoke, store
+):
+    env = {"CHARRNN_SAMPLE_TOP_P": "0.9"}
+    r = invoke(["sample", "--store", str(store), "dinos", "--top-p", "2"], env=env)
+    assert r.exit_code == 2
+    assert r.stderr.startswith("charrnn: error: --top-p: top-p must be in (0, 1], not 2.0")

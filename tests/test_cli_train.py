@@ -776,3 +776,43 @@ def test_a_prime_error_shows_the_characters_as_typed(invoke, tmp_path):
     r = invoke(["sample", "--store", str(tmp_path), "--prime", "Éric", "-q"])
     assert r.exit_code == 65 and r.stderr.count("\n") == 1
     assert "'É'" in r.stderr and "'é'" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "var, value, said",
+    [
+        (
+            "CHARRNN_TRAIN_STEPS",
+            "0",
+            "CHARRNN_TRAIN_STEPS (--steps): steps must be at least 1, not 0",
+        ),
+        (
+            "CHARRNN_TRAIN_LR",
+            "-1",
+            "CHARRNN_TRAIN_LR (--lr): lr (learning rate) must be a positive number, not -1.0",
+        ),
+        ("CHARRNN_TRAIN_KEEP", "0", "CHARRNN_TRAIN_KEEP (--keep): keep must be at least 1, not 0"),
+        ("CHARRNN_TRAIN_PATIENCE", "-1", "CHARRNN_TRAIN_PATIENCE (--patience): patience must be"),
+    ],
+)
+def test_a_value_out_of_range_from_the_environment_names_its_variable(
+    invoke, tmp_path, var, value, said
+):
+    # the dataclasses' range checks named the flag, which nobody typed (type errors did not)
+    r = invoke(["train", DINOS, "--store", str(tmp_path)], env={var: value})
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"charrnn: error: {said}"), r.stderr
+    assert r.stderr.endswith(" (see 'charrnn train --help')\n")
+    assert not (tmp_path / "dinos").exists()
+
+
+def test_a_check_on_two_options_names_each_as_it_was_given(invoke, tmp_path):
+    args = ["train", DINOS, "--store", str(tmp_path), "--steps", "3"]
+    r = invoke(args, env={"CHARRNN_TRAIN_EPOCHS": "2"})
+    assert r.exit_code == 2
+    assert r.stderr.startswith(
+        "charrnn: error: --steps / CHARRNN_TRAIN_EPOCHS (--epochs): give steps or epochs"
+    ), r.stderr
+    # typed beats set: the flag alone
+    r = invoke([*args, "--keep", "0"], env={"CHARRNN_TRAIN_KEEP": "2"})
+    assert r.stderr.startswith("charrnn: error: --keep: keep must be at least 1, not 0")
