@@ -1530,7 +1530,9 @@ COMPLETE_VAR = "_CHARRNN_COMPLETE"  # eval "$(_CHARRNN_COMPLETE=bash_source char
 def error_line(message: str, hint: str | None = None) -> str:
     """Every error the user sees: one line, one prefix, and what to do next."""
     text = " ".join(message.split())
-    return f"charrnn: error: {text}" + (f" ({hint})" if hint else "")
+    if hint:  # click ends its sentences with a period ("Missing argument 'FILE'.")
+        text = re.sub(r"(?<!\.)\.$", "", text) + f" ({hint})"
+    return f"charrnn: error: {text}"
 
 
 def usage_line(e: click.UsageError, argv: list[str]) -> str:

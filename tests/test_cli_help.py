@@ -80,8 +80,8 @@ ONE_LINE_USAGE_ERRORS = [
         "charrnn train --help",
     ),
     # a missing argument is named (its click message is empty: it read "FILE: ")
-    (["score", "--model", "dinos"], "error: Missing argument 'FILE'.", "charrnn score --help"),
-    (["score"], "error: Missing argument 'FILE'.", "charrnn score --help"),
+    (["score", "--model", "dinos"], "error: Missing argument 'FILE' (see", "charrnn score --help"),
+    (["score"], "error: Missing argument 'FILE' (see", "charrnn score --help"),
     # click's parser gives no context for a missing value: the subcommand's help all the same
     (["sample", "dinos", "--prime"], "'--prime' requires an argument", "charrnn sample --help"),
     (["clip-stats", "--probe"], "'--probe' requires an argument", "charrnn clip-stats --help"),
@@ -104,7 +104,7 @@ ONE_LINE_USAGE_ERRORS = [
     ),
     (
         ["sample", "-n", "abc"],
-        "error: --num: 'abc' is not a valid integer.",
+        "error: --num: 'abc' is not a valid integer (see",
         "charrnn sample --help",
     ),
     # an unknown encoding is a usage error (it exited 65, as bad data)
@@ -128,6 +128,8 @@ def test_usage_errors_are_one_line_with_the_prefix_and_a_next_step(invoke, args,
     assert r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("charrnn: error: ") and needle in r.stderr
     assert f"see '{hint}'" in r.stderr
+    # click's sentences end in a period, which read "... 'FILE'. (see ...)" before the hint
+    assert ". (see" not in r.stderr, r.stderr
 
 
 def test_a_bad_environment_variable_is_named(invoke):
@@ -141,7 +143,7 @@ def test_the_variable_named_is_the_one_set_in_plain_words(invoke, var):
     # the README's CHARRNN_SAMPLE_N was reported as CHARRNN_SAMPLE_NUM, "not a valid integer range"
     r = invoke(["sample"], env={var: "abc"})
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
-    assert r.stderr.startswith(f"charrnn: error: {var} (--num): 'abc' is not a valid integer. ")
+    assert r.stderr.startswith(f"charrnn: error: {var} (--num): 'abc' is not a valid integer (")
 
 
 def test_a_help_that_states_its_default_shows_no_second_one():
