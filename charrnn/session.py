@@ -766,11 +766,12 @@ class _Saver:
         left = self.store.checkpoints(self.run)
         if not left:
             then = f"the run has no checkpoint yet: train it again with {advice}"
-        elif removed is not None:
+        elif removed is not None:  # no update of this session ran: its settings are not why
             then = (
                 f"its checkpoint at step {_step_of(removed)} was broken (it diverges before any "
                 f"update) and is removed: the run stays at its previous checkpoint (step "
-                f"{_step_of(left[-1])}): resume with {advice}, or start over with --fresh"
+                f"{_step_of(left[-1])}): run the same command again to train on from step "
+                f"{_step_of(left[-1])}"
             )
         elif not self.sane_seen:  # no sane loss since it was loaded: it is broken itself
             then = (
