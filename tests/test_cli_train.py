@@ -819,3 +819,35 @@ def test_a_check_on_two_options_names_each_as_it_was_given(invoke, tmp_path):
     # typed beats set: the flag alone
     r = invoke([*args, "--keep", "0"], env={"CHARRNN_TRAIN_KEEP": "2"})
     assert r.stderr.startswith("charrnn: error: --keep: keep must be at least 1, not 0")
+
+
+def test_a_list_shorter_than_the_rule_is_prose_unless_told_and_the_docs_say_so(invoke, tmp_path):
+    from charrnn import corpus
+
+    names = Path(DINOS).read_text().splitlines(keepends=True)
+    short, enough = tmp_path / "short.txt", tmp_path / "enough.txt"
+    short.write_text("".join(names[: corpus._LINES_MIN - 1]))
+    enough.write_text("".join(names[: corpus._LINES_MIN]))
+    store = ["--store", str(tmp_path / "s"), "--steps", "1", "--hidden", "8"]
+    r = invoke(["train", str(short), *store])
+    assert r.exit_code == 0, r.stderr
+    assert ", prose (" in r.stderr and " characters (1 batch of " in r.stderr
+    r = invoke(["train", str(enough), *store])
+    assert ", one item per line (" in r.stderr and " lines, each from the start state" in r.stderr
+    r = invoke(["train", str(short), "--run", "told", "--mode", "names", *store])
+    assert r.exit_code == 0, r.stderr
+    assert " on 8 lines, each from the start state" in r.stderr
+    # the rule is written where users look for it, with the corpus module's numbers
+    docs = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
+    section = docs.split("## Names mode")[1].split("\n## ")[0]
+    for said in (
+        f"at least {corpus._LINES_MIN} lines",
+        f"average {corpus._LINES_MEAN_MAX} characters or fewer",
+        f"{corpus._LINES_LONG_FRACTION:.0%} of them are longer than {corpus._LINES_LONG}",
+        f"{corpus._LINES_EMPTY_FRACTION:.0%} are blank",
+        "`--mode names`",
+        "`--mode prose`",
+    ):
+        assert said in " ".join(section.split()), said
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"at least **{corpus._LINES_MIN} lines**" in readme and "`--mode names`" in readme
