@@ -1605,10 +1605,9 @@ def _given_as(name: str, flag: str) -> str:
     """An option as a refusal names it: its flag if typed, the variable and the flag
     ("CHARRNN_SAMPLE_LENGTH (--length)") if it came from the environment."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.get_parameter_source(name) != ParameterSource.ENVIRONMENT:
+    if ctx is None:
         return flag
-    param = next(p for p in ctx.command.params if p.name == name)
-    return f"{_envvar_of(param, ctx)} ({flag})"
+    return _as_given(flag, ctx, [], next(p for p in ctx.command.params if p.name == name))
 
 
 def _undo(name: str, flag: str) -> str:
