@@ -966,6 +966,8 @@ class Store:
                     f"all {len(skipped)} checkpoint(s) of run {run!r} are corrupt "
                     f"(newest {newest}: {reason})"
                 )
+            if _own_record(d / DIVERGED_NAME):
+                raise self._no_checkpoint(run)
             raise InputMissingError(f"no checkpoints in run {run!r} ({_show(d)}); {TRAIN_HINT}")
         if on_warning is not None:
             for path, reason in skipped:
@@ -1022,9 +1024,7 @@ class Store:
                 return _read(self.run_dir(run) / DIVERGED_NAME, self.schema)
             except FileNotFoundError:
                 if not self._steps(self._home(self.run_dir(run))):
-                    raise InputMissingError(
-                        f"no run named {run!r} in {_show(self.root)}; {self._runs_hint()}"
-                    ) from None
+                    raise self._no_checkpoint(run) from None
                 raise InputMissingError(
                     f"run {run!r} has no diverged state: it did not diverge since its first "
                     "checkpoint"
@@ -1033,9 +1033,7 @@ class Store:
                 raise CheckpointError(f"{self.run_dir(run) / DIVERGED_NAME}: {e}") from None
         steps = self._steps(self._home(self.run_dir(run)))
         if not steps:
-            raise InputMissingError(
-                f"no run named {run!r} in {_show(self.root)}; {self._runs_hint()}"
-            )
+            raise self._no_checkpoint(run)
         if selector in ("", "latest"):
             return self.latest(run, on_warning)
         if selector == "best":
@@ -1058,6 +1056,16 @@ class Store:
             f"use RUN, RUN:best, RUN:latest, RUN:STEP{', RUN:diverged' * allow_diverged} "
             "or a path to a .npz file"
         )
+
+    def _no_checkpoint(self, run: str) -> InputMissingError:
+        """The error for a run without checkpoints: one that diverged before its first
+        keeps only its record (diverged.npz), and is not missing: it says where to look."""
+        if _own_record(self.run_dir(run) / DIVERGED_NAME):
+            return InputMissingError(
+                f"run {run!r} has no checkpoint (it diverged before its first; "
+                f"charrnn clip-stats {run}:diverged shows what happened)"
+            )
+        return InputMissingError(f"no run named {run!r} in {_show(self.root)}; {self._runs_hint()}")
 
     def _runs_hint(self) -> str:
         names = [r.name for r in self.runs()]

@@ -350,3 +350,19 @@ def test_a_value_out_of_range_on_the_command_line_names_the_flag_over_the_enviro
     r = invoke(["sample", "--store", str(store), "dinos", "--top-p", "2"], env=env)
     assert r.exit_code == 2
     assert r.stderr.startswith("charrnn: error: --top-p: top-p must be in (0, 1], not 2.0")
+
+
+def test_a_run_that_diverged_before_its_first_checkpoint_is_named_not_missing(invoke, tmp_path):
+    # it keeps only diverged.npz; sample and clip-stats called it "no run named 'd1'"
+    train = ["train", str(DINOS), "--store", str(tmp_path), "--run", "d1", "-q"]
+    r = invoke([*train, "--hidden", "8", "--lr", "1e6", "--steps", "50"])
+    assert r.exit_code == 3, r.stderr
+    for command in (["sample", "d1"], ["clip-stats", "d1"], ["sample", "d1:best"]):
+        r = invoke([command[0], "--store", str(tmp_path), *command[1:]])
+        assert r.exit_code == 66 and r.stdout == ""
+        assert r.stderr == (
+            "charrnn: error: run 'd1' has no checkpoint (it diverged before its first; "
+            "charrnn clip-stats d1:diverged shows what happened)\n"
+        )
+    r = invoke(["clip-stats", "--store", str(tmp_path), "d1:diverged", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["steps"]["nonfinite"] >= 5

@@ -1013,3 +1013,30 @@ def test_a_planted_diverged_npz_is_never_moved_or_removed(
             store.retire("r")
         assert intact()
         assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000001.npz"]
+
+
+def test_a_run_with_only_its_diverged_record_is_not_called_missing(tmp_path):
+    # a run that diverged before its first checkpoint keeps diverged.npz alone: sample and
+    # clip-stats used to say "no run named 'd1' ...; runs: ..." as if it did not exist
+    store = Store(tmp_path)
+    store.save("alpha", 1, params(1), {})
+    store.save_diverged("d1", 6, params(6), {})
+    said = (
+        "run 'd1' has no checkpoint (it diverged before its first; "
+        "charrnn clip-stats d1:diverged shows what happened)"
+    )
+    for spec in ("d1", "d1:latest", "d1:best", "d1:6"):
+        with pytest.raises(InputMissingError) as info:
+            store.resolve(spec)
+        assert str(info.value) == said, spec
+    with pytest.raises(InputMissingError) as info:
+        store.latest("d1")
+    assert str(info.value) == said
+    assert store.resolve("d1:diverged", allow_diverged=True).step == 6
+    # a record that is not the store's (a symlink planted under the name) says nothing of it
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "diverged.npz").symlink_to(tmp_path / "d1" / "diverged.npz")
+    with pytest.raises(InputMissingError) as info:
+        store.resolve("d2")
+    assert str(info.value) == f"no run named 'd2' in {store.root}; runs: alpha"
+
