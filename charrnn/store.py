@@ -1047,7 +1047,16 @@ class Store:
             for step, p in steps:
                 if step == int(selector):
                     return self.load(p)
-            listed = ", ".join(str(s) for s, _ in steps)
+            # best.npz outlives retention: its step is one the user may have been told
+            best: Checkpoint | None = None
+            with suppress(CheckpointError):  # unreadable: the steps listed say what there is
+                best = self.best(run)
+            if best is not None and best.step == int(selector):
+                return best
+            listed = ", ".join(
+                f"{s} (best)" if best is not None and s == best.step else str(s)
+                for s in sorted({s for s, _ in steps} | ({best.step} if best else set()))
+            )
             raise InputMissingError(
                 f"run {run!r} has no checkpoint at step {int(selector)}; steps: {listed}"
             )

@@ -1040,3 +1040,30 @@ def test_a_run_with_only_its_diverged_record_is_not_called_missing(tmp_path):
         store.resolve("d2")
     assert str(info.value) == f"no run named 'd2' in {store.root}; runs: alpha"
 
+
+def test_run_step_finds_the_best_checkpoint_retention_let_go(tmp_path):
+    # best.npz outlives retention: sample announces "its best checkpoint, step 7", and
+    # RUN:7 used to be refused with "steps: 9, 10"
+    store = Store(tmp_path)
+    store.save("r", 7, params(7), {}, best=True)
+    for step in (8, 9, 10):
+        store.save("r", step, params(step), {}, keep=2)
+    assert [p.name for p in store.checkpoints("r")] == ["ckpt-000000009.npz", "ckpt-000000010.npz"]
+    got = store.resolve("r:7")
+    assert got.step == 7 and got.path.name == "best.npz"
+    np.testing.assert_array_equal(got.arrays["l0.W"], params(7)["l0.W"])
+    assert store.resolve("r:9").path.name == "ckpt-000000009.npz"
+    with pytest.raises(InputMissingError) as info:
+        store.resolve("r:3")
+    assert str(info.value) == "run 'r' has no checkpoint at step 3; steps: 7 (best), 9, 10"
+    # best at a kept step: listed once, marked
+    store.save("r", 11, params(11), {}, best=True, keep=2)
+    with pytest.raises(InputMissingError) as info:
+        store.resolve("r:7")
+    assert str(info.value) == "run 'r' has no checkpoint at step 7; steps: 10, 11 (best)"
+    # an unreadable best.npz is no step to offer, and no reason to fail otherwise
+    (tmp_path / "r" / "best.npz").unlink()
+    (tmp_path / "r" / "best.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputMissingError) as info:
+        store.resolve("r:3")
+    assert str(info.value) == "run 'r' has no checkpoint at step 3; steps: 10, 11"
