@@ -239,18 +239,32 @@ def describe_split(split: Split, cfg: TrainConfig) -> str:
             f"validating on {plural(split.n_val, 'distinct held-out line')} "
             f"(--split-seed {cfg.split_seed})"
             if split.val is not None
-            else "no validation"
+            else f"no validation ({no_validation_reason(split, cfg)})"
         )
         return (
             f"on {plural(split.n_train, 'line')}, each from the start state "
             f"({plural(split.train.n_batches, 'batch', 'batches')} of "
-            f"{split.train.batch_size} lines per epoch), {val}"
+            f"{plural(split.train.batch_size, 'line')} per epoch), {val}"
         )
     return (
         f"on {split.n_train:,} characters ({plural(split.train.n_batches, 'batch', 'batches')} of "
         f"{cfg.batch_size}x{cfg.seq_len} per epoch), "
-        + (f"validating on {split.n_val:,}" if split.val is not None else "no validation")
+        + (
+            f"validating on {split.n_val:,}"
+            if split.val is not None
+            else f"no validation ({no_validation_reason(split, cfg)})"
+        )
     )
+
+
+def no_validation_reason(split: Split, cfg: TrainConfig) -> str:
+    """Why a split has no validation, for the log: the user's --val-fraction 0, or a
+    corpus too small to hold anything out (see split_lines and eval_batches)."""
+    if cfg.val_fraction == 0:
+        return "--val-fraction 0"
+    if isinstance(split.train, LineBatches):  # split_lines holds out one of two or more
+        return "one distinct line: nothing to hold out"
+    return "the text is too short to hold out a validation tail"
 
 
 def resolve_mode(cfg: TrainConfig, corpus: Corpus) -> str:
@@ -836,7 +850,7 @@ def _train(
     samples = _sample_shower(request, state, corpus, events)
     horizon = _HorizonMeter(state, request.time_budget, split)
     t_start = time.perf_counter()
-    progress = _Progress(events, bar, samples, state)
+    progress = _Progress(events, bar, samples, state, no_validation_reason(split, state.train_cfg))
     early = False
     bad = 0  # steps in a row whose loss was not sane
     start_step = state.step
@@ -926,9 +940,15 @@ class _Progress:
     training goes on, and the result says so)."""
 
     def __init__(
-        self, events: Events, bar: Bar, samples: Callable[[int], None], state: TrainState
+        self,
+        events: Events,
+        bar: Bar,
+        samples: Callable[[int], None],
+        state: TrainState,
+        no_val: str,
     ) -> None:
         self.events, self.bar, self.samples, self.state = events, bar, samples, state
+        self.no_val = no_val  # why there is no validation, when there is none
         self.chars_per_sec = 0.0  # of the last step
         # the bar's fields: loss of the last step, chars/s, and the last validation loss named
         # with the step it was measured at (so it never looks current when it is not)
@@ -961,7 +981,7 @@ class _Progress:
             self.samples(ev.step)
 
     def evaluated(self, ev: EvalStats, path: Path) -> None:
-        self.events.info(_eval_line(ev, self.chars_per_sec, path))
+        self.events.info(_eval_line(ev, self.chars_per_sec, path, self.no_val))
         if math.isfinite(ev.val_loss):
             self.postfix = {k: v for k, v in self.postfix.items() if not k.startswith("val")}
             self.postfix[f"val@{ev.step}"] = f"{ev.val_loss:.3f}"
@@ -972,11 +992,12 @@ class _Progress:
         self.events.close_progress()
 
 
-def _eval_line(ev: EvalStats, chars_per_sec: float, path: Path) -> str:
-    """The log line of a validation pass (or of the checkpoint, without validation)."""
+def _eval_line(ev: EvalStats, chars_per_sec: float, path: Path, no_val: str) -> str:
+    """The log line of a validation pass (or of the checkpoint, without validation:
+    ``no_val`` says why)."""
     speed = f"{chars_per_sec / 1e3:.1f}k chars/s"
     if not math.isfinite(ev.val_loss):
-        return f"step {ev.step}: no validation (--val-fraction 0)  {speed}  saved {path.name}"
+        return f"step {ev.step}: no validation ({no_val})  {speed}  saved {path.name}"
     return (
         f"step {ev.step}: val {ev.val_loss:.4f} nats/char ({ev.val_loss / math.log(2):.3f} bits)"
         f"{' best' if ev.improved else ''}  {speed}  saved {path.name}"

@@ -851,3 +851,25 @@ def test_a_list_shorter_than_the_rule_is_prose_unless_told_and_the_docs_say_so(i
         assert said in " ".join(section.split()), said
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert f"at least **{corpus._LINES_MIN} lines**" in readme and "`--mode names`" in readme
+
+
+def test_no_validation_says_why_when_the_user_did_not_ask_for_none(invoke, tmp_path):
+    # a one-line names corpus said "1 batch of 1 lines" and "no validation (--val-fraction
+    # 0)" though nobody passed --val-fraction: nothing could be held out
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("abc\n")
+    args = ["train", str(corpus), "--store", str(tmp_path / "s"), "--hidden", "8"]
+    r = invoke([*args, "--steps", "10", "--mode", "names", "--eval-every", "10"])
+    assert r.exit_code == 0, r.stderr
+    assert "--val-fraction" not in r.stderr and "1 lines" not in r.stderr
+    assert (
+        "(1 batch of 1 line per epoch), no validation (one distinct line: nothing to hold out)"
+        in r.stderr
+    )
+    assert "step 10: no validation (one distinct line: nothing to hold out)  " in r.stderr
+    # prose too short for a validation tail of two characters
+    r = invoke([*args, "--steps", "4", "--mode", "prose", "--eval-every", "4", "--run", "p"])
+    assert r.exit_code == 0, r.stderr
+    why = "no validation (the text is too short to hold out a validation tail)"
+    assert f"per epoch), {why}" in r.stderr and f"step 4: {why}  " in r.stderr
+    assert "--val-fraction" not in r.stderr
