@@ -410,11 +410,13 @@ def _session(request: TrainRequest, events: Events, store: Store, run: str) -> T
     # the corpus and "resuming" lines wait until training proceeds: a finished run says
     # only that it has nothing to do (one line, as cron's log wants); an error shows them
     held = _Held(events)
+    look = "one item per line" if corpus.is_lines else "prose"
+    asked = request.train.mode  # a --mode that overrides the look is said beside it
+    if asked != "auto" and (asked == "names") != corpus.is_lines:
+        look += f" by its shape (--mode {asked} given)"
     held.info(
         f"corpus {', '.join(corpus.sources)}: {corpus.n_chars:,} characters, "
-        f"{corpus.vocab.size} distinct, "
-        f"{'one item per line' if corpus.is_lines else 'prose'} "
-        f"({time.perf_counter() - t0:.1f}s)"
+        f"{corpus.vocab.size} distinct, {look} ({time.perf_counter() - t0:.1f}s)"
     )
     try:
         state, resumed_from, auto = _start_or_resume(store, run, corpus, request, held)

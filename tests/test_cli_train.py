@@ -837,6 +837,9 @@ def test_a_list_shorter_than_the_rule_is_prose_unless_told_and_the_docs_say_so(i
     r = invoke(["train", str(short), "--run", "told", "--mode", "names", *store])
     assert r.exit_code == 0, r.stderr
     assert " on 8 lines, each from the start state" in r.stderr
+    assert ", prose by its shape (--mode names given) (" in r.stderr  # no contradiction
+    r = invoke(["train", str(enough), "--run", "as-prose", "--mode", "prose", *store])
+    assert ", one item per line by its shape (--mode prose given) (" in r.stderr
     # the rule is written where users look for it, with the corpus module's numbers
     docs = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     section = docs.split("## Names mode")[1].split("\n## ")[0]
