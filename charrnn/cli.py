@@ -277,7 +277,7 @@ def complete_model(ctx: click.Context, param: click.Parameter, incomplete: str) 
         store = open_store(ctx.params.get("store_dir"))
         if ":" in incomplete:
             run = incomplete.partition(":")[0]
-            steps = [p.stem.removeprefix("ckpt-").lstrip("0") for p in store.checkpoints(run)]
+            steps = [str(store.step_of(p)) for p in store.checkpoints(run)]
             names = [f"{run}:{x}" for x in ("best", "latest", *steps)]
         else:
             names = [r.name for r in store.runs()]

@@ -780,23 +780,23 @@ class _Saver:
             events.warn(f"diverged state not saved: {err}")
         what, advice = e.what or str(e), e.advice or "a lower learning rate"
         left = self.store.checkpoints(self.run)
-        if not left:
+        stay = Store.step_of(left[-1]) if left else None  # the step the run stays at
+        if stay is None:
             then = f"the run has no checkpoint yet: train it again with {advice}"
         elif removed is not None:  # no update of this session ran: its settings are not why
             then = (
-                f"its checkpoint at step {_step_of(removed)} was broken (it diverges before any "
-                f"update) and is removed: the run stays at its previous checkpoint (step "
-                f"{_step_of(left[-1])}): run the same command again to train on from step "
-                f"{_step_of(left[-1])}"
+                f"its checkpoint at step {Store.step_of(removed)} was broken (it diverges "
+                f"before any update) and is removed: the run stays at its previous checkpoint "
+                f"(step {stay}): run the same command again to train on from step {stay}"
             )
         elif not self.sane_seen:  # no sane loss since it was loaded: it is broken itself
             then = (
-                f"the run's checkpoint at step {_step_of(left[-1])} diverges before any update "
+                f"the run's checkpoint at step {stay} diverges before any update "
                 "(its weights were broken when it was saved): start over with --fresh"
             )
         else:
             then = (
-                f"the run stays at its last checkpoint (step {_step_of(left[-1])}): resume with "
+                f"the run stays at its last checkpoint (step {stay}): resume with "
                 f"{advice}, or start over with --fresh"
             )
         return DivergedError(f"{what}; {then}", what=what, advice=advice)
@@ -828,11 +828,6 @@ class _Saver:
                 continue
             return path if self.store.discard(self.run, path) else None
         return None
-
-
-def _step_of(path: Path) -> int:
-    """The step in a checkpoint's name (ckpt-000000700.npz: 700)."""
-    return int(path.stem.rpartition("-")[2])
 
 
 def _train(

@@ -518,6 +518,14 @@ class Store:
     def checkpoint_name(step: int) -> str:
         return f"ckpt-{step:09d}.npz"
 
+    @staticmethod
+    def step_of(path: Path) -> int:
+        """The step a checkpoint's name says (ckpt-000000700.npz: 700); ValueError otherwise."""
+        m = _CKPT_RE.fullmatch(path.name)
+        if m is None:
+            raise ValueError(f"{path.name} is not a checkpoint's name")
+        return int(m.group(1))
+
     # ----------------------------------------------------------------- listing
 
     def checkpoints(self, run: str) -> list[Path]:
